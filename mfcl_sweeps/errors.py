@@ -1,0 +1,37 @@
+"""Errors a user can hit. Each message is one line that names the key or value and says what to change."""
+from __future__ import annotations
+
+from typing import Optional
+
+
+class MfclError(Exception):
+    """Base for errors shown to users as a single line (no traceback needed)."""
+
+
+class SweepSpecError(MfclError):
+    """A sweep spec is malformed. Raised before anything is launched or written."""
+
+    def __init__(self, message: str, *, key: Optional[str] = None, file: Optional[str] = None,
+                 line: Optional[int] = None) -> None:
+        where = ""
+        if file is not None:
+            where = f"{file}:{line}: " if line is not None else f"{file}: "
+        what = f"'{key}': " if key is not None else ""
+        super().__init__(f"{where}{what}{message}")
+        self.key, self.file, self.line = key, file, line
+
+
+class ManifestError(MfclError):
+    """The journal or manifest of a sweep dir cannot be read or written safely."""
+
+
+class SweepFailed(MfclError):
+    """Some runs failed; raised after every run finished and the manifest/report were written."""
+
+    def __init__(self, failed_run_ids: list[str], sweep_dir: str) -> None:
+        shown = ", ".join(failed_run_ids[:10]) + (" ..." if len(failed_run_ids) > 10 else "")
+        super().__init__(
+            f"{len(failed_run_ids)} run(s) failed: {shown}; see `mfcl-sweeps status {sweep_dir}` "
+            "(set hydra.sweeper.fail_on_error=false to exit 0)"
+        )
+        self.failed_run_ids = failed_run_ids
