@@ -1,0 +1,44 @@
+"""What every mfcl launcher plugin shares. Kept out of Hydra's start-up scan (leading `_`) and
+free of heavy imports: the work starts in `mfcl_sweeps.launcher` at `setup()`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from hydra.plugins.launcher import Launcher
+
+
+@dataclass
+class CommonLauncherConf:
+    detach: bool = False  # submit and return at once (schedulers, with hydra/sweeper=mfcl)
+    retries: int = 0  # extra attempts for a failed run
+    retry_backoff_s: float = 1.0  # wait before a retry, doubled each time
+    launch_delay: float = 0.0  # seconds between two job starts
+    progress: str = "auto"  # auto | live | log
+
+
+class MfclLauncherBase(Launcher):
+    backend_name = "?"
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.core: Any = None
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+        from omegaconf import OmegaConf
+
+        from mfcl_sweeps.launcher import LaunchCore
+
+        options = {k: (OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v)
+                   for k, v in self.options.items() if k != "_target_"}
+        self.core = LaunchCore(self.backend_name, options)
+        self.core.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
+        return self.core.launch(job_overrides, initial_job_idx)
+
+    def launch_planned(self, runs: Sequence[Any], **kwargs: Any) -> Sequence[Any]:
+        return self.core.launch_planned(runs, **kwargs)
+
+    def describe(self, runs: Sequence[Any], **kwargs: Any) -> str:
+        return self.core.describe(runs, **kwargs)

@@ -1,0 +1,246 @@
+"""Local backend: every job in its own process group on this machine.
+
+Jobs are forked from the driver, which has already imported Hydra and the task (warm start,
+no interpreter start-up per job), unless the driver has initialized CUDA: such a process cannot
+be forked safely and its children ignore their CUDA_VISIBLE_DEVICES, so jobs then start as fresh
+interpreters (`python -m mfcl_sweeps.worker`). Either way a crash, `os._exit` or kill of one
+job never reaches the driver, and every job dies with the driver (parent-death signal).
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from typing import Any, Optional, Sequence
+
+from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
+from mfcl_sweeps.jobspec import worker_argv
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when the driver (its parent) dies."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: process groups still let cancel find jobs
+        pass
+
+
+def cuda_initialized() -> bool:
+    torch = sys.modules.get("torch")
+    try:
+        return bool(torch is not None and torch.cuda.is_initialized())
+    except Exception:
+        return False
+
+
+def visible_gpus(declared: Optional[Sequence[int]] = None) -> list[str]:
+    """GPU ids jobs may be packed onto: declared ones, else CUDA_VISIBLE_DEVICES, else nvidia-smi."""
+    if declared is not None:
+        return [str(g) for g in declared]
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+def signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+@dataclasses.dataclass
+class LocalOptions:
+    max_concurrent: Optional[int] = None  # default: CPU count
+    timeout: Optional[float] = None  # seconds per job, then killed
+    idle_timeout: Optional[float] = None  # seconds without output, then killed
+    start_method: str = "auto"  # auto | fork | spawn
+    gpus: Optional[list] = None  # ids to pack onto; None = detect
+    gpus_per_job: int = 0
+    python: str = sys.executable
+    kill_grace_s: float = 5.0
+
+
+class LocalBackend(Backend):
+    name = "local"
+    poll_interval = 0.02
+
+    def __init__(self, options: LocalOptions, *, session: Any = None) -> None:
+        self.options = options
+        self.session = session  # the in-memory session, for forked jobs
+        self.running: dict[str, JobHandle] = {}
+        self.max_concurrent = options.max_concurrent or os.cpu_count() or 1
+        self.free_gpus = visible_gpus(options.gpus) if options.gpus_per_job else []
+        if options.gpus_per_job and len(self.free_gpus) < options.gpus_per_job:
+            from mfcl_sweeps.errors import MfclError
+
+            raise MfclError(f"hydra.launcher.gpus_per_job={options.gpus_per_job} but only "
+                            f"{len(self.free_gpus)} GPU(s) are visible ({self.free_gpus}); "
+                            "lower gpus_per_job or set hydra.launcher.gpus=[...]")
+
+    # -- planning (pure) -------------------------------------------------------------------
+    def use_fork(self) -> bool:
+        method = self.options.start_method
+        if method == "spawn" or self.session is None:
+            return False
+        return method == "fork" or not cuda_initialized()
+
+    def argv(self, request: JobRequest) -> list[str]:
+        return worker_argv(self.options.python, request.spec.session_path, request.job_path)
+
+    def plan(self, requests: Sequence[JobRequest]) -> list[Submission]:
+        return [Submission(requests=[r], commands=[self.argv(r)]) for r in requests]
+
+    def capacity(self) -> Optional[int]:
+        free = self.max_concurrent - len(self.running)
+        if self.options.gpus_per_job:
+            free = min(free, len(self.free_gpus) // self.options.gpus_per_job)
+        return max(free, 0)
+
+    # -- running ------------------------------------------------------------------------------
+    def job_env(self, request: JobRequest, gpus: list[str]) -> dict[str, str]:
+        env = {}
+        if self.options.gpus_per_job:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        return env
+
+    def submit(self, submission: Submission) -> list[JobHandle]:
+        handles = []
+        for request, argv in zip(submission.requests, submission.commands):
+            gpus = [self.free_gpus.pop(0) for _ in range(self.options.gpus_per_job)]
+            env = self.job_env(request, gpus)
+            os.makedirs(os.path.dirname(request.log_path), exist_ok=True)
+            pid = self._fork(request, env) if self.use_fork() else self._spawn(argv, request, env)
+            handle = JobHandle(request=request, backend_job_id=str(pid), started=time.monotonic(),
+                               data={"pid": pid, "gpus": gpus})
+            self.running[handle.key] = handle
+            handles.append(handle)
+        return handles
+
+    def _spawn(self, argv: list[str], request: JobRequest, env: dict[str, str]) -> int:
+        with open(request.log_path, "ab") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env={**os.environ, **env}, start_new_session=True,
+                                    preexec_fn=die_with_parent)
+        return proc.pid
+
+    def _fork(self, request: JobRequest, env: dict[str, str]) -> int:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid:
+            return pid
+        code = 1
+        try:
+            os.setsid()
+            die_with_parent()
+            fd = os.open(request.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.close(fd)
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.environ.update(env)
+            from hydra.core.utils import JobStatus
+
+            from mfcl_sweeps import worker
+
+            code = 0 if worker.run(self.session, request.spec).status == JobStatus.COMPLETED else worker.EXIT_TASK_FAILED
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+
+    def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
+        states = {}
+        now = time.monotonic()
+        for h in handles:
+            pid = h.data["pid"]
+            try:
+                done_pid, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done_pid, status = pid, 0
+            if done_pid:
+                code = os.waitstatus_to_exitcode(status)
+                error = h.data.get("kill_reason")
+                if error is None and code < 0:
+                    error = f"job process killed by {signal_name(code)}"
+                states[h.key] = JobState(done=True, exit_code=code, error=error)
+                self._release(h)
+                continue
+            reason = self._overdue(h, now)
+            if reason and "kill_reason" not in h.data:
+                h.data["kill_reason"] = reason
+                self._kill(pid, signal.SIGKILL)
+            states[h.key] = JobState(done=False, running=True)
+        return states
+
+    def _overdue(self, h: JobHandle, now: float) -> Optional[str]:
+        o = self.options
+        timeout = o.timeout
+        run_timeout = h.request.run.resources.timeout_min
+        if run_timeout:
+            timeout = run_timeout * 60
+        if timeout and now - h.started > timeout:
+            return f"timed out after {timeout:g}s (timeout)"
+        if o.idle_timeout:
+            try:
+                idle = time.time() - os.stat(h.request.log_path).st_mtime
+            except OSError:
+                idle = now - h.started
+            if idle > o.idle_timeout and now - h.started > o.idle_timeout:
+                return f"no output for {o.idle_timeout:g}s (idle_timeout)"
+        return None
+
+    @staticmethod
+    def _kill(pid: int, sig: int) -> None:
+        try:
+            os.killpg(pid, sig)  # the job leads its own process group
+        except ProcessLookupError:
+            pass
+
+    def _release(self, h: JobHandle) -> None:
+        self.running.pop(h.key, None)
+        self.free_gpus.extend(h.data.get("gpus", []))
+
+    def cancel(self, handles: Sequence[JobHandle]) -> None:
+        for h in handles:
+            self._kill(h.data["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + self.options.kill_grace_s
+        alive = list(handles)
+        while alive and time.monotonic() < deadline:
+            alive = [h for h in alive if not os.waitpid(h.data["pid"], os.WNOHANG)[0]]
+            time.sleep(0.05)
+        for h in alive:
+            self._kill(h.data["pid"], signal.SIGKILL)
+            os.waitpid(h.data["pid"], 0)
+        for h in handles:
+            self._release(h)
+
+
+def cancel_records(records: Sequence[Any]) -> None:
+    """`mfcl-sweeps cancel` for runs this backend started (they lead their own process groups)."""
+    from mfcl_sweeps.proc import cancel_records as cancel_process_groups
+
+    cancel_process_groups(records)
+
+
+def make_backend(options: dict, *, session: Any) -> LocalBackend:
+    known = {f.name for f in dataclasses.fields(LocalOptions)}
+    return LocalBackend(LocalOptions(**{k: v for k, v in options.items() if k in known}), session=session)

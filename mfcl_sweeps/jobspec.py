@@ -1,0 +1,169 @@
+"""What a job needs to run anywhere: a pickled session (shared by all jobs of a launch) and a
+small per-job JSON. Pure data plus atomic file helpers; running lives in `worker.py`."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from mfcl_sweeps import model
+from mfcl_sweeps.model import Budget, PlannedRun, RunResources
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Readers see the old file or the whole new one, never a partial write."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Session:
+    """Everything submitit's launcher ships to a node, once per launch."""
+
+    task_function: Any
+    hydra_context: Any
+    singleton_state: Any
+    master_config: Any
+    sweep_dir: str
+
+
+def write_session(session: Session, path: str | os.PathLike) -> str:
+    import cloudpickle
+
+    atomic_write_bytes(path, cloudpickle.dumps(session))
+    return str(path)
+
+
+def load_session(path: str | os.PathLike) -> Session:
+    import cloudpickle
+
+    with open(path, "rb") as f:
+        return cloudpickle.load(f)
+
+
+def run_to_dict(run: PlannedRun) -> dict:
+    return dataclasses.asdict(run)
+
+
+def run_from_dict(d: dict) -> PlannedRun:
+    d = dict(d)
+    d["overrides"] = tuple(d["overrides"])
+    d["resources"] = RunResources(**d.get("resources") or {})
+    d["budget"] = Budget(**d["budget"]) if d.get("budget") else None
+    return PlannedRun(**d)
+
+
+def quote_override_value(value: str) -> str:
+    """A string as a Hydra override value that parses back byte for byte."""
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"
+
+
+def identity_env(run: PlannedRun, sweep_id: str, sweep_dir: str) -> dict[str, str]:
+    env = {
+        model.ENV_SWEEP_ID: sweep_id,
+        model.ENV_SWEEP_DIR: sweep_dir,
+        model.ENV_RUN_ID: run.run_id,
+        model.ENV_INDEX: str(run.index),
+        model.ENV_GROUP: run.group,
+        model.ENV_CONFIG_HASH: run.config_hash,
+    }
+    env.update(run.env)
+    return env
+
+
+def identity_overrides(run: PlannedRun, sweep_id: str, sweep_dir: str) -> list[str]:
+    """Hydra overrides (not task overrides) that carry a run's identity into its job.
+
+    They land in `hydra.job.env_set`, so the job's `overrides` stay exactly the user's and
+    every launcher, Hydra's own included, exports them to the task.
+    """
+    return [
+        f"++hydra.job.env_set.{k}={quote_override_value(v)}"
+        for k, v in identity_env(run, sweep_id, sweep_dir).items()
+    ]
+
+
+@dataclass
+class JobSpec:
+    """One job for `python -m mfcl_sweeps.worker SESSION JOB`."""
+
+    overrides: list[str]  # task overrides + identity overrides, for load_sweep_config
+    index: int  # hydra.job.id / hydra.job.num
+    run: dict  # PlannedRun as a dict
+    result_path: str
+    sweep_dir: str
+    session_path: str
+    attempt: int = 1
+    env: dict = field(default_factory=dict)  # set by the worker before composing (e.g. attempt)
+    journal: bool = True  # False where the sweep's journal is not reachable (SSH): the driver journals
+
+    @property
+    def planned_run(self) -> PlannedRun:
+        return run_from_dict(self.run)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "JobSpec":
+        return cls(**json.loads(text))
+
+    def write(self, path: str | os.PathLike) -> str:
+        atomic_write_bytes(path, self.to_json().encode())  # creates the parent dir
+        return str(path)
+
+
+def worker_argv(python: str, session_path: str, job_path: str) -> list[str]:
+    """The command every backend runs for one job."""
+    return [python, "-m", "mfcl_sweeps.worker", session_path, job_path]
+
+
+def array_worker_argv(python: str, session_path: str, job_list_path: str, index_env: Sequence[str]) -> list[str]:
+    """The command an array task runs: it picks its job from a JSON list of job files by the
+    first of `index_env` that is set (PBS_ARRAY_INDEX, PBS_ARRAYID, SLURM_ARRAY_TASK_ID...)."""
+    return [python, "-m", "mfcl_sweeps.worker", session_path, "--array", job_list_path,
+            "--index-env", ",".join(index_env)]
+
+
+def worker_shell_command(python: str, session_path: str, job_path: str) -> str:
+    return shlex.join(worker_argv(python, session_path, job_path))
+
+
+def result_path_for(sweep_dir: str, run_id: str, attempt: int) -> str:
+    # One file per attempt: a stale result of an earlier attempt is never read as this one's.
+    return str(Path(sweep_dir) / ".mfcl" / "results" / f"{run_id}.{attempt}.pkl")
+
+
+def job_path_for(sweep_dir: str, run_id: str, attempt: int) -> str:
+    return str(Path(sweep_dir) / ".mfcl" / "jobs" / f"{run_id}.{attempt}.json")
+
+
+def log_path_for(sweep_dir: str, run_id: str) -> str:
+    return str(Path(sweep_dir) / ".mfcl" / "logs" / f"{run_id}.log")
+
+
+def read_result(path: str) -> Optional[Any]:
+    """The JobReturn a worker wrote, or None if it wrote none."""
+    import cloudpickle
+
+    try:
+        with open(path, "rb") as f:
+            return cloudpickle.load(f)
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,192 @@
+"""The one driver loop shared by every mfcl launcher.
+
+Submits through a backend as its capacity allows, polls, reads each result as it lands (never in
+submission order), retries with backoff, journals what the worker itself could not (a killed or
+timed-out job), and returns JobReturns in input order, as Hydra's launcher contract requires.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Callable, Iterable, Optional
+
+from mfcl_sweeps import model
+from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState
+from mfcl_sweeps.jobspec import JobSpec, job_path_for, log_path_for, read_result, result_path_for
+from mfcl_sweeps.model import PlannedRun
+from mfcl_sweeps.progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class RetryPolicy:
+    retries: int = 0
+    backoff_s: float = 1.0  # doubled after each failed attempt
+
+    def delay(self, attempt: int) -> float:
+        return self.backoff_s * (2 ** (attempt - 1))
+
+
+def make_request(run: PlannedRun, overrides: list[str], *, sweep_dir: str, session_path: str,
+                 attempt: int = 1, env: Optional[dict] = None) -> JobRequest:
+    from mfcl_sweeps.jobspec import run_to_dict
+
+    spec = JobSpec(
+        overrides=list(overrides), index=run.index, run=run_to_dict(run),
+        result_path=result_path_for(sweep_dir, run.run_id, attempt), sweep_dir=sweep_dir,
+        session_path=session_path, attempt=attempt, env=dict(env or {}),
+    )
+    return JobRequest(run=run, spec=spec, job_path=job_path_for(sweep_dir, run.run_id, attempt),
+                      log_path=log_path_for(sweep_dir, run.run_id))
+
+
+def next_attempt(req: JobRequest) -> JobRequest:
+    spec = dataclasses.replace(
+        req.spec, attempt=req.spec.attempt + 1,
+        result_path=result_path_for(req.spec.sweep_dir, req.run.run_id, req.spec.attempt + 1))
+    return dataclasses.replace(req, spec=spec, job_path=job_path_for(req.spec.sweep_dir, req.run.run_id, spec.attempt))
+
+
+def log_tail(path: str, lines: int = 20) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 8192))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def failed_return(req: JobRequest, error: str) -> Any:
+    from hydra.core.utils import JobReturn, JobStatus
+
+    ret = JobReturn(overrides=list(req.run.overrides), status=JobStatus.FAILED)
+    ret._return_value = RuntimeError(error)
+    return ret
+
+
+class Journal:
+    """The driver's side of journaling; a no-op when the launch has no manifest."""
+
+    def __init__(self, manifest: Any, backend_name: str) -> None:
+        self.manifest, self.backend_name = manifest, backend_name
+
+    def __call__(self, run: PlannedRun, status: str, **fields: Any) -> None:
+        if self.manifest is not None:
+            self.manifest.transition(run, status, backend=self.backend_name, **fields)
+
+
+def _outcome(req: JobRequest, state: JobState) -> tuple[Any, bool]:
+    """(JobReturn, worker_journaled) for a finished handle."""
+    from hydra.core.utils import JobStatus
+
+    ret = read_result(req.spec.result_path)
+    if ret is not None and (state.error is None or ret.status == JobStatus.COMPLETED):
+        return ret, req.spec.journal
+    error = state.error or f"job exited with code {state.exit_code} and wrote no result"
+    tail = log_tail(req.log_path, 5)
+    if tail and state.error is None:
+        error = f"{error}: {tail.splitlines()[-1][:300]}"
+    return failed_return(req, error), False
+
+
+def journal_outcome(journal: Journal, req: JobRequest, ret: Any, state: JobState) -> None:
+    """Journal a finished job for a worker that could not (killed, or journal out of its reach)."""
+    from hydra.core.utils import JobStatus
+
+    from mfcl_sweeps.worker import last_error_line
+
+    fields = {"end_time": time.time(), "attempt": req.spec.attempt, **state.fields}
+    if ret.status == JobStatus.COMPLETED:
+        journal(req.run, model.COMPLETED, exit_code=0, return_value=repr(ret._return_value)[:1000],
+                job_dir=ret.working_dir, **fields)
+    else:
+        journal(req.run, model.FAILED, exit_code=state.exit_code if state.exit_code is not None else 1,
+                error=last_error_line(ret._return_value), **fields)
+
+
+def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any = None,
+             retry: RetryPolicy = RetryPolicy(), launch_delay: float = 0.0,
+             progress: Optional[Progress] = None, tick: Optional[Callable[[], None]] = None) -> list[Any]:
+    """Run every request; `requests` is consumed lazily, as the backend has room, so the first
+    job of a huge sweep starts before the rest is even planned."""
+    from hydra.core.utils import JobStatus
+
+    journal = Journal(manifest, backend.name)
+    source = enumerate(requests)
+    results: dict[int, Any] = {}
+    retrying: list[tuple[float, int, JobRequest]] = []  # (not before, input position, request)
+    active: dict[str, tuple[int, JobHandle]] = {}
+    progress = progress or Progress(0, live=False)
+    last_submit = -float("inf")
+    exhausted = False
+    try:
+        while True:
+            now = time.monotonic()
+            ready: list[tuple[int, JobRequest]] = []
+            cap = backend.capacity()
+            while cap is None or len(ready) < cap:
+                if launch_delay and (ready or now - last_submit < launch_delay):
+                    break
+                due = [item for item in retrying if item[0] <= now]
+                if due:
+                    retrying.remove(due[0])
+                    ready.append(due[0][1:])
+                    continue
+                if exhausted:
+                    break
+                nxt = next(source, None)
+                if nxt is None:
+                    exhausted = True
+                    break
+                ready.append(nxt)
+            if not ready and not active and not retrying and exhausted:
+                break
+            if ready:
+                last_submit = now
+                for _, req in ready:
+                    req.spec.write(req.job_path)
+                order = {r.key: i for i, r in ready}
+                for submission in backend.plan([r for _, r in ready]):
+                    for handle in backend.submit(submission):
+                        active[handle.key] = (order[handle.key], handle)
+                        if backend.queues_jobs or not handle.request.spec.journal:
+                            # the worker journals once it runs (if it can); record the backend id now
+                            journal(handle.request.run, model.PENDING if backend.queues_jobs else model.RUNNING,
+                                    backend_job_id=handle.backend_job_id, attempt=handle.request.spec.attempt,
+                                    start_time=time.time(), **handle.data.get("journal_fields", {}))
+            changed = False
+            if active:
+                for key, state in backend.poll([h for _, h in active.values()]).items():
+                    if not state.done:
+                        continue
+                    changed = True
+                    idx, handle = active.pop(key)
+                    req = handle.request
+                    ret, journaled = _outcome(req, state)
+                    ok = ret.status == JobStatus.COMPLETED
+                    if not journaled:
+                        journal_outcome(journal, req, ret, state)
+                    if not ok and req.spec.attempt <= retry.retries:
+                        delay = retry.delay(req.spec.attempt)
+                        log.warning("run %s failed (attempt %d), retrying in %.1fs", req.run.run_id, req.spec.attempt, delay)
+                        retrying.append((time.monotonic() + delay, idx, next_attempt(req)))
+                        continue
+                    results[idx] = ret
+                    progress.finished(ok, req.run.run_id)
+            progress.update(running=len(active))
+            if tick is not None:
+                tick()
+            if not changed and not ready:
+                time.sleep(backend.poll_interval)
+    except BaseException:
+        if active:
+            backend.cancel([h for _, h in active.values()])
+        raise
+    finally:
+        progress.close()
+        backend.close()
+    return [results[i] for i in sorted(results)]

@@ -1,0 +1,70 @@
+"""Sweep progress: a live line on a terminal (done / running / failed / ETA), plain log lines
+otherwise. Rendering happens in the caller's thread: no refresh thread, so forking job
+processes from the driver never copies a lock held by another thread."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Optional
+
+log = logging.getLogger("mfcl_sweeps")
+
+
+def format_eta(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class Progress:
+    def __init__(self, total: int, *, live: Optional[bool] = None, label: str = "sweep",
+                 log_every_s: float = 10.0) -> None:
+        self.total, self.label = total, label
+        self.done = self.failed = self.running = 0
+        self.t0 = time.monotonic()
+        self.live = sys.stderr.isatty() if live is None else live
+        self._console = None
+        self._last_log = 0.0
+        self.log_every_s = log_every_s
+
+    def eta(self) -> Optional[float]:
+        if not self.done:
+            return None
+        rate = self.done / max(time.monotonic() - self.t0, 1e-9)
+        return (self.total - self.done) / rate
+
+    def line(self) -> str:
+        return (f"{self.label}: {self.done}/{self.total} done, {self.running} running, "
+                f"{self.failed} failed, ETA {format_eta(self.eta())}")
+
+    def update(self, *, running: Optional[int] = None) -> None:
+        if running is not None:
+            self.running = running
+        self._render()
+
+    def finished(self, ok: bool, run_id: str) -> None:
+        self.done += 1
+        self.failed += 0 if ok else 1
+        if not ok or not self.live:
+            log.info("run %s %s (%d/%d)", run_id, "completed" if ok else "FAILED", self.done, self.total)
+        self._render(force=not self.live)
+
+    def _render(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.live:
+            if now - self._last_log >= 0.2 or self.done == self.total:
+                self._last_log = now
+                sys.stderr.write("\r\x1b[2K" + self.line())
+                sys.stderr.flush()
+        elif force and now - self._last_log >= self.log_every_s:
+            self._last_log = now
+            log.info(self.line())
+
+    def close(self) -> None:
+        if self.live:
+            sys.stderr.write("\r\x1b[2K" + self.line() + "\n")
+            sys.stderr.flush()

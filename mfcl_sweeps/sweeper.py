@@ -1,0 +1,242 @@
+"""The mfcl sweeper's work: spec -> validation -> manifest (identity, resume, claims) -> launches.
+
+The sweeper never knows which backend runs a job: mfcl launchers get planned runs through
+`launch_planned` (identity and per-run resources included, streamed); any other launcher gets
+Hydra's `launch(overrides, initial_job_idx)`, called so that each run's job number is its index.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+from mfcl_sweeps import model
+from mfcl_sweeps.errors import MfclError, SweepFailed
+from mfcl_sweeps.jobspec import identity_overrides, quote_override_value
+from mfcl_sweeps.model import PlannedRun
+
+log = logging.getLogger("mfcl_sweeps")
+
+RESUME_MODES = ("none", "skip_completed", "rerun_failed_only")
+SPEC_KEYS = ("grid", "paired", "runs", "run_defaults", "groups", "aliases", "budget", "exclude", "max_runs",
+             "shuffle", "seed", "seeds", "seed_key")
+
+
+def storage_dir(name: str, cwd: str) -> str:
+    root = os.environ.get("MFCL_STORAGE_ROOT")
+    return str(Path(root, name) if root else Path(cwd, "multirun", name))
+
+
+def contiguous_chunks(runs: Sequence[PlannedRun]) -> Iterator[list[PlannedRun]]:
+    """Split runs into chunks of consecutive indices, so a launcher numbering jobs
+    `initial_job_idx + position` gives each run its own index."""
+    chunk: list[PlannedRun] = []
+    for run in runs:
+        if chunk and run.index != chunk[-1].index + 1:
+            yield chunk
+            chunk = []
+        chunk.append(run)
+    if chunk:
+        yield chunk
+
+
+def batched(it: Iterable[PlannedRun], n: Optional[int]) -> Iterator[list[PlannedRun]]:
+    it = iter(it)
+    while batch := list(itertools.islice(it, n)) if n else list(it):
+        yield batch
+        if not n:
+            return
+
+
+class SweepCore:
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+        self.hydra_context: Any = None
+        self.config: Any = None
+        self.launcher: Any = None
+
+    def opt(self, key: str, default: Any = None) -> Any:
+        from omegaconf import OmegaConf
+
+        value = self.options.get(key, default)
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        return default if value is None else value
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    # -- what to run -----------------------------------------------------------------------
+    def load_spec(self, arguments: list[str]) -> Any:
+        from mfcl_sweeps.spec import SpecOptions, load_spec
+
+        options = SpecOptions(**{k: self.opt(k) for k in SPEC_KEYS if self.opt(k) is not None})
+        return load_spec(self.opt("sweep_file"), cli_overrides=list(arguments), params=self.opt("params", {}),
+                         options=options, config_loader=self.hydra_context.config_loader)
+
+    def resume_mode(self) -> str:
+        mode = self.opt("resume")
+        if mode is None:
+            # Hydra users rerun the same command after editing code and expect it to run again;
+            # a named sweep or a claim worker means "continue this sweep".
+            mode = "skip_completed" if (self.opt("name") or self.opt("claim")) else "none"
+        if mode not in RESUME_MODES:
+            raise MfclError(f"hydra.sweeper.resume={mode}: unknown mode; use one of {', '.join(RESUME_MODES)}")
+        return mode
+
+    def sweep_dir(self) -> str:
+        from omegaconf import open_dict
+
+        name = self.opt("name")
+        if name:
+            path = storage_dir(name, os.getcwd())
+            with open_dict(self.config):
+                self.config.hydra.sweep.dir = path  # launchers read it from the shared config
+        return str(Path(str(self.config.hydra.sweep.dir)).absolute())
+
+    def is_mfcl_launcher(self) -> bool:
+        return hasattr(self.launcher, "launch_planned")
+
+    # -- the sweep -----------------------------------------------------------------------------
+    def sweep(self, arguments: list[str]) -> Any:
+        from mfcl_sweeps import expand
+
+        spec = self.load_spec(arguments)
+        total = expand.count(spec)
+        if self.opt("validate", True):
+            from mfcl_sweeps.validate import validate_spec
+
+            validate_spec(spec, self.hydra_context.config_loader, self.config)
+        if self.opt("dry_run", False):
+            return self.dry_run(spec, total)
+        resume = self.resume_mode()
+        sweep_dir = self.sweep_dir()
+        extra = [f"hydra.sweep.dir={quote_override_value(sweep_dir)}"] if self.opt("name") else []
+        self.check_git()
+        manifest = self.open_manifest(sweep_dir, spec, total)
+        sweep_id = manifest.sweep_id
+        todo = self.runs_to_do(manifest, spec, resume)
+        returns = self.launch(todo, manifest, sweep_id, total, extra)
+        manifest.write_snapshot()
+        return self.finish(manifest, returns, sweep_dir)
+
+    def check_git(self) -> None:
+        from mfcl_sweeps.sysinfo import check_git, git_info
+
+        info = git_info(os.getcwd())
+        problem = check_git(info, bool(self.opt("allow_behind", False)))
+        if problem:
+            raise MfclError(problem)
+        if info and info.get("dirty"):
+            log.warning("mfcl: the project's git tree has uncommitted changes (commit %s); the manifest records it",
+                        str(info.get("commit"))[:12])
+
+    def open_manifest(self, sweep_dir: str, spec: Any, total: int) -> Any:
+        from omegaconf import OmegaConf
+
+        from mfcl_sweeps import expand
+        from mfcl_sweeps.manifest import SweepManifest
+        from mfcl_sweeps.sysinfo import command_info
+
+        Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, Path(sweep_dir) / "multirun.yaml")
+        manifest = SweepManifest(sweep_dir)
+        cluster = self.opt("cluster") or os.environ.get("MFCL_CLUSTER") or "local"
+        manifest.record_plan(spec.to_dict(), spec.spec_hash(), {"total": total, **expand.count_by_group(spec)},
+                             command_info(), cluster, sweep_id=self.opt("name") or None)
+        return manifest
+
+    def runs_to_do(self, manifest: Any, spec: Any, resume: str) -> Iterator[PlannedRun]:
+        """Runs still to execute, lazily; in claim mode each is claimed just before it runs."""
+        from mfcl_sweeps.expand import iter_runs
+
+        skipped: Counter[str] = Counter()
+        claim = bool(self.opt("claim", False))
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.claim_owner = owner
+        for run in manifest.assign(iter_runs(spec)):
+            ok, reason = manifest.should_run(run, resume)
+            if not ok:
+                skipped[reason] += 1
+                continue
+            if claim and not manifest.claim(run, owner, node_rank=run.resources.node_rank):
+                skipped["claimed by another worker"] += 1
+                continue
+            yield run
+        self.skipped = skipped
+        if skipped:
+            log.info("mfcl: skipped %d run(s): %s", sum(skipped.values()),
+                     ", ".join(f"{n} {why}" for why, n in skipped.items()))
+
+    def launch(self, todo: Iterator[PlannedRun], manifest: Any, sweep_id: str, total: int,
+               extra: list[str]) -> list[Any]:
+        returns: list[Any] = []
+        max_batch = self.opt("max_batch_size")
+        tick = (lambda: manifest.heartbeat(self.claim_owner)) if self.opt("claim", False) else None
+        if self.is_mfcl_launcher():
+            for batch in batched(todo, max_batch) if max_batch else [todo]:
+                returns.extend(self.launcher.launch_planned(batch, sweep_id=sweep_id, manifest=manifest, total=total,
+                                                            extra_overrides=extra, tick=tick))
+            return returns
+        for batch in batched(todo, max_batch):
+            for chunk in contiguous_chunks(batch):
+                overrides = [[*r.overrides, *identity_overrides(r, sweep_id, manifest.sweep_dir), *extra] for r in chunk]
+                rets = self.launcher.launch(overrides, initial_job_idx=chunk[0].index)
+                self.journal_foreign(manifest, chunk, rets)
+                returns.extend(rets)
+        return returns
+
+    @staticmethod
+    def journal_foreign(manifest: Any, runs: Sequence[PlannedRun], rets: Sequence[Any]) -> None:
+        """Hydra's own launchers do not journal: record their outcomes here."""
+        from hydra.core.utils import JobStatus
+
+        from mfcl_sweeps.worker import last_error_line
+
+        for run, ret in zip(runs, rets):
+            if ret.status == JobStatus.COMPLETED:
+                manifest.transition(run, model.COMPLETED, job_dir=ret.working_dir, exit_code=0,
+                                    return_value=repr(ret._return_value)[:1000])
+            else:
+                manifest.transition(run, model.FAILED, job_dir=ret.working_dir, exit_code=1,
+                                    error=last_error_line(ret._return_value))
+
+    def finish(self, manifest: Any, returns: list[Any], sweep_dir: str) -> list[list[Any]]:
+        from hydra.core.utils import JobStatus
+
+        if self.opt("fail_on_error", True) and any(r.status != JobStatus.COMPLETED for r in returns):
+            failed = sorted(r.run_id for r in manifest.records().values() if r.status == model.FAILED)
+            self.report(sweep_dir)  # Hydra skips on_multirun_end when sweep() raises
+            raise SweepFailed(failed, sweep_dir)
+        return [returns]
+
+    def report(self, sweep_dir: str) -> None:
+        callbacks = self.config.hydra.get("callbacks") or {}
+        if not any("mfcl" in str(cb.get("_target_", "")) for cb in callbacks.values()):
+            return
+        from mfcl_sweeps.aggregate import aggregate
+
+        try:
+            aggregate(sweep_dir)
+        except MfclError as err:
+            log.error("mfcl: report not written: %s", err)
+
+    def dry_run(self, spec: Any, total: int) -> None:
+        from mfcl_sweeps.expand import iter_runs, make_run_id
+
+        print(f"mfcl dry run: {total} run(s); nothing launched")
+        runs = [r.with_identity(r.position, make_run_id(r.position, r.group, r.combo)) for r in iter_runs(spec)]
+        for run in runs:
+            print(f"{run.index:>6}  {run.run_id}  {run.config_hash}  {' '.join(run.overrides)}")
+        if self.is_mfcl_launcher() and runs:
+            print(self.launcher.describe(runs, sweep_id=self.opt("name") or "dry-run"))
+        return None
