@@ -1,0 +1,148 @@
+"""`mfcl-sweeps status SWEEP_DIR [--json]`: the state of a sweep, from its journal.
+
+Needs no GPU and no scheduler. A backend module that has `refresh_records(records)` may update
+runs it started and that run detached (e.g. a Slurm job that died without journaling); the
+refreshed state is shown, not journaled.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Optional
+
+from mfcl_sweeps import model
+from mfcl_sweeps.errors import ManifestError
+
+SHOWN_ROWS = 20
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sweep_dir", help="the sweep dir (holds .mfcl/journal.jsonl)")
+    parser.add_argument("--json", action="store_true", help="print the status as JSON (every running/failed run)")
+
+
+def open_manifest(sweep_dir: str) -> Any:
+    from mfcl_sweeps.manifest import SweepManifest
+
+    manifest = SweepManifest(sweep_dir)
+    if not manifest.journal.path.exists():
+        raise ManifestError(f"{sweep_dir}: no sweep journal ({manifest.journal.path} is missing); is it a sweep dir?")
+    return manifest
+
+
+def refresh_from_backends(records: dict[str, Any]) -> dict[str, Any]:
+    """Apply what backends report about their active runs (their `refresh_records` hook)."""
+    from mfcl_sweeps.manifest import ACTIVE_STATES, backend_hook
+
+    by_backend: dict[str, list] = defaultdict(list)
+    for rec in records.values():
+        if rec.status in ACTIVE_STATES and rec.backend:
+            by_backend[rec.backend].append(rec)
+    for backend, recs in by_backend.items():
+        hook = backend_hook(backend, "refresh_records")
+        if hook is None:
+            continue
+        for config_hash, fields in (hook(recs) or {}).items():
+            rec = records.get(config_hash)
+            for key, value in fields.items():
+                if rec is not None and hasattr(rec, key):
+                    setattr(rec, key, value)
+    return records
+
+
+def status_report(manifest: Any, records: dict[str, Any], now: Optional[float] = None) -> dict:
+    """Plain data for the table and for --json."""
+    now = time.time() if now is None else now
+    plans = manifest.plans()
+    counts = manifest.counts()  # the same record objects, so backend refreshes count too
+    by_status = Counter(r.status for r in records.values())
+    groups: dict[str, Counter] = defaultdict(Counter)
+    for rec in records.values():
+        groups[rec.group][rec.status] += 1
+    if plans:  # planned runs the journal has not seen yet are pending in their group
+        for group, n in plans[-1].counts_by_group.items():
+            groups[group][model.PENDING] += max(0, n - sum(groups[group].values()))
+    active = sorted((r for r in records.values() if r.status in (model.RUNNING, model.CLAIMED)),
+                    key=lambda r: r.index)
+    failed = sorted((r for r in records.values() if r.status == model.FAILED), key=lambda r: r.index)
+    durations = [d for r in records.values() if r.status == model.COMPLETED and (d := r.duration()) is not None]
+    starts = [r.start_time for r in records.values() if r.start_time is not None]
+    ends = [r.end_time for r in records.values() if r.end_time is not None]
+    running = by_status[model.RUNNING]
+    remaining = counts["total"] - counts.get(model.COMPLETED, 0) - counts.get(model.FAILED, 0) \
+        - counts.get(model.CANCELLED, 0)
+    mean = sum(durations) / len(durations) if durations else None
+    elapsed = None
+    if starts:
+        elapsed = (now if running else max(ends, default=now)) - min(starts)
+    eta = remaining * mean / running if (mean is not None and running and remaining > 0) else None
+    return {
+        "sweep_id": manifest.sweep_id, "sweep_dir": manifest.sweep_dir, "cluster": manifest.cluster,
+        "counts": counts, "groups": {g: dict(c) for g, c in sorted(groups.items())},
+        "running": [{"run_id": r.run_id, "status": r.status, "host": r.host, "backend": r.backend,
+                     "backend_job_id": r.backend_job_id, "pid": r.pid, "start_time": r.start_time,
+                     "elapsed_s": (now - r.start_time) if r.start_time else None} for r in active],
+        "failed": [{"run_id": r.run_id, "exit_code": r.exit_code, "error": r.error, "job_dir": r.job_dir,
+                    "attempts": r.attempts} for r in failed],
+        "elapsed_s": elapsed, "mean_run_s": mean, "eta_s": eta,
+    }
+
+
+def _duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def render(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    shown = [s for s in model.RUN_STATES if any(s in g for g in report["groups"].values())]
+    table = Table(title=f"sweep {report['sweep_id']} ({report['sweep_dir']}, cluster {report['cluster']})")
+    table.add_column("group")
+    for s in shown:
+        table.add_column(s, justify="right")
+    table.add_column("total", justify="right")
+    for group, counts in report["groups"].items():
+        table.add_row(group, *(str(counts.get(s, 0)) for s in shown), str(sum(counts.values())))
+    table.add_row("all", *(str(report["counts"].get(s, 0)) for s in shown), str(report["counts"]["total"]),
+                  style="bold")
+    console.print(table)
+    if report["running"]:
+        rt = Table(title=f"running ({len(report['running'])})")
+        for col in ("run", "status", "host", "backend", "job id", "pid", "elapsed"):
+            rt.add_column(col)
+        for r in report["running"][:SHOWN_ROWS]:
+            rt.add_row(r["run_id"], r["status"], r["host"] or "-", r["backend"] or "-", str(r["backend_job_id"] or "-"),
+                       str(r["pid"] or "-"), _duration(r["elapsed_s"]))
+        console.print(rt)
+    if report["failed"]:
+        ft = Table(title=f"failed ({len(report['failed'])})")
+        for col in ("run", "exit", "error"):
+            ft.add_column(col)
+        for r in report["failed"][:SHOWN_ROWS]:
+            ft.add_row(r["run_id"], str(r["exit_code"]), (r["error"] or "")[:200])
+        console.print(ft)
+    if len(report["running"]) > SHOWN_ROWS or len(report["failed"]) > SHOWN_ROWS:
+        console.print(f"(first {SHOWN_ROWS} shown; --json lists all)")
+    console.print(f"elapsed {_duration(report['elapsed_s'])}  mean run {_duration(report['mean_run_s'])}  "
+                  f"ETA {_duration(report['eta_s'])}")
+
+
+def run(args: argparse.Namespace) -> int:
+    manifest = open_manifest(str(Path(args.sweep_dir)))
+    records = refresh_from_backends(manifest.records())
+    report = status_report(manifest, records)
+    if args.json:
+        print(json.dumps(report, indent=1, default=str))
+    else:
+        render(report)
+    return 0

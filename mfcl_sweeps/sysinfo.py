@@ -1,0 +1,90 @@
+"""What a sweep records about where it ran: the command, the git state, the environment
+(secrets redacted before anything is written)."""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from typing import Mapping, Optional
+
+SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
+REDACTED = "***"
+# user:password@ in URLs such as HTTPS_PROXY=http://me:pw@proxy:3128
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+
+
+def redacted_env(env: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """The environment with secret values shown as `***`: names containing KEY, TOKEN,
+    SECRET, PASSWORD or CREDENTIAL (any case), and passwords inside URLs."""
+    env = os.environ if env is None else env
+    out = {}
+    for name, value in sorted(env.items()):
+        upper = name.upper()
+        if any(marker in upper for marker in SECRET_MARKERS):
+            out[name] = REDACTED
+        else:
+            out[name] = _URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", value)
+    return out
+
+
+def _version(dist: str) -> Optional[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def command_info() -> dict:
+    """The exact invocation (interpreter options, script or -m module, arguments) and versions,
+    enough for `mfcl-sweeps resume` to run it again."""
+    return {
+        "argv": list(getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:]),
+        "cwd": os.getcwd(),
+        "python": sys.executable,
+        "versions": {"mfcl_sweeps": _version("mfcl-sweeps"), "hydra": _version("hydra-core")},
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+
+
+def _git(cwd: str, *args: str) -> Optional[str]:
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def git_info(cwd: Optional[str] = None) -> dict:
+    """{commit, dirty, behind, upstream} of the repository holding `cwd`; commit is None
+    outside a repository. `behind` counts commits of the upstream branch as last fetched
+    (nothing is fetched here) missing from HEAD; None without an upstream."""
+    cwd = cwd or os.getcwd()
+    commit = _git(cwd, "rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None, "behind": None, "upstream": None}
+    status = _git(cwd, "status", "--porcelain", "--untracked-files=no")
+    upstream = _git(cwd, "rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}")
+    behind = _git(cwd, "rev-list", "--count", "HEAD..@{u}") if upstream else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None,
+            "behind": int(behind) if behind else None, "upstream": upstream}
+
+
+def check_git(info: Mapping, allow_behind: bool) -> Optional[str]:
+    """The reason to refuse launching, or None. Being behind the upstream means the runs would
+    measure old code; a dirty tree only earns a warning (the caller logs `git_warning`)."""
+    if info.get("behind") and not allow_behind:
+        return (f"the project is {info['behind']} commit(s) behind {info.get('upstream')}; "
+                "pull first, or set hydra.sweeper.allow_behind=true to launch anyway")
+    return None
+
+
+def git_warning(info: Mapping) -> Optional[str]:
+    if info.get("dirty"):
+        return (f"the git tree has uncommitted changes (recorded commit {str(info.get('commit'))[:12]} "
+                "does not describe the code that runs)")
+    return None
