@@ -1,0 +1,179 @@
+"""Lazy expansion of a SweepSpec into PlannedRuns, run counting without expansion, run identity.
+
+A block's runs are the Cartesian product of its axes (last axis varies fastest, as in Hydra's
+BasicSweeper); blocks are concatenated. `exclude`, `shuffle` and `max_runs` apply to that
+sequence, in that order.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import random
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
+
+from mfcl_sweeps import overrides as ov
+from mfcl_sweeps.model import PlannedRun
+from mfcl_sweeps.spec import Block, Setting, SweepSpec
+
+HASH_CHARS = 16
+INDEX_WIDTH = 5  # run ids sort by index up to 99,999 runs; larger indices just get longer
+MAX_RUN_ID = 100
+# Exclude entries beyond this are counted by iterating rather than by inclusion-exclusion (2^n terms).
+MAX_ARITHMETIC_EXCLUDES = 12
+
+
+def config_hash(overrides: Iterable[str], env: Optional[Mapping[str, str]] = None) -> str:
+    """A stable hash of a run's task overrides (and the extra job env it gets, e.g.
+    MFCL_AMP_DTYPE, which changes the run without changing an override), independent of order."""
+    items = sorted(o.strip() for o in overrides)
+    items += sorted(f"env:{k}={v}" for k, v in (env or {}).items())
+    return hashlib.sha1("\0".join(items).encode()).hexdigest()[:HASH_CHARS]
+
+
+def make_run_id(index: int, group: str, combo: str) -> str:
+    """`<index, zero-padded to 5>_<group>[_<combo>]`, filesystem-safe, at most 100 characters."""
+    if index < 0:
+        raise ValueError(f"a run index is >= 0, got {index}")
+    run_id = f"{index:0{INDEX_WIDTH}d}_{ov.slug(group)}"
+    if combo:
+        run_id += f"_{combo}"
+    return run_id[:MAX_RUN_ID].rstrip("_-")
+
+
+# ----------------------------------------------------------------------------- matching
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def _values(combo: Sequence[Setting]) -> dict:
+    return {k: v for s in combo for k, v in s.values}
+
+
+def _excluded(values: Mapping[str, Any], exclude: Sequence[tuple[tuple[str, Any], ...]]) -> bool:
+    return any(all(k in values and _same(values[k], v) for k, v in entry) for entry in exclude)
+
+
+def _block_matching(block: Block, assignment: Mapping[str, Any]) -> Optional[int]:
+    """How many of the block's runs set every key of `assignment` to its value; None when a key
+    is set by more than one axis (then only iterating knows)."""
+    n, covered = 1, set()
+    for axis in block.axes:
+        axis_keys = {k for s in axis.settings for k, _ in s.values}
+        relevant = [k for k in assignment if k in axis_keys]
+        if not relevant:
+            n *= len(axis.settings)
+            continue
+        if covered & set(relevant):
+            return None
+        covered.update(relevant)
+        n *= sum(1 for s in axis.settings
+                 if all(k in (vals := dict(s.values)) and _same(vals[k], assignment[k]) for k in relevant))
+    return n if covered == set(assignment) else 0
+
+
+def _merge(entries: Sequence[tuple[tuple[str, Any], ...]]) -> Optional[dict]:
+    """The assignment that matches all `entries` at once, or None if they contradict."""
+    merged: dict = {}
+    for entry in entries:
+        for k, v in entry:
+            if k in merged and not _same(merged[k], v):
+                return None
+            merged[k] = v
+    return merged
+
+
+def _excluded_count(block: Block, exclude: Sequence[tuple[tuple[str, Any], ...]]) -> Optional[int]:
+    """How many of the block's runs `exclude` drops, by inclusion-exclusion; None if only
+    iterating can tell."""
+    removed = 0
+    for r in range(1, len(exclude) + 1):
+        for subset in itertools.combinations(exclude, r):
+            merged = _merge(subset)
+            if merged is None:
+                continue
+            matching = _block_matching(block, merged)
+            if matching is None:
+                return None
+            removed += matching if r % 2 else -matching
+    return removed
+
+
+def _block_count(block: Block, exclude: Sequence[tuple[tuple[str, Any], ...]]) -> int:
+    if not exclude:
+        return block.size
+    removed = _excluded_count(block, exclude) if len(exclude) <= MAX_ARITHMETIC_EXCLUDES else None
+    if removed is not None:
+        return block.size - removed
+    return sum(1 for combo in _block_combos(block) if not _excluded(_values(combo), exclude))
+
+
+def count(spec: SweepSpec) -> int:
+    """The number of runs `iter_runs(spec)` yields, computed without expanding plain grids."""
+    total = sum(_block_count(block, spec.exclude) for block in spec.blocks)
+    return total if spec.max_runs is None else min(total, spec.max_runs)
+
+
+# ----------------------------------------------------------------------------- expansion
+
+
+def _block_combos(block: Block) -> Iterator[tuple[Setting, ...]]:
+    return itertools.product(*(axis.settings for axis in block.axes))
+
+
+def _combo_at(spec: SweepSpec, position: int) -> tuple[Block, tuple[Setting, ...]]:
+    """The run at `position` of the unshuffled, unfiltered sequence (mixed-radix decoding)."""
+    for block in spec.blocks:
+        if position < block.size:
+            picked = []
+            for axis in reversed(block.axes):
+                position, i = divmod(position, len(axis.settings))
+                picked.append(axis.settings[i])
+            return block, tuple(reversed(picked))
+        position -= block.size
+    raise IndexError(position)
+
+
+def _ordered(spec: SweepSpec) -> Iterator[tuple[Block, tuple[Setting, ...]]]:
+    if not spec.shuffle:
+        for block in spec.blocks:
+            for combo in _block_combos(block):
+                yield block, combo
+        return
+    total = sum(block.size for block in spec.blocks)
+    rng = random.Random(spec.seed)
+    # Without exclude only max_runs positions are ever needed: sample just those.
+    wanted = total if spec.exclude or spec.max_runs is None else min(spec.max_runs, total)
+    for position in rng.sample(range(total), wanted):
+        yield _combo_at(spec, position)
+
+
+def _planned(block: Block, combo: Sequence[Setting], position: int) -> PlannedRun:
+    overrides = tuple(o for s in combo for o in s.overrides)
+    env = {k: v for s in combo for k, v in s.env}
+    resources, metadata = block.resources, dict(block.metadata)
+    name = budget = None
+    for s in combo:
+        if s.resources is not None:
+            resources = s.resources.merged_over(resources)
+        metadata.update(s.metadata)
+        name = s.name if s.name is not None else name
+        budget = s.budget if s.budget is not None else budget
+    return PlannedRun(
+        overrides=overrides, config_hash=config_hash(overrides, env), group=block.group,
+        combo="_".join(s.slug for s in combo if s.slug), name=name, env=env, resources=resources,
+        budget=budget, metadata=metadata, position=position,
+    )
+
+
+def iter_runs(spec: SweepSpec) -> Iterator[PlannedRun]:
+    """The runs of `spec`, lazily, with `position` set (index and run_id come from the manifest)."""
+    position = 0
+    for block, combo in _ordered(spec):
+        if spec.max_runs is not None and position >= spec.max_runs:
+            return
+        if spec.exclude and _excluded(_values(combo), spec.exclude):
+            continue
+        yield _planned(block, combo, position)
+        position += 1

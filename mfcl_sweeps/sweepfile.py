@@ -1,0 +1,104 @@
+"""Reading a sweep file (YAML or JSON) into dicts and lists that remember their line numbers,
+so every later error can say `file:line`."""
+from __future__ import annotations
+
+import re
+from typing import Any, Optional
+
+import yaml
+
+from mfcl_sweeps.errors import SweepSpecError
+
+
+class LineDict(dict):
+    """A mapping from the file; `line` is where it starts, `key_lines[k]` where key k is."""
+
+    line: Optional[int] = None
+    key_lines: dict
+
+
+class LineList(list):
+    """A sequence from the file; `item_lines[i]` is where item i is."""
+
+    line: Optional[int] = None
+    item_lines: list
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader, with YAML 1.2 floats (`1e-3` is a float, not a string) and dates kept as strings."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
+    loader.flatten_mapping(node)
+    out = LineDict()
+    out.line = node.start_mark.line + 1
+    out.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            hash(key)
+        except TypeError:
+            raise SweepSpecError(f"a mapping key must be a scalar, got {key!r}",
+                                 file=loader.name, line=line) from None
+        if key in out:
+            raise SweepSpecError(f"duplicate key (first at line {out.key_lines[key]})",
+                                 key=str(key), file=loader.name, line=line)
+        out[key] = loader.construct_object(value_node, deep=True)
+        out.key_lines[key] = line
+    return out
+
+
+def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> LineList:
+    out = LineList(loader.construct_object(child, deep=True) for child in node.value)
+    out.line = node.start_mark.line + 1
+    out.item_lines = [child.start_mark.line + 1 for child in node.value]
+    return out
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
+
+
+def read(path: str) -> Any:
+    """The parsed file; SweepSpecError (with the line of a syntax error) if it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise SweepSpecError(f"cannot read sweep file: {getattr(err, 'strerror', None) or err}",
+                             file=path) from None
+    loader = _Loader(text)
+    loader.name = path
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        what = " ".join(str(p) for p in (err.context, err.problem) if p)
+        raise SweepSpecError(f"YAML syntax error: {what}", file=path,
+                             line=mark.line + 1 if mark else None) from None
+    except yaml.YAMLError as err:
+        raise SweepSpecError(f"YAML error: {str(err).splitlines()[0]}", file=path) from None
+    finally:
+        loader.dispose()
+
+
+def line_of(container: Any, key: Any = None) -> Optional[int]:
+    """The file line of `container[key]` (or of the container), if it came from a file."""
+    if key is not None:
+        if isinstance(container, LineDict) and key in container.key_lines:
+            return container.key_lines[key]
+        if isinstance(container, LineList) and isinstance(key, int) and key < len(container.item_lines):
+            return container.item_lines[key]
+    return getattr(container, "line", None)
