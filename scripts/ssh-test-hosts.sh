@@ -80,7 +80,7 @@ start_instance() {
 
 cmd_start() {
     svc_require_root
-    svc_apt_ensure openssh-server openssh-client rsync
+    svc_apt_ensure openssh-server openssh-client rsync procps
     svc_ensure_hosts
     install -d -m 0755 "$STATE"
     install -d -m 0755 /run/sshd  # sshd's privilege-separation directory

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The project's test command, defined here once: the README cites it and .ci/run calls it.
+# Extra arguments go to pytest (e.g. `scripts/test.sh -m "not slurm"`).
+# Slurm and SSH tests need scripts/slurm-test-cluster.sh and scripts/ssh-test-hosts.sh
+# running; without them they are skipped, and with CI=true they fail.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+python -m pytest -q -p no:randomly tests "$@"
+rc=$?
+# pytest exits 5 when it collected nothing: a suite that tests nothing is not a pass.
+if ((rc == 5)); then
+    echo "scripts/test.sh: pytest collected no tests" >&2
+    exit 1
+fi
+exit $rc
