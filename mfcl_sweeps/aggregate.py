@@ -169,7 +169,8 @@ def _error_line(error: Any) -> Optional[str]:
 def summarize(sweep_dir: str, *, metric: str = "accuracy") -> pd.DataFrame:
     """One row per manifest run (columns `SUMMARY_COLUMNS`), in index order.
 
-    The target metric of a run is its budget's `target_metric`, else `metric`.
+    A run's target metric and value come from its budget in the manifest (the sweep file's
+    `budget:`), else from its budget.json (`runtime.budget.target_*`); the metric defaults to `metric`.
     """
     manifest = load_manifest(sweep_dir)
     records = sorted(manifest.get("runs", []), key=lambda r: (r.get("index", 0), r.get("run_id", "")))
@@ -177,7 +178,10 @@ def summarize(sweep_dir: str, *, metric: str = "accuracy") -> pd.DataFrame:
     _check_declared(runs)
 
     budgets = [r.record.get("budget") or {} for r in runs]
-    targets = [(b.get("target_metric") or metric, b.get("target_value")) for b in budgets]
+    # the sweep's budget first, then what the task itself declared (runtime.budget.target_*)
+    targets = [(b.get("target_metric") or r.budget.get("target_metric") or metric,
+                b["target_value"] if b.get("target_value") is not None else r.budget.get("target_value"))
+               for r, b in zip(runs, budgets)]
     timings = read_stream(_stream_paths(runs, "timings.csv"))
     accuracy, to_target = _target_stats(runs, targets)
     energy = read_stream(_stream_paths(runs, "energy.csv"))
@@ -212,3 +216,10 @@ def summarize(sweep_dir: str, *, metric: str = "accuracy") -> pd.DataFrame:
     out["budget_limit"] = pd.to_numeric(out["budget_limit"], errors="coerce")
     out["budget_used"] = pd.to_numeric(out["budget_used"], errors="coerce")
     return out
+
+
+def aggregate(sweep_dir: str, **report_options: Any) -> Any:
+    """Summarize and write the report (`report.write_report`); returns its `ReportFiles`."""
+    from mfcl_sweeps.report import write_report
+
+    return write_report(sweep_dir, **report_options)

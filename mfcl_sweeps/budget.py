@@ -40,10 +40,12 @@ class BudgetTracker:
     """Counts steps, samples, tokens and wall time; `should_stop()` once the limit is reached.
 
     A tracker without a mode (budget disabled) counts but never asks to stop. `clock` returns
-    seconds; pass a deterministic one to simulate time.
+    seconds; pass a deterministic one to simulate time. `target_metric`/`target_value` are only
+    recorded (budget.json) for the report's time_to_target_min.
     """
 
     def __init__(self, mode: Optional[str] = None, limit: Optional[float] = None, *,
+                 target_metric: Optional[str] = None, target_value: Optional[float] = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if mode is not None and mode not in MODES:
             raise BudgetConfigError(f"budget mode '{mode}' is not one of {', '.join(MODES)}")
@@ -51,6 +53,8 @@ class BudgetTracker:
             raise BudgetConfigError(f"budget limit for {mode} must be > 0, got {limit!r}")
         self.mode = mode
         self.limit = float(limit) if mode is not None else None
+        self.target_metric = target_metric
+        self.target_value = None if target_value is None else float(target_value)
         self._clock = clock
         self._start = clock()
         self._usage = BudgetUsage()
@@ -58,9 +62,13 @@ class BudgetTracker:
     @classmethod
     def from_config(cls, budget_cfg: Optional[Mapping[str, Any]], *,
                     clock: Callable[[], float] = time.monotonic) -> "BudgetTracker":
-        """`budget_cfg` is `cfg.runtime.budget` (or None): `enabled` plus exactly one `max_*` set."""
-        if not budget_cfg or not budget_cfg.get("enabled", False):
+        """`budget_cfg` is `cfg.runtime.budget` (or None): `enabled` plus exactly one `max_*` set,
+        optionally `target_metric` and `target_value`."""
+        if not budget_cfg:
             return cls(clock=clock)
+        target = {"target_metric": budget_cfg.get("target_metric"), "target_value": budget_cfg.get("target_value")}
+        if not budget_cfg.get("enabled", False):
+            return cls(clock=clock, **target)
         chosen = {mode: budget_cfg.get(key) for mode, (key, _) in MODES.items()
                   if budget_cfg.get(key) is not None}
         keys = [f"runtime.budget.{MODES[m][0]}" for m in chosen]
@@ -77,7 +85,7 @@ class BudgetTracker:
             raise BudgetConfigError(f"{keys[0]}={limit!r} is not a number") from None
         if not value > 0:
             raise BudgetConfigError(f"{keys[0]}={limit!r} must be > 0")
-        return cls(mode, value, clock=clock)
+        return cls(mode, value, clock=clock, **target)
 
     def advance(self, *, steps: int = 1, samples: int = 0, tokens: int = 0) -> None:
         self._usage.steps += steps
@@ -122,6 +130,7 @@ class BudgetTracker:
             "used": self.used(), "exhausted": self.exhausted(),
             "steps": u.steps, "samples": u.samples, "tokens": u.tokens,
             "elapsed_min": u.elapsed_s / 60.0,
+            "target_metric": self.target_metric, "target_value": self.target_value,
         }
 
     def write(self, path: str) -> None:

@@ -139,7 +139,7 @@ def render_markdown(frame: pd.DataFrame, params: pd.DataFrame, manifest: dict, c
         f"- target metric: `{metric}` ({'lower' if lower_is_better(metric) else 'higher'} is better)",
         f"- all columns: [{csv_name}]({csv_name})", "",
     ]
-    scored = table[table["accuracy_value"].notna()]
+    scored = table[table["accuracy_value"].notna() & (table["status"] == "completed")]
     if len(scored):
         best = scored.sort_values("accuracy_value", ascending=lower_is_better(metric), kind="stable").head(5)
         out += ["## Best runs", "", markdown_table(best, ["run_id", "group", "accuracy_value",

@@ -16,8 +16,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
+    from mfcl_sweeps.journal import state_dir
+    from mfcl_sweeps.manifest import SweepManifest
     from mfcl_sweeps.report import write_report
 
+    if (state_dir(os.path.abspath(args.sweep_dir)) / "journal.jsonl").exists():
+        SweepManifest(args.sweep_dir).write_snapshot()  # the journal is newer than any snapshot
     files = write_report(args.sweep_dir, html=args.html, plots=not args.no_plots, metric=args.metric,
                          max_rows=args.max_rows)
     for path in [files.csv, files.markdown, files.html, *files.plots]:

@@ -1,0 +1,122 @@
+"""The Hydra callback behind `hydra/callbacks=mfcl`: a manifest and a report for any sweep.
+
+With a sweeper and launcher that know nothing of mfcl (BasicSweeper, Optuna, submitit...) it
+journals each job's start and end from `on_job_start`/`on_job_end`, which run where the job
+runs (inside the job process for submitit; the sweep dir must be on a shared filesystem), and
+at `on_multirun_end` writes `sweep_manifest.json` and the report.
+
+When an mfcl sweeper or launcher runs the job, the job's `hydra.job.env_set` carries
+`MFCL_SWEEP_ID` and the worker journals the job itself; the callback then only writes the final
+snapshot and report. A detached launch (`hydra.launcher.detach=true`) has no results yet at the
+end of the multirun: snapshot only; run `mfcl-sweeps aggregate SWEEP_DIR` later.
+
+The callback holds only its options, so launchers can pickle it to ship it with jobs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from mfcl_sweeps import model
+from mfcl_sweeps.errors import MfclError
+
+log = logging.getLogger(__name__)
+
+
+def sweep_dir_of(config: DictConfig) -> str:
+    """`hydra.sweep.dir`, absolute against the directory the command was started in."""
+    return os.path.join(str(config.hydra.runtime.cwd), str(config.hydra.sweep.dir))
+
+
+def journaled_by_mfcl(config: DictConfig) -> bool:
+    """True when an mfcl sweeper or launcher started this job (it journals the job itself)."""
+    return OmegaConf.select(config, f"hydra.job.env_set.{model.ENV_SWEEP_ID}") is not None
+
+
+def _is_mfcl_sweeper(config: DictConfig) -> bool:
+    return "mfcl_sweeps" in str(OmegaConf.select(config, "hydra.sweeper._target_") or "")
+
+
+class MfclCallback(Callback):
+    def __init__(self, report: bool = True, html: bool = False, plots: bool = True,
+                 metric: str = "accuracy") -> None:
+        self.report, self.html, self.plots, self.metric = report, html, plots, metric
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Records the command, git state and environment for a sweep the mfcl sweeper does not
+        plan (it records its own plan)."""
+        if _is_mfcl_sweeper(config):
+            return
+        from mfcl_sweeps.manifest import SweepManifest
+
+        spec = {"sweeper": OmegaConf.select(config, "hydra.sweeper._target_"),
+                "launcher": OmegaConf.select(config, "hydra.launcher._target_"),
+                "arguments": list(config.hydra.overrides.task)}
+        spec_hash = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        SweepManifest(sweep_dir_of(config)).record_plan(spec, spec_hash, {"total": 0})
+
+    def _run(self, config: DictConfig) -> model.PlannedRun:
+        from mfcl_sweeps.launcher import runs_from_overrides
+
+        return runs_from_overrides([list(config.hydra.overrides.task)], int(config.hydra.job.num))[0]
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if journaled_by_mfcl(config):
+            return
+        from mfcl_sweeps.manifest import SweepManifest
+
+        SweepManifest(sweep_dir_of(config)).transition(
+            self._run(config), model.RUNNING, job_dir=str(config.hydra.runtime.output_dir),
+            host=socket.gethostname(), pid=os.getpid(), backend="hydra")
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if journaled_by_mfcl(config):
+            return
+        from hydra.core.utils import JobStatus
+
+        from mfcl_sweeps.manifest import SweepManifest
+        from mfcl_sweeps.worker import last_error_line
+
+        manifest = SweepManifest(sweep_dir_of(config))
+        run, job_dir = self._run(config), str(config.hydra.runtime.output_dir)
+        if job_return.status == JobStatus.COMPLETED:
+            manifest.transition(run, model.COMPLETED, job_dir=job_dir, exit_code=0,
+                                return_value=repr(job_return.return_value)[:1000])
+        else:
+            manifest.transition(run, model.FAILED, job_dir=job_dir, exit_code=1,
+                                error=last_error_line(job_return._return_value))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        finish_sweep(sweep_dir_of(config), detached=bool(OmegaConf.select(config, "hydra.launcher.detach")),
+                     report=self.report, html=self.html, plots=self.plots, metric=self.metric)
+
+
+def finish_sweep(sweep_dir: str, *, detached: bool = False, report: bool = True, **report_options: Any) -> None:
+    """Final `sweep_manifest.json`, then the report unless the launch was detached.
+
+    A report that cannot be written is logged, not raised: the runs themselves are done.
+    """
+    from mfcl_sweeps.manifest import SweepManifest
+
+    SweepManifest(sweep_dir).write_snapshot()
+    if detached:
+        log.info("mfcl: detached launch, no report yet; run `mfcl-sweeps aggregate %s` when the jobs are done",
+                 sweep_dir)
+        return
+    if not report:
+        return
+    from mfcl_sweeps.report import write_report
+
+    try:
+        files = write_report(sweep_dir, **report_options)
+    except MfclError as err:
+        log.error("mfcl: report not written: %s", err)
+        return
+    log.info("mfcl: report %s", files.markdown)
