@@ -84,7 +84,7 @@ def _outcome(req: JobRequest, state: JobState) -> tuple[Any, bool]:
     from hydra.core.utils import JobStatus
 
     ret = read_result(req.spec.result_path)
-    if ret is not None and (state.error is None or ret.status == JobStatus.COMPLETED):
+    if ret is not None and (state.error is None or (ret.status == JobStatus.COMPLETED and not state.run_failed)):
         return ret, req.spec.journal
     error = state.error or f"job exited with code {state.exit_code} and wrote no result"
     tail = log_tail(req.log_path, 5)

@@ -39,6 +39,18 @@ def _failed_return(job: JobSpec, exc: BaseException) -> Any:
     return ret
 
 
+def write_result(path: str, ret: Any) -> None:
+    """Pickle a JobReturn atomically to `path`."""
+    import cloudpickle
+
+    try:
+        payload = cloudpickle.dumps(ret)
+    except Exception as exc:  # an unpicklable return value must not lose the outcome
+        ret._return_value = f"<unpicklable return value: {last_error_line(exc)}>"
+        payload = cloudpickle.dumps(ret)
+    atomic_write_bytes(path, payload)
+
+
 def compose(session: Session, job: JobSpec) -> Any:
     from omegaconf import open_dict
 
@@ -59,7 +71,6 @@ def job_dir_of(cfg: Any) -> str:
 
 def run(session: Session, job: JobSpec, *, journal: bool = True) -> Any:
     """Run one job in this process and return its JobReturn (also written to job.result_path)."""
-    import cloudpickle
     from hydra.core.utils import JobStatus, run_job, setup_globals
 
     setup_globals()
@@ -87,12 +98,7 @@ def run(session: Session, job: JobSpec, *, journal: bool = True) -> Any:
             job_subdir_key="hydra.sweep.subdir",
         )
     failed = ret.status != JobStatus.COMPLETED
-    try:
-        payload = cloudpickle.dumps(ret)
-    except Exception as exc:  # an unpicklable return value must not lose the outcome
-        ret._return_value = f"<unpicklable return value: {last_error_line(exc)}>"
-        payload = cloudpickle.dumps(ret)
-    atomic_write_bytes(job.result_path, payload)
+    write_result(job.result_path, ret)
     if journal:
         fields: dict[str, Any] = {"end_time": time.time(), "exit_code": EXIT_TASK_FAILED if failed else 0}
         if failed:

@@ -70,6 +70,7 @@ class JobState:
     exit_code: Optional[int] = None
     error: Optional[str] = None  # why it ended badly, when the worker could not say (signal, timeout...)
     preempted: bool = False  # ended by the scheduler, to be requeued rather than counted as a failure
+    run_failed: bool = False  # failed even if its worker wrote a completed result (e.g. another DDP rank failed)
     fields: dict[str, Any] = field(default_factory=dict)  # extra journal fields (host, ...)
 
 

@@ -61,6 +61,23 @@ def signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
+def overdue_reason(h: JobHandle, now: float, timeout: Optional[float], idle_timeout: Optional[float]) -> Optional[str]:
+    """Why a running job must be killed now (timeout, or no output for idle_timeout), else None."""
+    run_timeout = h.request.run.resources.timeout_min
+    if run_timeout:
+        timeout = run_timeout * 60
+    if timeout and now - h.started > timeout:
+        return f"timed out after {timeout:g}s (timeout)"
+    if idle_timeout:
+        try:
+            idle = time.time() - os.stat(h.request.log_path).st_mtime
+        except OSError:
+            idle = now - h.started
+        if idle > idle_timeout and now - h.started > idle_timeout:
+            return f"no output for {idle_timeout:g}s (idle_timeout)"
+    return None
+
+
 @dataclasses.dataclass
 class LocalOptions:
     max_concurrent: Optional[int] = None  # default: CPU count
@@ -192,21 +209,7 @@ class LocalBackend(Backend):
         return states
 
     def _overdue(self, h: JobHandle, now: float) -> Optional[str]:
-        o = self.options
-        timeout = o.timeout
-        run_timeout = h.request.run.resources.timeout_min
-        if run_timeout:
-            timeout = run_timeout * 60
-        if timeout and now - h.started > timeout:
-            return f"timed out after {timeout:g}s (timeout)"
-        if o.idle_timeout:
-            try:
-                idle = time.time() - os.stat(h.request.log_path).st_mtime
-            except OSError:
-                idle = now - h.started
-            if idle > o.idle_timeout and now - h.started > o.idle_timeout:
-                return f"no output for {o.idle_timeout:g}s (idle_timeout)"
-        return None
+        return overdue_reason(h, now, self.options.timeout, self.options.idle_timeout)
 
     @staticmethod
     def _kill(pid: int, sig: int) -> None:
