@@ -155,7 +155,8 @@ def job_path_for(sweep_dir: str, run_id: str, attempt: int) -> str:
 
 
 def log_path_for(sweep_dir: str, run_id: str) -> str:
-    return str(Path(sweep_dir) / ".mfcl" / "logs" / f"{run_id}.log")
+    """A run's stdout+stderr, every attempt appended: `tail -f` it to follow a job."""
+    return str(Path(sweep_dir) / "logs" / "runs" / f"{run_id}.log")
 
 
 def read_result(path: str) -> Optional[Any]:

@@ -23,8 +23,6 @@ from mfcl_sweeps.model import PlannedRun
 log = logging.getLogger("mfcl_sweeps")
 
 RESUME_MODES = ("none", "skip_completed", "rerun_failed_only")
-SPEC_KEYS = ("grid", "paired", "runs", "run_defaults", "groups", "aliases", "budget", "exclude", "max_runs",
-             "shuffle", "seed", "seeds", "seed_key")
 
 
 def storage_dir(name: str, cwd: str) -> str:
@@ -77,9 +75,11 @@ class SweepCore:
 
     # -- what to run -----------------------------------------------------------------------
     def load_spec(self, arguments: list[str]) -> Any:
+        import dataclasses
+
         from mfcl_sweeps.spec import SpecOptions, load_spec
 
-        options = SpecOptions(**{k: self.opt(k) for k in SPEC_KEYS if self.opt(k) is not None})
+        options = SpecOptions(**{f.name: self.opt(f.name) for f in dataclasses.fields(SpecOptions)})
         return load_spec(self.opt("sweep_file"), cli_overrides=list(arguments), params=self.opt("params", {}),
                          options=options, config_loader=self.hydra_context.config_loader)
 
@@ -125,9 +125,9 @@ class SweepCore:
         manifest = self.open_manifest(sweep_dir, spec, total)
         sweep_id = manifest.sweep_id
         todo = self.runs_to_do(manifest, spec, resume)
-        returns = self.launch(todo, manifest, sweep_id, total, extra)
+        batches = self.launch(todo, manifest, sweep_id, total, extra)
         manifest.write_snapshot()
-        return self.finish(manifest, returns, sweep_dir)
+        return self.finish(manifest, batches, sweep_dir)
 
     def check_git(self) -> None:
         from mfcl_sweeps.sysinfo import check_git, git_info
@@ -143,7 +143,6 @@ class SweepCore:
     def open_manifest(self, sweep_dir: str, spec: Any, total: int) -> Any:
         from omegaconf import OmegaConf
 
-        from mfcl_sweeps import expand
         from mfcl_sweeps.manifest import SweepManifest
         from mfcl_sweeps.sysinfo import command_info
 
@@ -151,8 +150,8 @@ class SweepCore:
         OmegaConf.save(self.config, Path(sweep_dir) / "multirun.yaml")
         manifest = SweepManifest(sweep_dir)
         cluster = self.opt("cluster") or os.environ.get("MFCL_CLUSTER") or "local"
-        manifest.record_plan(spec.to_dict(), spec.spec_hash(), {"total": total, **expand.count_by_group(spec)},
-                             command_info(), cluster, sweep_id=self.opt("name") or None)
+        manifest.record_plan(spec.to_dict(), spec.spec_hash(), total, command_info(), cluster,
+                             sweep_id=self.opt("name") or None)
         return manifest
 
     def runs_to_do(self, manifest: Any, spec: Any, resume: str) -> Iterator[PlannedRun]:
@@ -178,22 +177,25 @@ class SweepCore:
                      ", ".join(f"{n} {why}" for why, n in skipped.items()))
 
     def launch(self, todo: Iterator[PlannedRun], manifest: Any, sweep_id: str, total: int,
-               extra: list[str]) -> list[Any]:
-        returns: list[Any] = []
+               extra: list[str]) -> list[list[Any]]:
+        """Launch batch by batch; returns one list of JobReturns per batch, as BasicSweeper does."""
+        batches: list[list[Any]] = []
         max_batch = self.opt("max_batch_size")
         tick = (lambda: manifest.heartbeat(self.claim_owner)) if self.opt("claim", False) else None
         if self.is_mfcl_launcher():
             for batch in batched(todo, max_batch) if max_batch else [todo]:
-                returns.extend(self.launcher.launch_planned(batch, sweep_id=sweep_id, manifest=manifest, total=total,
-                                                            extra_overrides=extra, tick=tick))
-            return returns
+                batches.append(list(self.launcher.launch_planned(
+                    batch, sweep_id=sweep_id, manifest=manifest, total=total, extra_overrides=extra, tick=tick)))
+            return batches
         for batch in batched(todo, max_batch):
+            rets: list[Any] = []
             for chunk in contiguous_chunks(batch):
                 overrides = [[*r.overrides, *identity_overrides(r, sweep_id, manifest.sweep_dir), *extra] for r in chunk]
-                rets = self.launcher.launch(overrides, initial_job_idx=chunk[0].index)
-                self.journal_foreign(manifest, chunk, rets)
-                returns.extend(rets)
-        return returns
+                chunk_rets = self.launcher.launch(overrides, initial_job_idx=chunk[0].index)
+                self.journal_foreign(manifest, chunk, chunk_rets)
+                rets.extend(chunk_rets)
+            batches.append(rets)
+        return batches
 
     @staticmethod
     def journal_foreign(manifest: Any, runs: Sequence[PlannedRun], rets: Sequence[Any]) -> None:
@@ -210,14 +212,15 @@ class SweepCore:
                 manifest.transition(run, model.FAILED, job_dir=ret.working_dir, exit_code=1,
                                     error=last_error_line(ret._return_value))
 
-    def finish(self, manifest: Any, returns: list[Any], sweep_dir: str) -> list[list[Any]]:
+    def finish(self, manifest: Any, batches: list[list[Any]], sweep_dir: str) -> list[list[Any]]:
         from hydra.core.utils import JobStatus
 
-        if self.opt("fail_on_error", True) and any(r.status != JobStatus.COMPLETED for r in returns):
+        failed_now = any(r.status != JobStatus.COMPLETED for batch in batches for r in batch)
+        if failed_now and self.opt("fail_on_error", True):
             failed = sorted(r.run_id for r in manifest.records().values() if r.status == model.FAILED)
             self.report(sweep_dir)  # Hydra skips on_multirun_end when sweep() raises
             raise SweepFailed(failed, sweep_dir)
-        return [returns]
+        return batches
 
     def report(self, sweep_dir: str) -> None:
         callbacks = self.config.hydra.get("callbacks") or {}

@@ -1,6 +1,5 @@
 """What every mfcl launcher plugin shares. Kept out of Hydra's start-up scan (leading `_`) and
 free of heavy imports: the work starts in `mfcl_sweeps.launcher` at `setup()`."""
-from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence

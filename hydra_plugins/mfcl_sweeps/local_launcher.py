@@ -1,5 +1,4 @@
 """`hydra/launcher=mfcl_local`: every job in its own process on this machine."""
-from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, List, Optional

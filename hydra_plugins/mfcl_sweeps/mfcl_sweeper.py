@@ -2,7 +2,6 @@
 
 Thin: config + registration + the `${mfcl:...}` resolver; the work is in `mfcl_sweeps.sweeper`.
 """
-from __future__ import annotations
 
 import os
 from dataclasses import dataclass
@@ -23,15 +22,13 @@ class MfclSweeperConf:
     paired: Optional[List[Any]] = None
     runs: Optional[List[Any]] = None
     run_defaults: Optional[Dict[str, Any]] = None  # merged under each of `runs`
-    groups: Optional[List[Any]] = None
     aliases: Optional[Dict[str, Any]] = None
-    budget: Optional[Dict[str, Any]] = None
     exclude: Optional[List[Any]] = None
     max_runs: Optional[int] = None
-    shuffle: bool = False
-    seed: int = 0
+    shuffle: Optional[bool] = None
+    seed: Optional[int] = None
     seeds: Optional[Any] = None  # N or a list: every config repeated per seed
-    seed_key: str = "seed"
+    seed_key: Optional[str] = None  # where each seed is written (default: seed)
     # How to run it
     max_batch_size: Optional[int] = None  # jobs per launch() call; None: all (mfcl launchers stream)
     dry_run: bool = False  # print the runs (and what would be submitted) and exit

@@ -1,0 +1,37 @@
+"""Run a test app as a real `--multirun` subprocess and read what it left behind."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+APPS = Path(__file__).parent / "apps"
+
+
+def run_app(app: str, tmp_path: Path, *overrides: str, timeout: float = 180, env: Optional[dict] = None,
+            sweep_dir: Optional[Path] = None) -> subprocess.CompletedProcess:
+    """`python tests/apps/<app>/app.py --multirun <overrides>` with its sweep dir under tmp_path."""
+    import os
+
+    sweep_dir = sweep_dir or tmp_path / "sweep"
+    cmd = [sys.executable, str(APPS / app / "app.py"), "--multirun", f"hydra.sweep.dir={sweep_dir}",
+           f"side_dir={tmp_path / 'side'}", *overrides]
+    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def side_records(tmp_path: Path) -> dict[str, dict]:
+    side = tmp_path / "side"
+    return {p.stem: json.loads(p.read_text()) for p in side.glob("*.json")}
+
+
+def side_lines(tmp_path: Path, name: str) -> list[str]:
+    path = tmp_path / "side" / name
+    return path.read_text().split() if path.exists() else []
+
+
+def manifest_runs(sweep_dir: Path) -> dict[str, dict]:
+    data = json.loads((sweep_dir / "sweep_manifest.json").read_text())
+    return {r["run_id"]: r for r in data["runs"]}

@@ -1,0 +1,146 @@
+"""mfcl_local on real processes: isolation, timeouts, retries, completion order, quoting, GPU slices,
+and Hydra's own launcher test suites."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra.core.plugins import Plugins
+from hydra.plugins.launcher import Launcher
+from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
+
+from apprun import manifest_runs, run_app, side_lines, side_records
+
+MFCL = ["hydra/sweeper=mfcl", "hydra/launcher=mfcl_local", "hydra.launcher.progress=log"]
+
+
+def test_discovery() -> None:
+    names = [p.__name__ for p in Plugins.instance().discover(Launcher)]
+    assert "MfclLocalLauncher" in names
+
+
+@pytest.mark.parametrize("launcher_name, overrides", [("mfcl_local", [])])
+class TestMfclLocalLauncherWithBasicSweeper(LauncherTestSuite):
+    pass
+
+
+@pytest.mark.parametrize("launcher_name, overrides", [("mfcl_local", ["hydra/sweeper=mfcl"])])
+class TestMfclLocalLauncherWithMfclSweeper(LauncherTestSuite):
+    pass
+
+
+@pytest.mark.parametrize("task_launcher_cfg, extra_flags",
+                         [({}, ["-m", "hydra/launcher=mfcl_local", "hydra/sweeper=mfcl"])])
+class TestMfclLocalIntegration(IntegrationTestSuite):
+    pass
+
+
+def test_crashes_fail_only_their_run(tmp_path: Path) -> None:
+    proc = run_app("behave", tmp_path, *MFCL, "mode=ok,raise,exit,segfault,sigkill", "value=1,2")
+    assert proc.returncode != 0, proc.stderr
+    runs = manifest_runs(tmp_path / "sweep")
+    assert len(runs) == 10
+    by_mode = {}
+    for r in runs.values():
+        mode = next(o.split("=", 1)[1] for o in r["overrides"] if o.startswith("mode="))
+        by_mode.setdefault(mode, []).append(r)
+    assert all(r["status"] == "completed" for r in by_mode["ok"])
+    for mode in ("raise", "exit", "segfault", "sigkill"):
+        assert all(r["status"] == "failed" for r in by_mode[mode]), (mode, by_mode[mode])
+    assert all("boom on value" in r["error"] for r in by_mode["raise"])
+    assert all(r["exit_code"] == 3 for r in by_mode["exit"])
+    assert all("SIGSEGV" in r["error"] for r in by_mode["segfault"])
+    assert all("SIGKILL" in r["error"] for r in by_mode["sigkill"])
+    # the driver names the failed runs in its one-line error
+    failed_ids = [r["run_id"] for m in ("raise", "exit", "segfault", "sigkill") for r in by_mode[m]]
+    assert "8 run(s) failed" in proc.stderr and failed_ids[0] in proc.stderr
+
+
+def test_fail_on_error_false_exits_zero(tmp_path: Path) -> None:
+    proc = run_app("behave", tmp_path, *MFCL, "mode=ok,raise", "hydra.sweeper.fail_on_error=false")
+    assert proc.returncode == 0, proc.stderr
+    statuses = sorted(r["status"] for r in manifest_runs(tmp_path / "sweep").values())
+    assert statuses == ["completed", "failed"]
+
+
+def test_timeout_and_idle_timeout(tmp_path: Path) -> None:
+    proc = run_app("behave", tmp_path, *MFCL, "mode=sleep,silent", "seconds=30",
+                   "hydra.launcher.timeout=4", "hydra.launcher.idle_timeout=2", "hydra.sweeper.fail_on_error=false")
+    assert proc.returncode == 0, proc.stderr
+    errors = {next(o for o in r["overrides"] if o.startswith("mode=")): r["error"]
+              for r in manifest_runs(tmp_path / "sweep").values()}
+    # 'sleep' prints nothing either, so idle_timeout (2 s) ends both before timeout (4 s)
+    assert "idle_timeout" in errors["mode=silent"]
+    assert "idle_timeout" in errors["mode=sleep"]
+    proc = run_app("behave", tmp_path, *MFCL, "mode=sleep", "seconds=30", "hydra.launcher.timeout=2",
+                   "hydra.sweeper.fail_on_error=false", sweep_dir=tmp_path / "sweep2")
+    (run,) = manifest_runs(tmp_path / "sweep2").values()
+    assert run["status"] == "failed" and "timed out after 2s" in run["error"]
+
+
+def test_retries_rerun_a_failed_attempt(tmp_path: Path) -> None:
+    proc = run_app("behave", tmp_path, *MFCL, "mode=fail_once", "value=1,2", "hydra.launcher.retries=1",
+                   "hydra.launcher.retry_backoff_s=0.1")
+    assert proc.returncode == 0, proc.stderr
+    runs = manifest_runs(tmp_path / "sweep")
+    assert [r["status"] for r in runs.values()] == ["completed", "completed"]
+    assert all(r["attempts"] == 2 for r in runs.values())
+    assert sorted(side_lines(tmp_path, "starts.txt")) == sorted(list(runs) * 2)
+
+
+def test_results_stream_in_completion_order(tmp_path: Path) -> None:
+    # run 0 sleeps 3 s; runs 1.. finish at once and must not wait for it
+    proc = run_app("behave", tmp_path, *MFCL, "mode=sleep", "seconds=3,0,0,0", "hydra.launcher.max_concurrent=2")
+    assert proc.returncode == 0, proc.stderr
+    runs = sorted(manifest_runs(tmp_path / "sweep").values(), key=lambda r: r["index"])
+    assert runs[0]["end_time"] > max(r["end_time"] for r in runs[1:])
+    # JobReturns still come back in input order: job dirs follow indices
+    assert [Path(r["job_dir"]).name for r in runs] == ["0", "1", "2", "3"]
+
+
+INJECTION = "a; $(touch {x}) ' \" \\ `touch {x}` \n end"
+
+
+def test_values_reach_the_task_byte_for_byte(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    value = INJECTION.format(x=marker)
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(json.dumps({"grid": {"value": [value, "plain"]}}))
+    for start in ("fork", "spawn"):
+        proc = run_app("behave", tmp_path, *MFCL, f"hydra.sweeper.sweep_file={sweep_file}",
+                       f"hydra.launcher.start_method={start}", sweep_dir=tmp_path / start)
+        assert proc.returncode == 0, proc.stderr
+        seen = sorted(r["value"] for r in side_records(tmp_path).values())
+        assert value in seen
+        assert not marker.exists()
+
+
+def test_gpu_slices_are_disjoint(tmp_path: Path) -> None:
+    proc = run_app("behave", tmp_path, *MFCL, "mode=sleep", "seconds=1", "value=1,2,3,4",
+                   "hydra.launcher.gpus=[0,1,2,3]", "hydra.launcher.gpus_per_job=2")
+    assert proc.returncode == 0, proc.stderr
+    recs = list(side_records(tmp_path).values())
+    slices = [r["env"]["CUDA_VISIBLE_DEVICES"] for r in recs]
+    assert sorted(set(slices)) == ["0,1", "2,3"]
+    # at most two jobs at a time hold GPUs: overlapping jobs never share a slice
+    recs.sort(key=lambda r: r["t"])
+    for a, b in zip(recs, recs[1:]):
+        if b["t"] - a["t"] < 0.9:
+            assert a["env"]["CUDA_VISIBLE_DEVICES"] != b["env"]["CUDA_VISIBLE_DEVICES"]
+
+
+def test_identity_env_and_resolver_in_every_job(tmp_path: Path) -> None:
+    proc = run_app("behave", tmp_path, *MFCL, "value=1,2", "hydra.sweeper.name=ident",
+                   "hydra.sweep.subdir=${mfcl:run_id}", env={"MFCL_STORAGE_ROOT": str(tmp_path / "store")})
+    assert proc.returncode == 0, proc.stderr
+    sweep_dir = tmp_path / "store" / "ident"
+    runs = manifest_runs(sweep_dir)
+    for run_id, rec in side_records(tmp_path).items():
+        env = rec["env"]
+        assert env["MFCL_SWEEP_ID"] == "ident"
+        assert env["MFCL_SWEEP_DIR"] == str(sweep_dir)
+        assert env["MFCL_SWEEP_INDEX"] == str(runs[run_id]["index"])
+        assert env["MFCL_SWEEP_CONFIG_HASH"] == runs[run_id]["config_hash"]
+        assert env["MFCL_SWEEP_RUN_DIR"] == str(sweep_dir / run_id)
+        assert (sweep_dir / run_id / ".hydra" / "overrides.yaml").exists()
