@@ -57,15 +57,18 @@ svc_wait_for() {
     done
 }
 
+# A zombie (exited, not yet reaped) counts as gone: it has no executable any more.
+svc_gone() { ! readlink "/proc/$1/exe" >/dev/null 2>&1; }
+
 # stop PIDFILE EXE: TERM, then KILL after 10 s; silent when it is not running.
 svc_stop() {
     local pidfile=$1 exe=$2 pid
     pid=$(svc_pid_of "$pidfile" "$exe") || { rm -f "$pidfile"; return 0; }
     svc_log "stopping $exe (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
-    if ! svc_wait_for 10 bash -c "! kill -0 $pid"; then
+    if ! svc_wait_for 10 svc_gone "$pid"; then
         kill -KILL "$pid" 2>/dev/null || true
-        svc_wait_for 5 bash -c "! kill -0 $pid" || svc_log "pid $pid did not exit"
+        svc_wait_for 5 svc_gone "$pid" || svc_log "pid $pid did not exit"
     fi
     rm -f "$pidfile"
 }

@@ -114,6 +114,8 @@ pidfile() {
 }
 munge_ok() { munge -n -S "$MUNGE_SOCKET" 2>/dev/null | unmunge -S "$MUNGE_SOCKET" >/dev/null 2>&1; }
 db_ok() { mariadb --no-defaults -S "$DB_SOCKET" -u root -e 'select 1' >/dev/null 2>&1; }
+# sinfo marks a node whose slurmd does not answer with a trailing '*'.
+node_responding() { local s; s=$(sinfo -h -n "$NODE" -o %t 2>/dev/null); [[ -n $s && $s != *'*' ]]; }
 node_idle() { [[ $(sinfo -h -n "$NODE" -o %t 2>/dev/null) =~ ^(idle|mix|alloc)$ ]]; }
 ctld_ok() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
 sacct_ok() { sacct -n -X -S now-1minutes >/dev/null 2>&1; }
@@ -176,9 +178,9 @@ cmd_start() {
     start_mariadb
     start_slurm_daemon slurmdbd slurmdbd_ok
     start_slurm_daemon slurmctld ctld_ok
-    start_slurm_daemon slurmd node_idle
-    # After an unclean stop the node may come back DOWN; tell slurmctld it is fine.
-    node_idle || scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true
+    start_slurm_daemon slurmd node_responding
+    # A node left DOWN or DRAINED by an earlier run (e.g. a task that would not die) is put back.
+    svc_wait_for 5 node_idle || scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true
     svc_wait_for 60 node_idle || svc_die "node $NODE is not idle: $(sinfo -h -n "$NODE" -o '%t %E')" \
         "$STATE/log/slurmd.log"
     svc_wait_for 30 sacct_ok || svc_die "sacct does not answer" "$STATE/log/slurmdbd.log"
