@@ -7,12 +7,17 @@ import re
 import socket
 import subprocess
 import sys
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
 REDACTED = "***"
 # user:password@ in URLs such as HTTPS_PROXY=http://me:pw@proxy:3128
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+
+
+def is_secret_name(name: str) -> bool:
+    upper = name.upper()
+    return any(marker in upper for marker in SECRET_MARKERS)
 
 
 def redacted_env(env: Optional[Mapping[str, str]] = None) -> dict[str, str]:
@@ -21,11 +26,27 @@ def redacted_env(env: Optional[Mapping[str, str]] = None) -> dict[str, str]:
     env = os.environ if env is None else env
     out = {}
     for name, value in sorted(env.items()):
-        upper = name.upper()
-        if any(marker in upper for marker in SECRET_MARKERS):
+        if is_secret_name(name):
             out[name] = REDACTED
         else:
             out[name] = _URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", value)
+    return out
+
+
+def redacted_argv(argv: Sequence[str]) -> list[str]:
+    """`argv` with secret values as `***`: `wandb.api_key=...` overrides, `--token=...` and
+    `--token VALUE` options, passwords inside URLs."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        key, eq, _ = arg.partition("=")
+        if hide_next:
+            out.append(REDACTED)
+        elif eq and is_secret_name(key):
+            out.append(f"{key}={REDACTED}")
+        else:
+            out.append(_URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", arg))
+        hide_next = not hide_next and not eq and arg.startswith("--") and is_secret_name(arg)
     return out
 
 
@@ -39,10 +60,10 @@ def _version(dist: str) -> Optional[str]:
 
 
 def command_info() -> dict:
-    """The exact invocation (interpreter options, script or -m module, arguments) and versions,
-    enough for `mfcl-sweeps resume` to run it again."""
+    """The exact invocation (interpreter options, script or -m module, arguments; secrets
+    redacted) and versions, enough for `mfcl-sweeps resume` to run it again."""
     return {
-        "argv": list(getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:]),
+        "argv": redacted_argv(getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:]),
         "cwd": os.getcwd(),
         "python": sys.executable,
         "versions": {"mfcl_sweeps": _version("mfcl-sweeps"), "hydra": _version("hydra-core")},

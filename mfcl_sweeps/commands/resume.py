@@ -28,6 +28,7 @@ def resume_command(snapshot: dict, extra: Sequence[str] = ()) -> list[str]:
     """The recorded command (interpreter, its options, script or module, arguments) pointed at
     the snapshot's sweep dir, resuming; `extra` overrides win over recorded ones."""
     from mfcl_sweeps.jobspec import quote_override_value
+    from mfcl_sweeps.sysinfo import REDACTED
 
     command = snapshot.get("command") or {}
     if not command.get("argv") or not command.get("python"):
@@ -37,6 +38,10 @@ def resume_command(snapshot: dict, extra: Sequence[str] = ()) -> list[str]:
     given = {k for k in map(_key, extra) if k}
     kept = [a for a in command["argv"] if _key(a) not in given | set(RESUME_KEYS)]
     ours = [a for a in ours if _key(a) not in given]
+    hidden = [a for a in kept if REDACTED in a]
+    if hidden:
+        raise ManifestError(f"the recorded command holds a redacted secret ({hidden[0]!r}); give it again: "
+                            f"mfcl-sweeps resume {snapshot.get('sweep_dir')} KEY=VALUE")
     return [command["python"], *kept, *ours, *extra]
 
 
