@@ -144,8 +144,9 @@ class SweepSpec:
 @dataclass
 class SpecOptions:
     """The `hydra.sweeper.*` knobs that shape expansion. None means "not set here" (the sweep
-    file's value, else the default). grid/paired/runs/defaults/exclude are inline equivalents of
-    the sweep-file keys."""
+    file's value, else the default). grid/paired/runs/run_defaults/exclude are inline equivalents
+    of the sweep-file keys grid/paired/runs/defaults/exclude (`defaults` is reserved in a Hydra
+    config node, hence `run_defaults`)."""
 
     aliases: Optional[Mapping[str, Any]] = None
     seeds: Union[int, Sequence[int], None] = None
@@ -157,7 +158,7 @@ class SpecOptions:
     grid: Optional[Mapping[str, Any]] = None
     paired: Optional[Sequence[Any]] = None
     runs: Optional[Sequence[Mapping[str, Any]]] = None
-    defaults: Optional[Mapping[str, Any]] = None
+    run_defaults: Optional[Mapping[str, Any]] = None
 
 
 # ----------------------------------------------------------------------------- context
@@ -539,14 +540,17 @@ def _part(raw: dict, ctx: _Ctx, path: str, allowed: Sequence[str]) -> _Part:
     for runs_key in ("runs", "params"):
         if runs_key in raw and (runs_key == "runs" or isinstance(raw[runs_key], list)):
             part.runs = _runs_part(raw[runs_key], ctx, f"{path}{runs_key}", raw, runs_key)
-    if "defaults" in raw:
-        defaults = _mapping(raw["defaults"], ctx, f"{path}defaults", raw, "defaults", "key -> value")
-        params, metadata = _entry_params(defaults, ctx, f"{path}defaults.", RUN_RESERVED_KEYS)
+    for defaults_key in ("defaults", "run_defaults"):  # run_defaults: the hydra.sweeper spelling
+        if defaults_key not in raw:
+            continue
+        here = f"{path}{defaults_key}"
+        defaults = _mapping(raw[defaults_key], ctx, here, raw, defaults_key, "key -> value")
+        params, metadata = _entry_params(defaults, ctx, f"{here}.", RUN_RESERVED_KEYS)
         part.defaults.update(params)
         part.metadata.update(metadata)
-        part.resources = _resources(defaults, ctx, f"{path}defaults.").merged_over(part.resources)
+        part.resources = _resources(defaults, ctx, f"{here}.").merged_over(part.resources)
         if "budget" in defaults:
-            part.budget = _budget(defaults["budget"], ctx, f"{path}defaults.budget", defaults, "budget")
+            part.budget = _budget(defaults["budget"], ctx, f"{here}.budget", defaults, "budget")
     if "budget" in raw:
         part.budget = _budget(raw["budget"], ctx, f"{path}budget", raw, "budget")
     if "metadata" in raw:
@@ -858,8 +862,8 @@ def load_spec(sweep_file: Optional[str], *, cli_overrides: Sequence[str] = (),
                           {k: v for k, v in root.items() if k not in (*KNOB_KEYS, groups_key)},
                           file_ctx, "", root_keys)
         sources.append((root, file_ctx, "", root))
-    inline_part = _part({k: v for k, v in inline.items() if k in ("grid", "paired", "runs", "defaults")},
-                        opt_ctx, "", ("grid", "paired", "runs", "defaults"))
+    inline_keys = ("grid", "paired", "runs", "run_defaults")
+    inline_part = _part({k: v for k, v in inline.items() if k in inline_keys}, opt_ctx, "", inline_keys)
     sources.append((inline, opt_ctx, "", inline))
     base = root_part.under(inline_part)
 

@@ -1,0 +1,122 @@
+"""Check a sweep against the app's config before anything launches, without composing every run.
+
+Per block (group): compose its first run once; then check each distinct setting once against
+that config. A single plain `key=value` is applied to a copy of the composed config the way
+Hydra applies overrides (keys must exist, values must fit typed nodes); a setting that selects a
+config group option, or sets several keys together (paired, runs), is checked by composing the
+first run with that setting swapped in. Cost grows with the sum of the value lists, not their
+product. A value that only fails in combination with another fails that run alone, in its job.
+"""
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+from typing import Any, Sequence
+
+from mfcl_sweeps import overrides as ov
+from mfcl_sweeps.errors import SweepSpecError
+from mfcl_sweeps.spec import Block, Setting, SweepSpec
+
+
+def _reason(err: BaseException) -> str:
+    """Hydra's message and its cause's, first lines only (the rest is a traceback-ish dump)."""
+    parts, name = [], type(err).__name__
+    while err is not None and len(parts) < 3:
+        text = str(err).strip().splitlines()
+        if text and text[0] not in parts:
+            parts.append(text[0])
+        err = err.__cause__
+    if len(parts) > 1 and parts[0].startswith("Error merging override"):
+        parts = parts[1:]  # the override is already named by the caller
+    return ": ".join(parts) or name
+
+
+class _BlockCheck:
+    def __init__(self, block: Block, config_loader: Any, master_config: Any, many_groups: bool) -> None:
+        self.block, self.loader, self.master = block, config_loader, master_config
+        self.where = f"group {block.group!r}: " if many_groups else ""
+        self.base = tuple(axis.settings[0] for axis in block.axes)
+        self.group_options = lru_cache(maxsize=None)(self._group_options)
+
+    def compose(self, combo: Sequence[Setting]) -> Any:
+        overrides = [o for s in combo for o in s.overrides]
+        return self.loader.load_sweep_config(self.master, overrides)
+
+    def _group_options(self, key: str) -> tuple[str, ...]:
+        try:
+            return tuple(self.loader.get_group_options(key))
+        except Exception:  # not a group path at all
+            return ()
+
+    def is_group(self, key: str, choices: Any) -> bool:
+        return key in choices or "@" in key or "/" in key or bool(self.group_options(key))
+
+    def run(self) -> None:
+        try:
+            cfg = self.compose(self.base)
+        except Exception as err:
+            self.blame_base(err)
+        choices = dict(cfg.hydra.runtime.choices)
+        task = copy.deepcopy(cfg)
+        from omegaconf import open_dict
+
+        with open_dict(task):
+            del task["hydra"]
+        checked: set[tuple[str, ...]] = set()
+        for position, axis in enumerate(self.block.axes):
+            for setting in axis.settings:
+                if not setting.overrides or setting.overrides in checked:
+                    continue
+                checked.add(setting.overrides)
+                if len(setting.overrides) == 1 and not self.touches_group(setting, choices):
+                    self.apply_one(setting.overrides[0], task, axis.source)
+                elif setting is not axis.settings[0]:
+                    self.check_groups(setting, choices, axis.source)
+                    combo = self.base[:position] + (setting,) + self.base[position + 1:]
+                    try:
+                        self.compose(combo)
+                    except Exception as err:
+                        raise SweepSpecError(f"{self.where}{' '.join(setting.overrides)}: {_reason(err)}",
+                                             key=axis.source) from None
+
+    def touches_group(self, setting: Setting, choices: Any) -> bool:
+        return any(self.is_group(k, choices) for k in setting.keys)
+
+    def check_groups(self, setting: Setting, choices: Any, source: str) -> None:
+        """A clearer message than composition gives for a mistyped group option."""
+        for text, key in zip(setting.overrides, setting.keys):
+            if "=" not in text or not self.is_group(key, choices):
+                continue
+            value = text.split("=", 1)[1]
+            options = self.group_options(key)
+            if options and value not in options and value != "null":
+                raise SweepSpecError(f"{self.where}{value!r} is not an option of config group {key!r} "
+                                     f"(options: {', '.join(options)})", key=source)
+
+    def apply_one(self, text: str, task: Any, source: str) -> None:
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+        parsed = ov.parse_override(text)
+        if parsed.is_hydra_override():
+            return
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config([parsed], copy.deepcopy(task))
+        except Exception as err:
+            raise SweepSpecError(f"{self.where}{text}: {_reason(err)}", key=source) from None
+
+    def blame_base(self, err: Exception) -> None:
+        """The first run does not compose: name the setting responsible if one alone is."""
+        for axis, setting in zip(self.block.axes, self.base):
+            try:
+                self.compose((setting,))
+            except Exception as single:
+                raise SweepSpecError(f"{self.where}{' '.join(setting.overrides)}: {_reason(single)}",
+                                     key=axis.source) from None
+        shown = " ".join(o for s in self.base for o in s.overrides)
+        raise SweepSpecError(f"{self.where}the first run does not compose ({shown}): {_reason(err)}") from None
+
+
+def validate_spec(spec: SweepSpec, config_loader: Any, master_config: Any) -> None:
+    """Raise SweepSpecError naming the key and value that the app's config rejects."""
+    for block in spec.blocks:
+        _BlockCheck(block, config_loader, master_config, len(spec.blocks) > 1).run()
