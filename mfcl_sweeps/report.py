@@ -86,7 +86,7 @@ def make_plots(frame: pd.DataFrame, params: pd.DataFrame, out_dir: str) -> list[
         plt.close(fig)
         names.append(name)
 
-    for param in params.columns:
+    for param in params.columns if len(done) else ():
         values = params.loc[done.index, param]
         numeric = pd.to_numeric(values, errors="coerce")
         fig, ax = plt.subplots(figsize=(5, 3.5))
