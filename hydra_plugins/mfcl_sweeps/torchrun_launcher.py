@@ -1,0 +1,38 @@
+"""`hydra/launcher=mfcl_torchrun`: every run a DDP job started by torchrun (docs/torchrun.md)."""
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from hydra_plugins.mfcl_sweeps._launcher_base import CommonLauncherConf, MfclLauncherBase
+
+
+@dataclass
+class TorchrunLauncherConf(CommonLauncherConf):
+    _target_: str = "hydra_plugins.mfcl_sweeps.torchrun_launcher.MfclTorchrunLauncher"
+    nproc_per_node: Any = 1  # ranks per node: an integer, or auto | cpu | gpu | xpu
+    nnodes: int = 1  # nodes per run; without node_rank every node's agent starts on this machine
+    node_rank: Optional[int] = None  # start only this node's agent (one driver per node)
+    rdzv_backend: str = "c10d"
+    rdzv_endpoint: Optional[str] = None  # host[:port]; no port: a free one per run
+    rdzv_id: Optional[str] = None  # default: one id per run and attempt
+    rdzv_conf: Any = None  # {key: value} or "key=value,key=value"
+    max_restarts: int = 0
+    monitor_interval: float = 0.1
+    master_addr: str = "127.0.0.1"  # rendezvous host when rdzv_endpoint names none
+    master_port: Optional[int] = None  # fixed rendezvous port; default: $MASTER_PORT, else a free one per run
+    extra_args: List[str] = field(default_factory=list)  # more torchrun flags, e.g. [--tee, "3"]
+    max_concurrent: Optional[int] = None  # runs at once; default: GPUs or CPU count // processes per run
+    timeout: Optional[float] = None  # seconds per run
+    idle_timeout: Optional[float] = None  # seconds without output
+    gpus: Optional[List[Any]] = None  # GPU ids to pack runs onto; default: visible GPUs
+    pack_gpus: Optional[bool] = None  # null: pack when GPUs are declared or visible
+
+
+class MfclTorchrunLauncher(MfclLauncherBase):
+    backend_name = "torchrun"
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="mfcl_torchrun", node=TorchrunLauncherConf,
+                             provider="mfcl_sweeps")

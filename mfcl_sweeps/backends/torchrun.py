@@ -1,0 +1,490 @@
+"""Torchrun backend: every run is a DDP job started by the real torchrun
+(`python -m torch.distributed.run ... -m mfcl_sweeps.ddp_worker SESSION JOB`).
+
+Per run it starts one torchrun agent per node: every node of the run on this machine when no
+`node_rank` is given (nnodes > 1 then means several local agents meeting at one rendezvous
+endpoint), or only the given node's agent when one driver runs per node. Rank 0 runs the job
+through Hydra's `run_job`; the other ranks run the task with the same config (ddp_worker.py).
+
+Commands are argv lists from pure functions (`resolve`, `node_command`); the per-node builder
+takes a host so an SSH launcher can run the same command on other machines. Rendezvous ports
+that the user did not fix are picked in `plan` by an injectable allocator, so a dry run prints
+the exact command, and back-to-back or concurrent runs never share a port.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
+from mfcl_sweeps.backends.local import die_with_parent, overdue_reason, signal_name, visible_gpus
+from mfcl_sweeps.errors import MfclError
+from mfcl_sweeps.model import PlannedRun
+
+NPROC_NAMES = ("auto", "cpu", "gpu", "xpu")  # torchrun's symbolic --nproc-per-node values
+LOCALHOST = "127.0.0.1"
+
+
+@dataclasses.dataclass
+class TorchrunOptions:
+    nproc_per_node: Union[int, str] = 1
+    nnodes: int = 1
+    node_rank: Optional[int] = None  # start only this node's agent (one driver per node)
+    rdzv_backend: str = "c10d"
+    rdzv_endpoint: Optional[str] = None  # host[:port]; no port: a free one per run
+    rdzv_id: Optional[str] = None  # default: one id per run and attempt
+    rdzv_conf: Union[str, Mapping[str, Any], None] = None
+    max_restarts: int = 0
+    monitor_interval: float = 0.1
+    master_addr: str = LOCALHOST  # rendezvous host when rdzv_endpoint names none
+    master_port: Optional[int] = None  # rendezvous port for every run; default: MASTER_PORT, else free
+    extra_args: Sequence[str] = ()  # more torchrun flags, e.g. ["--tee", "3"]
+    max_concurrent: Optional[int] = None  # runs at once; default: CPU count // processes per run
+    timeout: Optional[float] = None
+    idle_timeout: Optional[float] = None
+    gpus: Optional[list] = None  # GPU ids to pack runs onto; default: visible GPUs
+    pack_gpus: Optional[bool] = None  # None: pack when GPUs are declared or visible
+    python: str = sys.executable
+    kill_grace_s: float = 5.0
+
+
+def _fail(key: str, value: Any, why: str) -> MfclError:
+    return MfclError(f"hydra.launcher.{key}={value!r}: {why}")
+
+
+def validate_options(o: TorchrunOptions) -> None:
+    """One clear error per bad launcher option, before anything starts."""
+    if not _is_nproc(o.nproc_per_node):
+        raise _fail("nproc_per_node", o.nproc_per_node, f"must be an integer >= 1 or one of {', '.join(NPROC_NAMES)}")
+    if not (isinstance(o.nnodes, int) and o.nnodes >= 1):
+        raise _fail("nnodes", o.nnodes, "must be an integer >= 1 (elastic min:max ranges are not supported)")
+    if o.node_rank is not None and not (isinstance(o.node_rank, int) and 0 <= o.node_rank < o.nnodes):
+        raise _fail("node_rank", o.node_rank, f"must be an integer in [0, nnodes={o.nnodes})")
+    if not (isinstance(o.rdzv_backend, str) and o.rdzv_backend):
+        raise _fail("rdzv_backend", o.rdzv_backend, "must be a rendezvous backend name such as c10d or static")
+    if o.rdzv_endpoint is not None:
+        split_endpoint(o.rdzv_endpoint, "hydra.launcher.rdzv_endpoint")
+    conf_string(o.rdzv_conf, "hydra.launcher.rdzv_conf")
+    if not (isinstance(o.max_restarts, int) and o.max_restarts >= 0):
+        raise _fail("max_restarts", o.max_restarts, "must be an integer >= 0")
+    if not (isinstance(o.monitor_interval, (int, float)) and o.monitor_interval > 0):
+        raise _fail("monitor_interval", o.monitor_interval, "must be a number of seconds > 0")
+    if o.master_port is not None and not _is_port(o.master_port):
+        raise _fail("master_port", o.master_port, "must be a TCP port in 1..65535")
+    if o.max_concurrent is not None and not (isinstance(o.max_concurrent, int) and o.max_concurrent >= 1):
+        raise _fail("max_concurrent", o.max_concurrent, "must be an integer >= 1")
+    if o.pack_gpus and not isinstance(o.nproc_per_node, int):
+        raise _fail("nproc_per_node", o.nproc_per_node, "must be an integer when packing runs onto GPUs")
+
+
+def _is_nproc(v: Any) -> bool:
+    return (isinstance(v, int) and not isinstance(v, bool) and v >= 1) or v in NPROC_NAMES
+
+
+def _is_port(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536
+
+
+def split_endpoint(endpoint: str, key: str) -> tuple[str, Optional[int]]:
+    """(host, port or None) of `host[:port]` (IPv6 hosts in brackets)."""
+    m = re.fullmatch(r"(\[[^\]]+\]|[^:\[\]]+)(?::(\d+))?", str(endpoint))
+    if not m or (m.group(2) is not None and not _is_port(int(m.group(2)))):
+        raise MfclError(f"{key}={endpoint!r}: must be host or host:port (port 1..65535)")
+    return m.group(1), int(m.group(2)) if m.group(2) else None
+
+
+def conf_string(conf: Union[str, Mapping[str, Any], None], key: str) -> str:
+    """torchrun's `k1=v1,k2=v2` form of a rendezvous conf given as a mapping or a string."""
+    if conf is None or conf == "":
+        return ""
+    if isinstance(conf, Mapping):
+        for k, v in conf.items():
+            if any(c in str(k) + str(v) for c in ",="):
+                raise MfclError(f"{key}.{k}={v!r}: keys and values cannot hold ',' or '='")
+        return ",".join(f"{k}={v}" for k, v in conf.items())
+    if isinstance(conf, str) and all("=" in part for part in conf.split(",")):
+        return conf
+    raise MfclError(f"{key}={conf!r}: must be a mapping or a 'key=value,key=value' string")
+
+
+# -- one run's torchrun parameters (pure) --------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RunLaunch:
+    """Everything torchrun needs for one run, resolved from the launcher options and the run's
+    own resources; `node_command` turns it into each node's command line."""
+
+    run_id: str
+    nnodes: int
+    nproc_per_node: Union[int, str]
+    nodes: tuple[int, ...]  # the node ranks this driver starts
+    rdzv_backend: str
+    rdzv_endpoint: str
+    rdzv_id: str
+    rdzv_conf: str
+    max_restarts: int
+    monitor_interval: float
+    python: str
+    session_path: str
+    job_path: str
+    state_dir: str  # torchrun log dirs and error files of this attempt
+    node_result: Optional[str]  # where node-local rank 0 writes its JobReturn (one driver per node)
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def per_node_driver(self) -> bool:
+        return self.node_result is not None
+
+    def gpus_needed(self) -> int:
+        return self.nproc_per_node * len(self.nodes) if isinstance(self.nproc_per_node, int) else 0
+
+    def error_file(self, node_rank: int) -> str:
+        return str(Path(self.state_dir) / f"node{node_rank}.error.json")
+
+
+def resolve(o: TorchrunOptions, request: JobRequest, take_port: Callable[[], int],
+            environ: Mapping[str, str]) -> RunLaunch:
+    """The run's values where the sweep set them, the launcher's elsewhere; a free port where
+    neither the endpoint, `master_port` nor the driver's MASTER_PORT names one."""
+    run: PlannedRun = request.run
+    res = run.resources
+    rdzv = dict(res.rendezvous or {})
+    where = f"run {run.run_id}: resources"
+    nnodes = res.nnodes or o.nnodes
+    nproc = res.nproc_per_node or o.nproc_per_node
+    node_rank = res.node_rank if res.node_rank is not None else o.node_rank
+    if node_rank is not None and not 0 <= node_rank < nnodes:
+        raise MfclError(f"{where}.node_rank={node_rank}: must be in [0, nnodes={nnodes})")
+    endpoint = rdzv.get("endpoint") or o.rdzv_endpoint
+    host, port = split_endpoint(endpoint, f"{where}.rendezvous.endpoint") if endpoint else (o.master_addr, None)
+    if port is None and o.master_port is not None:
+        port = o.master_port
+    if port is None and environ.get("MASTER_PORT"):
+        if not environ["MASTER_PORT"].isdigit() or not _is_port(int(environ["MASTER_PORT"])):
+            raise MfclError(f"MASTER_PORT={environ['MASTER_PORT']!r}: must be a TCP port in 1..65535")
+        port = int(environ["MASTER_PORT"])
+    if port is None:
+        if node_rank is not None and nnodes > 1:
+            raise MfclError(f"{where}: node_rank={node_rank} of nnodes={nnodes} needs a rendezvous port every node "
+                            "agrees on; set rendezvous.endpoint=HOST:PORT in the sweep, hydra.launcher.rdzv_endpoint "
+                            "or hydra.launcher.master_port")
+        port = take_port()
+    attempt = request.spec.attempt
+    state_dir = str(Path(request.spec.sweep_dir) / ".mfcl" / "torchrun" / f"{run.run_id}.{attempt}")
+    return RunLaunch(
+        run_id=run.run_id,
+        nnodes=nnodes,
+        nproc_per_node=nproc,
+        nodes=(node_rank,) if node_rank is not None else tuple(range(nnodes)),
+        rdzv_backend=rdzv.get("backend") or o.rdzv_backend,
+        rdzv_endpoint=f"{host}:{port}",
+        rdzv_id=str(rdzv.get("id") or o.rdzv_id or f"mfcl-{run.config_hash[:16]}-{attempt}"),
+        rdzv_conf=conf_string(rdzv.get("conf") or o.rdzv_conf, f"{where}.rendezvous.conf"),
+        max_restarts=o.max_restarts,
+        monitor_interval=o.monitor_interval,
+        python=o.python,
+        session_path=request.spec.session_path,
+        job_path=request.job_path,
+        state_dir=state_dir,
+        node_result=str(Path(state_dir) / f"node{node_rank}.result.pkl") if node_rank is not None else None,
+        extra_args=tuple(o.extra_args),
+    )
+
+
+def node_command(launch: RunLaunch, node_rank: int, *, host: Optional[str] = None,
+                 gpus: Sequence[str] = ()) -> list[str]:
+    """One node's agent: `env VARS python -m torch.distributed.run FLAGS -m mfcl_sweeps.ddp_worker ...`.
+
+    `host` is where the agent runs (None: this machine); it becomes torchrun's --local-addr so an
+    SSH launcher can run this same argv on that host.
+    """
+    env = {"NNODES": str(launch.nnodes), "NODE_RANK": str(node_rank),
+           "TORCHELASTIC_ERROR_FILE": launch.error_file(node_rank)}
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    argv = ["env", *(f"{k}={v}" for k, v in env.items()), launch.python, "-m", "torch.distributed.run",
+            "--nnodes", str(launch.nnodes), "--nproc-per-node", str(launch.nproc_per_node),
+            "--rdzv-backend", launch.rdzv_backend, "--rdzv-endpoint", launch.rdzv_endpoint,
+            "--rdzv-id", launch.rdzv_id]
+    if launch.rdzv_backend == "static":  # other backends assign node ranks themselves (and warn)
+        argv += ["--node-rank", str(node_rank)]
+    if launch.rdzv_conf:
+        argv += ["--rdzv-conf", launch.rdzv_conf]
+    if host is not None:
+        argv += ["--local-addr", host]
+    argv += ["--max-restarts", str(launch.max_restarts), "--monitor-interval", f"{launch.monitor_interval:g}",
+             "--log-dir", str(Path(launch.state_dir) / f"node{node_rank}"), *launch.extra_args,
+             "-m", "mfcl_sweeps.ddp_worker", launch.session_path, launch.job_path]
+    if launch.node_result:
+        argv += ["--node-result", launch.node_result]
+    return argv
+
+
+class PortAllocator:
+    """Free TCP ports on this machine, never the same one twice from one allocator: runs planned
+    back to back get distinct ports even before their agents bind them."""
+
+    def __init__(self, host: str = LOCALHOST) -> None:
+        self.host = host
+        self.given: set[int] = set()
+
+    def __call__(self) -> int:
+        for _ in range(1000):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((self.host, 0))
+                port = s.getsockname()[1]
+            if port not in self.given:
+                self.given.add(port)
+                return port
+        raise MfclError(f"no free TCP port found on {self.host}")
+
+
+PORTS = PortAllocator()  # one per driver process: several launches in one sweep share it
+
+
+# -- failures ------------------------------------------------------------------------------------
+ROOT_CAUSE = re.compile(r"rank\s*:\s*(\d+)\s*\(local_rank:\s*\d+\)\s*\n\s*exitcode\s*:\s*(-?\d+)"
+                        r"(?:.*\n\s*error_file\s*:.*\n\s*traceback\s*:\s*(.*))?")
+
+
+def failure_reason(error_file: str, log_text: str) -> Optional[tuple[int, str]]:
+    """(exit code, "rank R exited with code C: last error line") of a failed agent, from the error
+    file torchrun copies from the failed rank (written by ddp_worker), else from torchrun's
+    root-cause report in the log (a rank killed by a signal writes no error file)."""
+    try:
+        msg = json.loads(Path(error_file).read_text())["message"]
+        info = msg.get("extraInfo", {})
+        code = int(msg.get("errorCode", 1))
+        rank = info.get("mfcl_rank", "?")
+        return code, f"rank {rank} exited with code {code}: {msg['message']}"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    found = ROOT_CAUSE.findall(log_text)
+    if not found:
+        return None
+    rank, code, why = found[-1]
+    code = int(code)
+    shown = f"code {code} ({signal_name(code)})" if code < 0 else f"code {code}"
+    return code, f"rank {rank} exited with {shown}" + (f": {why.strip()}" if why.strip() else "")
+
+
+# -- the backend ---------------------------------------------------------------------------------
+class TorchrunBackend(Backend):
+    name = "torchrun"
+    poll_interval = 0.05
+
+    def __init__(self, options: TorchrunOptions, *, session: Any = None,
+                 ports: Optional[Callable[[], int]] = None, environ: Optional[Mapping[str, str]] = None) -> None:
+        validate_options(options)
+        self.options = options
+        self.ports = ports or PORTS
+        self.environ = os.environ if environ is None else environ
+        self.running: dict[str, JobHandle] = {}
+        self.waiting: list[JobHandle] = []  # accepted, waiting for GPUs (a run larger than the default)
+        declared_or_seen = visible_gpus(options.gpus) if options.pack_gpus is not False else []
+        self.pack = bool(declared_or_seen) if options.pack_gpus is None else options.pack_gpus
+        self.free_gpus = list(declared_or_seen) if self.pack else []
+        self.total_gpus = len(self.free_gpus)
+        per_run = self.default_procs()
+        if self.pack and not isinstance(options.nproc_per_node, int):
+            raise _fail("nproc_per_node", options.nproc_per_node, "must be an integer when packing runs onto GPUs")
+        if self.pack and self.total_gpus < per_run:
+            raise MfclError(f"hydra.launcher.nproc_per_node={options.nproc_per_node} x {per_run // int(options.nproc_per_node)} "
+                            f"local node(s) needs {per_run} GPU(s) but {self.total_gpus} are visible ({self.free_gpus}); "
+                            "lower nproc_per_node, set hydra.launcher.gpus=[...] or pack_gpus=false")
+        self.max_concurrent = options.max_concurrent or (
+            self.total_gpus if self.pack else max(1, (os.cpu_count() or 1) // per_run))
+
+    def default_procs(self) -> int:
+        o = self.options
+        nodes = 1 if o.node_rank is not None else o.nnodes
+        return (o.nproc_per_node if isinstance(o.nproc_per_node, int) else 1) * nodes
+
+    # -- planning (pure but for the port allocator) ------------------------------------------
+    def plan(self, requests: Sequence[JobRequest]) -> list[Submission]:
+        subs = []
+        free = list(self.free_gpus)  # the slices submit will take, so the printed commands are exact
+        for request in requests:
+            launch = resolve(self.options, request, self.ports, self.environ)
+            if self.pack and launch.gpus_needed() > self.total_gpus:
+                raise MfclError(f"run {launch.run_id}: nproc_per_node={launch.nproc_per_node} x {len(launch.nodes)} "
+                                f"local node(s) needs {launch.gpus_needed()} GPU(s); only {self.total_gpus} exist here")
+            gpus = self._slices(launch, free) if self.pack and launch.gpus_needed() <= len(free) else None
+            if gpus is not None:
+                del free[:launch.gpus_needed()]
+            commands = [node_command(launch, n, gpus=g) for n, g in zip(launch.nodes, gpus or [()] * len(launch.nodes))]
+            subs.append(Submission(requests=[self._for_driver(request, launch)], commands=commands,
+                                   extra={"launch": launch, "gpus": gpus}))
+        return subs
+
+    @staticmethod
+    def _slices(launch: RunLaunch, free: list[str]) -> list[list[str]]:
+        n = launch.nproc_per_node
+        return [free[i * n:(i + 1) * n] for i in range(len(launch.nodes))]
+
+    @staticmethod
+    def _for_driver(request: JobRequest, launch: RunLaunch) -> JobRequest:
+        """With one driver per node, this driver's result is its own node's local rank 0's."""
+        if not launch.per_node_driver:
+            return request
+        return dataclasses.replace(request, spec=dataclasses.replace(request.spec, result_path=launch.node_result))
+
+    def capacity(self) -> Optional[int]:
+        free = self.max_concurrent - len(self.running) - len(self.waiting)
+        if self.pack:
+            free = min(free, len(self.free_gpus) // self.default_procs())
+        return max(free, 0)
+
+    # -- running ---------------------------------------------------------------------------------
+    def submit(self, submission: Submission) -> list[JobHandle]:
+        (request,) = submission.requests
+        launch: RunLaunch = submission.extra["launch"]
+        handle = JobHandle(request=request, backend_job_id="", started=time.monotonic(),
+                           data={"launch": launch, "pids": [], "codes": {}, "gpus": []})
+        if self.pack and submission.extra["gpus"] is None:
+            self.waiting.append(handle)  # started by poll once enough GPUs are free
+        else:
+            self._start(handle, submission.commands, [g for s in submission.extra["gpus"] or [] for g in s])
+        return [handle]
+
+    def _start(self, handle: JobHandle, commands: list[list[str]], gpus: list[str]) -> None:
+        import subprocess
+
+        launch: RunLaunch = handle.data["launch"]
+        for g in gpus:
+            self.free_gpus.remove(g)
+        Path(launch.state_dir).mkdir(parents=True, exist_ok=True)
+        for n in launch.nodes:
+            Path(launch.error_file(n)).unlink(missing_ok=True)
+        Path(handle.request.log_path).parent.mkdir(parents=True, exist_ok=True)
+        pids = []
+        with open(handle.request.log_path, "ab") as out:
+            for argv in commands:
+                proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True, preexec_fn=die_with_parent)
+                pids.append(proc.pid)
+        handle.data.update(pids=pids, gpus=gpus)
+        handle.backend_job_id = ",".join(map(str, pids))
+        handle.started = time.monotonic()
+        self.running[handle.key] = handle
+
+    def _start_waiting(self) -> None:
+        while self.waiting:
+            handle = self.waiting[0]
+            launch: RunLaunch = handle.data["launch"]
+            if launch.gpus_needed() > len(self.free_gpus):
+                return
+            gpus = self._slices(launch, self.free_gpus)
+            self.waiting.pop(0)
+            commands = [node_command(launch, n, gpus=g) for n, g in zip(launch.nodes, gpus)]
+            self._start(handle, commands, [g for s in gpus for g in s])
+
+    def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
+        self._start_waiting()
+        states = {}
+        now = time.monotonic()
+        for h in handles:
+            if not h.data["pids"]:
+                states[h.key] = JobState(done=False, running=False)
+                continue
+            if self._reap(h):
+                states[h.key] = self._final_state(h)
+                self._release(h)
+                continue
+            failed = any(c != 0 for c in h.data["codes"].values())
+            reason = overdue_reason(h, now, self.options.timeout, self.options.idle_timeout)
+            if reason and "kill_reason" not in h.data:
+                h.data["kill_reason"] = reason
+                self._signal(h, signal.SIGKILL)
+            elif failed and "stopping" not in h.data:
+                # a failed node fails the run: do not leave the other nodes' agents waiting for it
+                h.data["stopping"] = True
+                self._signal(h, signal.SIGTERM)
+            states[h.key] = JobState(done=False, running=True)
+        return states
+
+    def _final_state(self, h: JobHandle) -> JobState:
+        launch: RunLaunch = h.data["launch"]
+        codes = [h.data["codes"][p] for p in h.data["pids"]]
+        fields = {"torchrun_nodes": list(launch.nodes), "rdzv_endpoint": launch.rdzv_endpoint}
+        if "kill_reason" in h.data:
+            return JobState(done=True, exit_code=next((c for c in codes if c), -9), error=h.data["kill_reason"],
+                            run_failed=True, fields=fields)
+        if not any(codes):
+            return JobState(done=True, exit_code=0, fields=fields)
+        from mfcl_sweeps.launching import log_tail
+
+        log_text = log_tail(h.request.log_path, 200)
+        reasons = [failure_reason(launch.error_file(n), log_text) for n, c in zip(launch.nodes, codes) if c]
+        code, error = next((r for r in reasons if r), (None, None))
+        if error is None:
+            node, code = next((n, c) for n, c in zip(launch.nodes, codes) if c)
+            error = f"torchrun agent of node {node} exited with {signal_name(code) if code < 0 else f'code {code}'}"
+        return JobState(done=True, exit_code=code, error=error, run_failed=True, fields=fields)
+
+    def _signal(self, h: JobHandle, sig: int) -> None:
+        for pid in h.data["pids"]:
+            if pid not in h.data["codes"]:
+                try:
+                    os.killpg(pid, sig)  # each agent leads its own process group; ranks die with it
+                except ProcessLookupError:
+                    pass
+
+    def _release(self, h: JobHandle) -> None:
+        self.running.pop(h.key, None)
+        self.free_gpus.extend(h.data.get("gpus", []))
+
+    def cancel(self, handles: Sequence[JobHandle]) -> None:
+        self.waiting = [w for w in self.waiting if all(w is not h for h in handles)]
+        live = [h for h in handles if h.data["pids"]]
+        for h in live:
+            self._signal(h, signal.SIGTERM)  # torchrun stops its ranks on SIGTERM
+        deadline = time.monotonic() + self.options.kill_grace_s
+        while time.monotonic() < deadline and not all(self._reap(h) for h in live):
+            time.sleep(0.05)
+        for h in live:
+            if not self._reap(h):
+                self._signal(h, signal.SIGKILL)
+                for pid in h.data["pids"]:
+                    if pid not in h.data["codes"]:
+                        os.waitpid(pid, 0)
+            self._release(h)
+
+    @staticmethod
+    def _reap(h: JobHandle) -> bool:
+        """Collect the exit codes of the handle's agents that ended; True once all have."""
+        codes = h.data["codes"]
+        for pid in h.data["pids"]:
+            if pid in codes:
+                continue
+            try:
+                done_pid, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done_pid, status = pid, 0
+            if done_pid:
+                codes[pid] = os.waitstatus_to_exitcode(status)
+        return len(codes) == len(h.data["pids"])
+
+
+def cancel_records(records: Sequence[Any]) -> None:
+    """`mfcl-sweeps cancel`: rank 0's process group (journaled by the worker); torchrun then stops
+    the run's other ranks."""
+    from mfcl_sweeps.backends.local import cancel_records as cancel_local
+
+    cancel_local(records)
+
+
+def make_backend(options: dict, *, session: Any) -> TorchrunBackend:
+    known = {f.name for f in dataclasses.fields(TorchrunOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise MfclError(f"hydra.launcher.{unknown[0]}: not an option of mfcl_torchrun "
+                        f"(options: {', '.join(sorted(known))})")
+    return TorchrunBackend(TorchrunOptions(**options), session=session)
