@@ -1,0 +1,108 @@
+"""What differs on a PBS front end that only imitates PBS: Debian's slurm-wlm-torque, whose
+qsub/qstat/qdel are Perl scripts over Slurm. Measured there (slurm-wlm 22.05):
+
+- `qsub -J 0-2` and `-t 0-2` both submit an array (`sbatch --array=...`) and print only the numeric
+  id; the job sees SLURM_ARRAY_TASK_ID and no PBS_* variable.
+- qsub builds one shell string for sbatch, unquoted: paths must not hold spaces or shell
+  characters. It always passes its own `-o/-e` (so in-script `#PBS -o/-e` lose); `-o` is given
+  to sbatch as is, so Slurm's `%A`/`%a`/`%j` patterns name per-task files.
+- qstat lists array tasks under numeric Slurm ids with no array index and no exit status, so
+  task states come from Slurm itself: `squeue -r` while a task is known, `sacct` once it ended.
+- `qdel ID` kills a whole array (SIGKILL); `qdel` of one task's numeric id fails. Every caller
+  cancels all unfinished tasks of an array at once, so whole arrays are deleted.
+
+Job ids stay in PBS notation in the manifest (`31[2]`); they are turned into Slurm's (`31_2`) here.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Optional, Sequence
+
+from mfcl_sweeps.backends.pbs import PbsError, PbsFrontend, TaskState, run_command, split_job_id
+
+log = logging.getLogger(__name__)
+
+# Slurm states after which nothing of the job runs any more.
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
+         "BOOT_FAIL", "DEADLINE"}
+# Why the scheduler, not the task, ended a job: the error the driver records when no result exists.
+REASONS = {"CANCELLED": "deleted (qdel/scancel)", "TIMEOUT": "walltime exceeded", "OUT_OF_MEMORY": "out of memory",
+           "NODE_FAIL": "node failure", "PREEMPTED": "preempted", "BOOT_FAIL": "node boot failure",
+           "DEADLINE": "deadline reached"}
+SAFE_PATH = re.compile(r"[\w./+%-]+")
+
+
+def slurm_id(task_id: str) -> str:
+    """`31[2]` -> `31_2`; `31` -> `31`."""
+    seq, index, _ = split_job_id(task_id)
+    return seq if index is None else f"{seq}_{index}"
+
+
+def parse_rows(text: str, width: int) -> list[list[str]]:
+    return [row for row in (line.split("|") for line in text.splitlines() if line.strip()) if len(row) >= width]
+
+
+def ended_state(state: str, exit_code: str, task_id: str) -> TaskState:
+    """A finished Slurm job's sacct state and `code:signal` -> TaskState."""
+    word = state.split()[0] if state else "?"
+    code, _, sig = exit_code.partition(":")
+    error = None
+    if word in REASONS:
+        error = f"PBS job {task_id} {REASONS[word]} (Slurm state {state})"
+    elif sig not in ("", "0"):
+        error = f"PBS job {task_id} killed by signal {sig}"
+    return TaskState(done=True, exit_code=int(code) if code.isdigit() else None, error=error, status=word)
+
+
+class SlurmTorqueFrontend(PbsFrontend):
+    name = "slurm"
+    index_env = ("PBS_ARRAY_INDEX", "PBS_ARRAYID", "SLURM_ARRAY_TASK_ID")
+
+    def output_path(self, out_dir: str, job_name: str, array: bool) -> str:
+        if not SAFE_PATH.fullmatch(out_dir):
+            raise PbsError(f"hydra.launcher.output_dir={out_dir!r}: slurm-wlm-torque's qsub passes paths to sbatch "
+                           "through an unquoted shell string; use a path of letters, digits and ./_+- only "
+                           "(set hydra.sweep.dir or hydra.launcher.output_dir)")
+        return f"{out_dir.rstrip('/')}/{job_name}.o%A.%a" if array else f"{out_dir.rstrip('/')}/{job_name}.o%j"
+
+    def submitted_id(self, stdout: str) -> str:
+        job_id = super().submitted_id(stdout)
+        if not job_id.isdigit():  # it prints an explanation instead of an id when sbatch failed
+            raise PbsError(f"qsub did not print a job id: {stdout.strip()[-500:]}")
+        return job_id
+
+    def task_id(self, job_id: str, index: Optional[int]) -> str:
+        return job_id if index is None else f"{job_id}[{index}]"
+
+    def poll(self, task_ids: Sequence[str]) -> dict[str, TaskState]:
+        """One squeue call for every task's job; one sacct call for those squeue no longer lists."""
+        by_slurm = {slurm_id(t): t for t in task_ids}
+        jobs = sorted({s.split("_")[0] for s in by_slurm}, key=int)
+        proc = run_command(["squeue", "-h", "-r", "-j", ",".join(jobs), "-o", "%i|%T"])
+        if proc.returncode and "invalid job id" not in proc.stderr.lower():
+            log.warning("squeue failed (exit %s): %s", proc.returncode, proc.stderr.strip()[:300])
+            return {}
+        listed = {sid: state for sid, state, *_ in parse_rows(proc.stdout, 2)}
+        out: dict[str, TaskState] = {}
+        ended = []
+        for sid, task in by_slurm.items():
+            state = listed.get(sid)
+            if state is None or state in ENDED:
+                ended.append(sid)
+            else:
+                out[task] = TaskState(done=False, running=state in ("RUNNING", "COMPLETING"), status=state)
+        if ended:
+            acct = run_command(["sacct", "-n", "-P", "-X", "-j", ",".join(ended), "-o", "JobID,State,ExitCode"])
+            rows = {jid: (state, code) for jid, state, code, *_ in parse_rows(acct.stdout, 3)}
+            for sid in ended:
+                state, code = rows.get(sid, (listed.get(sid, "gone"), ""))
+                out[by_slurm[sid]] = ended_state(state, code, by_slurm[sid])
+        return out
+
+    def cancel(self, task_ids: Sequence[str]) -> None:
+        jobs = sorted({split_job_id(t)[0] for t in task_ids}, key=int)
+        if jobs:
+            proc = run_command(["qdel", *jobs])
+            if proc.returncode:  # an array that already ended is not an error here
+                log.info("qdel exit %s: %s", proc.returncode, (proc.stdout + proc.stderr).strip()[:300])
