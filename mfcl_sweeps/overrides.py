@@ -83,11 +83,9 @@ def _parser():
 
 def parse_override(text: str, config_loader: Any = None):
     """Hydra's own parse of one override (raises Hydra's OverrideParseException)."""
-    if config_loader is None:
-        return _parser().parse_override(text)
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return OverridesParser.create(config_loader=config_loader).parse_override(text)
+    parsed = _parser().parse_override(text)
+    parsed.config_loader = config_loader  # glob() asks it for the group's options
+    return parsed
 
 
 def plain_value(element: Any) -> Any:
