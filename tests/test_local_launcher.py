@@ -91,7 +91,7 @@ def test_retries_rerun_a_failed_attempt(tmp_path: Path) -> None:
 
 def test_results_stream_in_completion_order(tmp_path: Path) -> None:
     # run 0 sleeps 3 s; runs 1.. finish at once and must not wait for it
-    proc = run_app("behave", tmp_path, *MFCL, "mode=sleep", "seconds=3,0,0,0", "hydra.launcher.max_concurrent=2")
+    proc = run_app("behave", tmp_path, *MFCL, "mode=sleep", "seconds=3,0,0.01,0.02", "hydra.launcher.max_concurrent=2")
     assert proc.returncode == 0, proc.stderr
     runs = sorted(manifest_runs(tmp_path / "sweep").values(), key=lambda r: r["index"])
     assert runs[0]["end_time"] > max(r["end_time"] for r in runs[1:])
