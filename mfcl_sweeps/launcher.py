@@ -147,7 +147,8 @@ class LaunchCore:
         for submission in backend.plan(requests):
             for handle in backend.submit(submission):
                 manifest.transition(handle.request.run, model.PENDING, backend=backend.name,
-                                    backend_job_id=handle.backend_job_id, attempt=handle.request.spec.attempt)
+                                    backend_job_id=handle.backend_job_id, attempt=handle.request.spec.attempt,
+                                    **handle.data.get("journal_fields", {}))
         backend.close()
         log.info("Detached: %d job(s) submitted; follow with `mfcl-sweeps status %s`", len(requests), self.sweep_dir)
         return []
