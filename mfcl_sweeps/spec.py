@@ -366,15 +366,19 @@ def _flat_items(raw: dict, path: str):
             yield key, value, here, raw, key
 
 
+def _kind(raw: Any) -> str:
+    return "a mapping" if isinstance(raw, dict) else "a list" if isinstance(raw, list) else type(raw).__name__
+
+
 def _mapping(raw: Any, ctx: _Ctx, path: str, container: Any, key: Any, what: str) -> dict:
     if not isinstance(raw, dict):
-        raise ctx.error(f"must be a mapping ({what}), got {type(raw).__name__} {raw!r}", path, container, key)
+        raise ctx.error(f"must be a mapping ({what}), got {_kind(raw)} {raw!r}", path, container, key)
     return raw
 
 
 def _list(raw: Any, ctx: _Ctx, path: str, container: Any, key: Any, what: str) -> list:
     if not isinstance(raw, list):
-        raise ctx.error(f"must be a list ({what}), got {type(raw).__name__} {raw!r}", path, container, key)
+        raise ctx.error(f"must be a list ({what}), got {_kind(raw)} {raw!r}", path, container, key)
     if not raw:
         raise ctx.error(f"empty list ({what}): nothing to sweep", path, container, key)
     return raw
@@ -857,10 +861,9 @@ def load_spec(sweep_file: Optional[str], *, cli_overrides: Sequence[str] = (),
         if groups_key:
             entries = _list(root[groups_key], file_ctx, groups_key, root, groups_key, "group entries")
         root_keys = NATIVE_KEYS if dialect != "param-file" else (*PARAM_FILE_KEYS, *NATIVE_KEYS)
-        root_part = _part({k: v for k, v in root.items() if k not in (*KNOB_KEYS, "groups")}
-                          if not groups_key else
-                          {k: v for k, v in root.items() if k not in (*KNOB_KEYS, groups_key)},
-                          file_ctx, "", root_keys)
+        # The root itself (not a filtered copy), so its keys keep their file lines; `_part`
+        # leaves the knobs and a `grid:`/`groups:` list of entries alone.
+        root_part = _part(root, file_ctx, "", (*root_keys, *KNOB_KEYS))
         sources.append((root, file_ctx, "", root))
     inline_keys = ("grid", "paired", "runs", "run_defaults")
     inline_part = _part({k: v for k, v in inline.items() if k in inline_keys}, opt_ctx, "", inline_keys)

@@ -97,8 +97,11 @@ class _BlockCheck:
         from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
         parsed = ov.parse_override(text)
-        if parsed.is_hydra_override():
-            return
+        if parsed.is_hydra_override() or parsed.is_delete():
+            return  # hydra.* never reaches the task config; a deletion was composed in the first run
+        if parsed.is_add():
+            # The first run already added this key; check the value as `++` would set it.
+            parsed = ov.parse_override("+" + text)
         try:
             ConfigLoaderImpl._apply_overrides_to_config([parsed], copy.deepcopy(task))
         except Exception as err:
