@@ -1,0 +1,494 @@
+"""SSH backend: a pool of hosts (`hydra/launcher=mfcl_ssh`), each with a number of slots.
+
+Per host: one multiplexed ssh connection (the system client, so ~/.ssh/config, agents and
+ProxyJump work), a sync check of the project before the first job, the session pickle copied
+once, then per job one channel running the supervisor (`ssh_remote`) that ties the job's
+process group to that channel. Each job's stdout/stderr streams into the run's local log; when
+it ends, its result and job dir are copied back into the local sweep dir with paths rewritten,
+so the driver (launching.py) sees the same layout as with any other launcher.
+
+A job whose channel drops is re-sent (reported `preempted`) only once its process group is
+confirmed gone on the host, or the host has been unreachable for `dead_after_s`. Hosts are
+disabled and re-enabled by the rules in `ssh_health`; when every host stays down for
+`all_down_timeout_s` the launch stops with an error and the manifest keeps what is left to do.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Optional, Sequence
+
+from mfcl_sweeps.backends import ssh_commands as cmd
+from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
+from mfcl_sweeps.backends.ssh_health import HealthRules, HostHealth, SweepLogs
+from mfcl_sweeps.backends.ssh_hosts import HostSpec, SshOptions, parse_options
+from mfcl_sweeps.backends.ssh_paths import RemoteLayout, job_dir_of, localize_return, remote_session, remote_spec
+from mfcl_sweeps.backends.ssh_strategy import HostLoad, choose
+from mfcl_sweeps.backends.ssh_sync import HostSetupError, Unreachable, local_commit, prepare_host, project_root
+from mfcl_sweeps.backends.ssh_transport import SSH_FAILED, HostConn
+from mfcl_sweeps.errors import MfclError
+from mfcl_sweeps.jobspec import atomic_write_bytes, worker_argv
+
+log = logging.getLogger(__name__)
+
+
+class AllHostsDown(MfclError):
+    """Every SSH host stayed unusable; the manifest keeps the runs still to do (resume them)."""
+
+
+class Host:
+    """One host's runtime state; counters change under the backend's lock."""
+
+    def __init__(self, spec: HostSpec, opts: SshOptions, control_dir: Optional[str], project_dir: str) -> None:
+        self.spec = spec
+        self.conn = HostConn(spec, opts, control_dir)
+        self.python = spec.python or opts.python
+        self.workdir = spec.workdir or opts.workdir or (project_dir if spec.is_local else None)
+        self.env = {**opts.env, **spec.env}
+        self.health = HostHealth()
+        self.running = 0
+        self.started = 0
+        self.layout: Optional[RemoteLayout] = None
+        self.session_sent = False
+        self.last_check = 0.0
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    def load(self) -> HostLoad:
+        return HostLoad(slots=self.spec.slots, running=self.running, started=self.started,
+                        weight=float(self.spec.weight), enabled=self.health.enabled)
+
+
+class RemoteJob:
+    """One job on one host: its ssh channel, the supervisor's pid, and its outcome."""
+
+    def __init__(self, backend: "SshBackend", host: Optional[Host], request: JobRequest) -> None:
+        self.backend, self.host, self.request = backend, host, request
+        self.pid: Optional[int] = None
+        self.exit_code: Optional[int] = None
+        self.proc: Optional[subprocess.Popen] = None
+        self.state: Optional[JobState] = None
+        self.stop_reason: Optional[str] = None
+        self.confirming = False
+        self.started = time.monotonic()
+        self._pid_seen = threading.Event()
+        self._stderr_tail: list[str] = []
+
+    # -- start (driver thread) ------------------------------------------------------------
+    def start(self, argv_script: str) -> None:
+        host = self.host
+        os.makedirs(os.path.dirname(self.request.log_path), exist_ok=True)
+        with open(self.request.log_path, "ab") as out:
+            self.proc = host.conn.start(argv_script, out)
+        reader = threading.Thread(target=self._read_stderr, daemon=True)
+        reader.start()
+        timeout = host.conn.opts.connect_timeout_s + 30
+        deadline = time.monotonic() + timeout
+        while not self._pid_seen.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                break
+        threading.Thread(target=self._follow, args=(reader,), daemon=True).start()
+
+    def _read_stderr(self) -> None:
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip("\n")
+            if line.startswith(cmd.PID_MARK + " "):
+                self.pid = int(line.split()[1])
+                self._pid_seen.set()
+            elif line.startswith(cmd.EXIT_MARK + " "):
+                self.exit_code = int(line.split()[1])
+            elif line.strip():
+                self._stderr_tail = (self._stderr_tail + [line])[-5:]
+                self.backend.logs.host(self.host.label, f"{self.request.run.run_id}: {line}")
+        self._pid_seen.set()
+
+    def stop(self, reason: str) -> None:
+        """Close the channel's stdin: the supervisor then kills the job's group (TERM, grace, KILL)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if self.proc is not None and self.proc.stdin and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+
+    # -- follow (own thread) --------------------------------------------------------------
+    def _follow(self, reader: threading.Thread) -> None:
+        try:
+            self._outcome(reader)
+        except Exception as exc:  # never leave the driver waiting on a job nobody follows
+            log.exception("ssh job %s: following it failed", self.request.run.run_id)
+            if self.state is None:
+                self._finish(JobState(done=True, error=f"ssh launcher error: {exc!r}",
+                                      fields={"host": self.host.label}), host_ok=None)
+
+    def _outcome(self, reader: threading.Thread) -> None:
+        self.proc.wait()
+        reader.join()
+        b, host, run_id = self.backend, self.host, self.request.run.run_id
+        if self.exit_code is not None:
+            ok = self._collect()
+            if ok is None:  # finished there, but its result could not be fetched: run it again
+                b.disable(host, "unreachable while collecting results")
+                self._finish(JobState(done=True, preempted=True, error=f"results lost with host {host.label}",
+                                      fields={"host": host.label}), host_ok=None)
+                return
+            error = self.stop_reason
+            if error is None and self.exit_code < 0:
+                error = f"job process killed by signal {-self.exit_code} on {host.label}"
+            self._finish(JobState(done=True, exit_code=self.exit_code, error=error, fields={"host": host.label}),
+                         host_ok=self.exit_code == 0 if self.stop_reason is None else None)
+            return
+        if self.stop_reason is not None:  # stopped before it could report: it is gone with its channel
+            self._finish(JobState(done=True, exit_code=None, error=self.stop_reason, fields={"host": host.label}),
+                         host_ok=None)
+            return
+        detail = self._stderr_tail[-1] if self._stderr_tail else f"ssh exit code {self.proc.returncode}"
+        if self.pid is None and self.proc.returncode != SSH_FAILED:
+            # the host answered but the supervisor never started (python missing, bad workdir...)
+            self._finish(JobState(done=True, exit_code=self.proc.returncode,
+                                  error=f"could not start on {host.label}: {detail}", fields={"host": host.label}),
+                         host_ok=False)
+            return
+        b.logs.host(host.label, f"{run_id}: connection lost ({detail})")
+        b.check_reachable(host, detail)
+        self._confirm_gone(detail)
+
+    def _confirm_gone(self, detail: str) -> None:
+        """Re-send only once the job cannot still be running there."""
+        b, host = self.backend, self.host
+        self.confirming = True
+        deadline = time.monotonic() + b.opts.dead_after_s
+        why = None
+        while why is None:
+            if self.pid is None:
+                why = "it never started"
+                break
+            res = host.conn.run(cmd.group_alive_script(self.pid), timeout=b.opts.connect_timeout_s + 5)
+            out = res.out.decode(errors="replace")
+            if res.ok and "gone" in out:
+                why = f"process group {self.pid} confirmed gone"
+            elif res.ok and "alive" in out:
+                host.conn.run(cmd.kill_group_script(self.pid, b.opts.kill_grace_s))
+            elif time.monotonic() > deadline:
+                why = f"host declared dead after {b.opts.dead_after_s:g}s"
+            else:
+                time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+        b.logs.host(host.label, f"{self.request.run.run_id}: re-sending ({why})")
+        self._finish(JobState(done=True, preempted=True, error=f"connection to {host.label} lost ({detail}); {why}",
+                              fields={"host": host.label}), host_ok=False)
+
+    def _collect(self) -> Optional[bool]:
+        """Copy result and job dir back; False: no result there; None: the host did not answer."""
+        import cloudpickle
+
+        host, req = self.host, self.request
+        layout = host.layout
+        rpath = layout.result_path(req.run.run_id, req.spec.attempt)
+        for _ in range(3):
+            res = host.conn.run(cmd.cat_script(rpath), timeout=self.backend.opts.connect_timeout_s + 300)
+            if res.code != SSH_FAILED:
+                break
+            time.sleep(0.5)
+        if res.code == SSH_FAILED:
+            return None
+        if not res.ok:
+            return False
+        try:
+            ret = cloudpickle.loads(res.out)
+        except Exception as exc:  # not loadable here: hand the bytes on, the driver reports it
+            self.backend.logs.host(host.label, f"{req.run.run_id}: result not loadable locally: {exc!r}")
+            atomic_write_bytes(req.spec.result_path, res.out)
+            return True
+        remote_dir = job_dir_of(ret, layout)
+        if remote_dir:
+            local_dir = layout.paths.to_local(remote_dir)
+            got = host.conn.fetch_dir(remote_dir, local_dir)
+            if got.code == SSH_FAILED:
+                return None
+            if not got.ok:
+                self.backend.logs.host(host.label, f"{req.run.run_id}: copying {remote_dir} back failed: {got.err.strip()}")
+        atomic_write_bytes(req.spec.result_path, cloudpickle.dumps(localize_return(ret, layout.paths)))
+        return True
+
+    def _finish(self, state: JobState, host_ok: Optional[bool]) -> None:
+        self.backend.job_finished(self, host_ok)
+        self.state = state
+
+
+class SshBackend(Backend):
+    name = "ssh"
+    poll_interval = 0.05
+
+    def __init__(self, opts: SshOptions, *, session: Any) -> None:
+        self.opts = opts
+        self.session = session
+        self.sweep_dir = os.path.abspath(session.sweep_dir) if session is not None else os.getcwd()
+        cwd = _launch_cwd(session)
+        self.project_dir = os.path.abspath(opts.project_dir) if opts.project_dir else project_root(cwd)
+        self.control_dir = tempfile.mkdtemp(prefix="mfcl-ssh-")  # 0700: nobody else reaches our sockets
+        self.hosts = [Host(spec, opts, self.control_dir, self.project_dir) for spec in opts.hosts]
+        for i, h in enumerate(self.hosts):
+            if h.workdir is None:
+                raise HostSetupError(f"hydra.launcher.hosts[{i}].workdir: missing for {h.label}; give the project's "
+                                     "path on that host (or hydra.launcher.workdir for every host)")
+        self.rules = HealthRules(opts.max_consecutive_failures, opts.max_failure_rate, opts.min_jobs_for_rate)
+        self.logs = SweepLogs(self.sweep_dir)
+        self.lock = threading.RLock()
+        self.rng = random.Random(opts.seed)
+        self.turn = 0
+        self.jobs: dict[str, RemoteJob] = {}
+        self.prepared = False
+        self.all_down_since: Optional[float] = None
+        self._stop_monitor = threading.Event()
+        self._monitor: Optional[threading.Thread] = None
+
+    # -- setup: sync check, once, at the first capacity() (a dry run never connects) ------
+    def prepare(self) -> None:
+        if self.prepared:
+            return
+        self.prepared = True
+        with ThreadPoolExecutor(max_workers=min(16, len(self.hosts))) as pool:
+            outcomes = list(pool.map(self._prepare_host, self.hosts))
+        for h, err in zip(self.hosts, outcomes):
+            if err is not None:
+                self.disable(h, f"unreachable: {err}")
+        if not any(h.health.enabled for h in self.hosts):
+            raise AllHostsDown("no ssh host is reachable: " + "; ".join(
+                f"{h.label} ({h.health.reason})" for h in self.hosts))
+        self._monitor = threading.Thread(target=self._watch_disabled, daemon=True)
+        self._monitor.start()
+
+    def _prepare_host(self, h: Host) -> Optional[str]:
+        """Sync/check one host and set its layout; the reason it is unreachable, or None."""
+        commit = local_commit(self.project_dir)
+        rel = os.path.relpath(self.sweep_dir, self.project_dir)
+        excludes = [] if rel.startswith("..") else [f"/{rel}/"]  # never copy the sweep's own outputs
+        try:
+            workdir = prepare_host(h.conn, mode=self.opts.sync, workdir=h.workdir, python=h.python,
+                                   project_dir=self.project_dir, commit=commit,
+                                   allow_out_of_sync=self.opts.allow_out_of_sync, excludes=excludes)
+        except Unreachable as err:
+            return err.detail
+        h.layout = RemoteLayout(self.sweep_dir, workdir, self.project_dir)
+        self.logs.host(h.label, f"ready: {h.spec.describe()} workdir {workdir} commit {commit or '-'} slots {h.spec.slots}")
+        return None
+
+    # -- health -------------------------------------------------------------------------------
+    def disable(self, host: Host, reason: str) -> None:
+        with self.lock:
+            if host.health.disable(reason, time.monotonic()):
+                log.warning("ssh host %s disabled: %s", host.label, reason)
+                self.logs.health(host.label, "disabled", f"reason={reason!r}")
+
+    def check_reachable(self, host: Host, detail: str) -> bool:
+        res = host.conn.run("true", timeout=self.opts.connect_timeout_s + 5)
+        if not res.ok:
+            self.disable(host, f"unreachable: {res.err.strip().splitlines()[-1] if res.err.strip() else detail}")
+        return res.ok
+
+    def job_finished(self, job: RemoteJob, host_ok: Optional[bool]) -> None:
+        host = job.host
+        with self.lock:
+            host.running -= 1
+            if host_ok is not None:
+                reason = host.health.record(host_ok, self.rules)
+                if reason:
+                    self.disable(host, reason)
+            self.logs.host(host.label, f"{job.request.run.run_id}: finished exit={job.exit_code}")
+
+    def _watch_disabled(self) -> None:
+        """Re-enable a disabled host once it answers again (checked every health_check_interval_s)."""
+        interval = self.opts.health_check_interval_s
+        while not self._stop_monitor.wait(min(1.0, interval)):
+            now = time.monotonic()
+            for h in self.hosts:
+                if h.health.enabled or now - max(h.health.since, h.last_check) < interval:
+                    continue
+                h.last_check = now
+                try:
+                    back = self._prepare_host(h) is None if h.layout is None else \
+                        h.conn.run("true", timeout=self.opts.connect_timeout_s + 5).ok
+                except MfclError as err:  # answers, but cannot run this sweep (yet)
+                    self.logs.health(h.label, "still-disabled", f"reason={str(err)!r}")
+                    continue
+                if back:
+                    with self.lock:
+                        h.health.enable()
+                        h.session_sent = False  # the host may have been rebuilt; send it again
+                    log.warning("ssh host %s answers again: re-enabled", h.label)
+                    self.logs.health(h.label, "enabled", "reason='answers again'")
+
+    # -- the Backend interface ------------------------------------------------------------
+    def capacity(self) -> Optional[int]:
+        self.prepare()
+        with self.lock:
+            free = sum(max(0, h.spec.slots - h.running) for h in self.hosts if h.health.enabled)
+            if any(h.health.enabled for h in self.hosts):
+                self.all_down_since = None
+                return free
+            now = time.monotonic()
+            self.all_down_since = self.all_down_since or now
+            confirming = any(j.state is None for j in self.jobs.values())
+            if not confirming and now - self.all_down_since > self.opts.all_down_timeout_s:
+                raise AllHostsDown(
+                    f"every ssh host has been down for {self.opts.all_down_timeout_s:g}s ("
+                    + "; ".join(f"{h.label}: {h.health.reason}" for h in self.hosts)
+                    + f"); the manifest in {self.sweep_dir} keeps the runs still to do: resume once a host is back")
+            return 0
+
+    def plan(self, requests: Sequence[JobRequest]) -> list[Submission]:
+        loads = [h.load() for h in self.hosts]
+        turn = self.turn
+        subs = []
+        for req in requests:
+            i = choose(self.opts.strategy, loads, turn, self.rng)
+            if i is None:  # more than the free slots (a dry run of a whole sweep): keep cycling
+                i = turn % len(self.hosts)
+            loads[i] = dataclasses.replace(loads[i], running=loads[i].running + 1, started=loads[i].started + 1)
+            turn = i + 1
+            host = self.hosts[i]
+            subs.append(Submission(requests=[req], commands=[host.conn.argv(self._job_script(host, req))],
+                                   extra={"host": i}))
+        return subs
+
+    def _layout(self, host: Host) -> RemoteLayout:
+        return host.layout or RemoteLayout(self.sweep_dir, host.workdir, self.project_dir)
+
+    def _job_script(self, host: Host, req: JobRequest) -> str:
+        layout = self._layout(host)
+        spec = remote_spec(req.spec, req.run.run_id, layout)
+        job_path = layout.job_path(req.run.run_id, req.spec.attempt)
+        return cmd.job_script(workdir=layout.workdir, python=host.python, env=host.env, job_path=job_path,
+                              job_json=spec.to_json(), grace_s=self.opts.kill_grace_s,
+                              worker_argv=worker_argv(host.python, layout.session_path, job_path))
+
+    def _pick(self, planned: int) -> Optional[Host]:
+        with self.lock:
+            host = self.hosts[planned]
+            if not host.load().free:
+                i = choose(self.opts.strategy, [h.load() for h in self.hosts], self.turn, self.rng)
+                host = None if i is None else self.hosts[i]
+            if host is not None:
+                host.running += 1
+                host.started += 1
+                self.turn = self.hosts.index(host) + 1
+            return host
+
+    def _send_session(self, host: Host) -> bool:
+        import cloudpickle
+
+        if host.session_sent:
+            return True
+        payload = cloudpickle.dumps(remote_session(self.session, host.layout))
+        res = host.conn.run(cmd.write_file_script(host.layout.session_path), input=payload, timeout=600)
+        host.conn.check_host_key(res)
+        if not res.ok:
+            self.logs.host(host.label, f"sending the session failed: {res.err.strip()}")
+            return False
+        host.session_sent = True
+        return True
+
+    def submit(self, submission: Submission) -> list[JobHandle]:
+        handles = []
+        for req in submission.requests:
+            host = self._pick(submission.extra.get("host", 0))
+            job = RemoteJob(self, host, req)
+            self.jobs[req.key] = job
+            if host is None:
+                job.state = JobState(done=True, preempted=True, error="no ssh host had a free slot")
+            elif not self._send_session(host):
+                with self.lock:
+                    host.running -= 1
+                self.check_reachable(host, "could not send the session")
+                job.state = JobState(done=True, preempted=True, error=f"could not stage the job on {host.label}")
+            else:
+                self.logs.host(host.label, f"{req.run.run_id}: starting attempt {req.spec.attempt}")
+                job.start(self._job_script(host, req))
+            label = host.label if host else "-"
+            fields = {"host": label, "ssh": _ssh_record(host, self.opts)} if host else {}
+            if job.pid is not None:
+                fields.update(pid=job.pid, pgid=job.pid)
+            handles.append(JobHandle(request=req, backend_job_id=f"{label}:{job.pid or '-'}", started=time.monotonic(),
+                                     data={"job": job, "host": label, "pid": job.pid, "journal_fields": fields}))
+        return handles
+
+    def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
+        states = {}
+        now = time.monotonic()
+        for h in handles:
+            job: RemoteJob = h.data["job"]
+            if job.state is not None:
+                states[h.key] = job.state
+                self.jobs.pop(h.key, None)
+                continue
+            timeout = self.opts.timeout
+            if h.request.run.resources.timeout_min:
+                timeout = h.request.run.resources.timeout_min * 60
+            if timeout and now - job.started > timeout and job.stop_reason is None:
+                job.stop(f"timed out after {timeout:g}s (timeout) on {job.host.label}")
+            states[h.key] = JobState(done=False, running=True)
+        return states
+
+    def cancel(self, handles: Sequence[JobHandle]) -> None:
+        jobs = [h.data["job"] for h in handles]
+        for job in jobs:
+            job.stop("cancelled")
+        deadline = time.monotonic() + self.opts.kill_grace_s + 5
+        while time.monotonic() < deadline and any(j.state is None and not j.confirming for j in jobs):
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self._stop_monitor.set()
+        for h in self.hosts:
+            h.conn.close()
+        shutil.rmtree(self.control_dir, ignore_errors=True)
+
+
+def _launch_cwd(session: Any) -> str:
+    from omegaconf import OmegaConf
+
+    cfg = getattr(session, "master_config", None)
+    cwd = OmegaConf.select(cfg, "hydra.runtime.cwd", throw_on_missing=False) if cfg is not None else None
+    return str(cwd) if cwd else os.getcwd()
+
+
+def _ssh_record(host: Host, opts: SshOptions) -> dict:
+    """What `mfcl-sweeps cancel` needs to reach the host again (journaled with the run)."""
+    s = host.spec
+    return {"host": s.host, "port": s.port, "user": s.user, "local": s.is_local, "ssh_options": list(s.ssh_options),
+            "identity_file": opts.identity_file, "known_hosts_file": opts.known_hosts_file,
+            "global_ssh_options": list(opts.ssh_options), "ssh_command": opts.ssh_command,
+            "kill_grace_s": opts.kill_grace_s}
+
+
+def cancel_records(records: Sequence[Any]) -> None:
+    """`mfcl-sweeps cancel`: kill each run's process group on its host (TERM, then KILL)."""
+    for rec in records:
+        info = (getattr(rec, "extra", None) or {}).get("ssh")
+        pgid = getattr(rec, "pgid", None) or getattr(rec, "pid", None)
+        if not info or not pgid:
+            continue
+        spec = HostSpec(host=info["host"], port=info.get("port"), user=info.get("user"), local=info.get("local"),
+                        ssh_options=list(info.get("ssh_options") or []))
+        opts = SshOptions(hosts=[spec], identity_file=info.get("identity_file"),
+                          known_hosts_file=info.get("known_hosts_file"),
+                          ssh_options=list(info.get("global_ssh_options") or []),
+                          ssh_command=info.get("ssh_command") or "ssh", multiplex=False)
+        res = HostConn(spec, opts, None).run(cmd.kill_group_script(int(pgid), float(info.get("kill_grace_s") or 5)))
+        if not res.ok:
+            log.warning("could not cancel run %s on %s: %s", getattr(rec, "run_id", "?"), spec.describe(), res.err.strip())
+
+
+def make_backend(options: dict, *, session: Any) -> SshBackend:
+    return SshBackend(parse_options(options), session=session)

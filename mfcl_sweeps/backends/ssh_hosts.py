@@ -1,0 +1,167 @@
+"""The SSH launcher's options and host list: parsed and checked once, before anything runs.
+
+A host is given as a mapping `{host, port, user, slots, python, workdir, env, weight}` or in
+short form `[user@]host[:port]:slots` (`gpu1:4`, `me@gpu1:2222:4`, `localhost:8`). `localhost`
+without user or port runs on this machine through the same staging and collection path, with
+`sh -c` where the others get `ssh`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from mfcl_sweeps.errors import MfclError
+
+STRATEGIES = ("least_loaded", "round_robin", "random", "weighted")
+SYNC_MODES = ("check", "rsync", "none")
+
+
+class SshConfigError(MfclError):
+    """A `hydra.launcher.*` value of the SSH launcher is malformed (raised before anything runs)."""
+
+
+@dataclass
+class HostSpec:
+    host: str
+    port: Optional[int] = None  # None: ssh's own default (or ~/.ssh/config)
+    user: Optional[str] = None
+    slots: int = 1
+    python: Optional[str] = None  # None: the launcher's `python`
+    workdir: Optional[str] = None  # None: the launcher's `workdir` (localhost: the project dir)
+    env: dict = field(default_factory=dict)
+    weight: float = 1.0
+    name: Optional[str] = None  # label in logs and the manifest; default host[_port]
+    local: Optional[bool] = None  # None: True for a bare `localhost`
+    ssh_options: list = field(default_factory=list)  # extra `-o` values for this host only
+
+    @property
+    def is_local(self) -> bool:
+        if self.local is not None:
+            return self.local
+        return self.host == "localhost" and self.port is None and self.user is None
+
+    @property
+    def target(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+    @property
+    def label(self) -> str:
+        return self.name or (f"{self.host}_{self.port}" if self.port else self.host)
+
+    def describe(self) -> str:
+        return f"{self.target}:{self.port}" if self.port else self.target
+
+
+@dataclass
+class SshOptions:
+    hosts: list = field(default_factory=list)
+    strategy: str = "least_loaded"
+    sync: str = "check"  # check | rsync | none
+    allow_out_of_sync: bool = False
+    python: str = "python3"
+    workdir: Optional[str] = None
+    env: dict = field(default_factory=dict)
+    project_dir: Optional[str] = None  # local project root; default: git top level of the launch cwd
+    identity_file: Optional[str] = None
+    known_hosts_file: Optional[str] = None
+    ssh_options: list = field(default_factory=list)  # extra `-o` values, e.g. ["ProxyJump=bastion"]
+    ssh_command: str = "ssh"
+    multiplex: bool = True
+    control_persist_s: int = 60
+    connect_timeout_s: int = 10
+    timeout: Optional[float] = None  # seconds per job, then killed
+    kill_grace_s: float = 5.0
+    max_consecutive_failures: int = 3
+    max_failure_rate: float = 0.4
+    min_jobs_for_rate: int = 5
+    health_check_interval_s: float = 30.0
+    dead_after_s: float = 60.0
+    all_down_timeout_s: float = 120.0
+    seed: Optional[int] = None  # for strategy=random
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise SshConfigError(f"hydra.launcher.strategy={self.strategy!r}: expected one of {', '.join(STRATEGIES)}")
+        if self.sync not in SYNC_MODES:
+            raise SshConfigError(f"hydra.launcher.sync={self.sync!r}: expected one of {', '.join(SYNC_MODES)}")
+        if not self.hosts:
+            raise SshConfigError("hydra.launcher.hosts is empty: give at least one host, "
+                                 "e.g. hydra.launcher.hosts=[gpu1:4] or [localhost:2]")
+        if not 0 < self.max_failure_rate <= 1:
+            raise SshConfigError(f"hydra.launcher.max_failure_rate={self.max_failure_rate}: expected a fraction in (0, 1]")
+        for opt in self.ssh_options:
+            check_ssh_option(opt, "hydra.launcher.ssh_options")
+        self.hosts = [parse_host(h, f"hydra.launcher.hosts[{i}]") for i, h in enumerate(self.hosts)]
+        labels = [h.label for h in self.hosts]
+        dupes = sorted({lb for lb in labels if labels.count(lb) > 1})
+        if dupes:
+            raise SshConfigError(f"hydra.launcher.hosts: {dupes[0]!r} is listed twice; give each entry a distinct "
+                                 "host/port or a distinct `name`")
+
+
+_SHORT = re.compile(r"^(?:(?P<user>[^@:\s]+)@)?(?P<host>[^@:\s]+)(?::(?P<port>\d*))?(?::(?P<slots>\d+))?$")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def check_ssh_option(opt: Any, key: str) -> None:
+    # `-o` values only: a value starting with "-" would be read by ssh as another flag.
+    if not isinstance(opt, str) or "=" not in opt or opt.startswith("-"):
+        raise SshConfigError(f"{key}: {opt!r} is not an ssh option; write Name=value (as after `ssh -o`), "
+                             "e.g. ProxyJump=bastion")
+
+
+def parse_short(text: str, key: str) -> HostSpec:
+    """`host`, `host:slots`, `host:port:slots` (port may be empty), each with an optional `user@`."""
+    m = _SHORT.match(text.strip())
+    if not m:
+        raise SshConfigError(f"{key}={text!r}: expected [user@]host[:port]:slots, e.g. gpu1:4 or me@gpu1:2222:4")
+    port, slots = m.group("port"), m.group("slots")
+    if slots is None and port:  # `host:N` names slots, not a port
+        port, slots = None, port
+    return HostSpec(host=m.group("host"), user=m.group("user"), port=int(port) if port else None,
+                    slots=int(slots) if slots else 1)
+
+
+def parse_host(value: Any, key: str) -> HostSpec:
+    if isinstance(value, HostSpec):
+        spec = value
+    elif isinstance(value, str):
+        spec = parse_short(value, key)
+    elif isinstance(value, dict):
+        known = {f.name for f in dataclasses.fields(HostSpec)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise SshConfigError(f"{key}.{unknown[0]}: unknown host key; expected one of {', '.join(sorted(known))}")
+        if not value.get("host"):
+            raise SshConfigError(f"{key}.host: missing; every host entry needs `host`")
+        spec = HostSpec(**{k: v for k, v in value.items() if v is not None or k in ("port", "user")})
+        spec.env = dict(spec.env or {})
+        spec.ssh_options = list(spec.ssh_options or [])
+    else:
+        raise SshConfigError(f"{key}={value!r}: expected a mapping {{host, port, user, slots, ...}} or 'user@host:port:slots'")
+    if not isinstance(spec.slots, int) or spec.slots < 1:
+        raise SshConfigError(f"{key}.slots={spec.slots!r}: expected a whole number >= 1")
+    if spec.port is not None and not (isinstance(spec.port, int) and 0 < spec.port < 65536):
+        raise SshConfigError(f"{key}.port={spec.port!r}: expected a TCP port number")
+    if not isinstance(spec.weight, (int, float)) or spec.weight <= 0:
+        raise SshConfigError(f"{key}.weight={spec.weight!r}: expected a number > 0")
+    if spec.host.startswith("-"):
+        raise SshConfigError(f"{key}.host={spec.host!r}: a host name cannot start with '-'")
+    if not _NAME.match(spec.label):
+        raise SshConfigError(f"{key}.name={spec.label!r}: use letters, digits, '.', '_' or '-' (it names log files)")
+    for name in spec.env:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(name)):
+            raise SshConfigError(f"{key}.env.{name}: not a valid environment variable name")
+    for opt in spec.ssh_options:
+        check_ssh_option(opt, f"{key}.ssh_options")
+    return spec
+
+
+def parse_options(options: dict) -> SshOptions:
+    known = {f.name for f in dataclasses.fields(SshOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise SshConfigError(f"hydra.launcher.{unknown[0]}: unknown option of mfcl_ssh; expected one of {', '.join(sorted(known))}")
+    return SshOptions(**options)
