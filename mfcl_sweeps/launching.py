@@ -166,6 +166,13 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                     changed = True
                     idx, handle = active.pop(key)
                     req = handle.request
+                    if state.preempted and read_result(req.spec.result_path) is None:
+                        # ended by its backend (a lost host), not by the task: requeue at once,
+                        # without spending one of the run's retries
+                        journal(req.run, model.PREEMPTED, error=state.error, attempt=req.spec.attempt, **state.fields)
+                        log.warning("run %s preempted (%s), requeued", req.run.run_id, state.error)
+                        retrying.append((time.monotonic(), idx, next_attempt(req)))
+                        continue
                     ret, journaled = _outcome(req, state)
                     ok = ret.status == JobStatus.COMPLETED
                     if not journaled:
