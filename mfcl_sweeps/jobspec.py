@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shlex
 import tempfile
 from dataclasses import dataclass, field
@@ -69,8 +70,11 @@ def run_from_dict(d: dict) -> PlannedRun:
 
 
 def quote_override_value(value: str) -> str:
-    """A string as a Hydra override value that parses back byte for byte."""
-    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    """A string as a Hydra override value that parses back byte for byte.
+
+    In a quoted Hydra value a backslash is literal unless a run of them precedes a quote or the
+    closing quote: only those runs are doubled (and each quote escaped)."""
+    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
     return f"'{escaped}'"
 
 
