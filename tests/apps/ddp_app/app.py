@@ -32,7 +32,7 @@ def main(cfg: DictConfig) -> int:
     record = {
         "run_id": run, "rank": rank, "world": world, "all_reduce": total, "value": cfg.value,
         "env": {k: v for k, v in os.environ.items() if k.startswith("MFCL_") or k in SEEN_ENV},
-        "output_dir": HydraConfig.get().runtime.output_dir, "cwd": os.getcwd(), "pid": os.getpid(),
+        "output_dir": HydraConfig.get().runtime.output_dir, "cwd": os.getcwd(), "pid": os.getpid(), "t": time.time(),
     }
     (side / f"{run}.rank{rank}.json").write_text(json.dumps(record))
     if cfg.fail_rank == rank:

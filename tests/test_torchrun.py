@@ -1,0 +1,165 @@
+"""mfcl_torchrun with the real torchrun on CPU (gloo): DDP sweeps, two node agents on localhost,
+one driver per node, concurrent runs on their own ports, failing ranks, injection strings,
+GPU slices, Hydra's launcher suites and the example app trained with DDP."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.core.plugins import Plugins
+from hydra.plugins.launcher import Launcher
+from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
+
+from apprun import APPS, manifest_runs, run_app
+
+REPO = Path(__file__).resolve().parents[1]
+MFCL = ["hydra/sweeper=mfcl", "hydra/launcher=mfcl_torchrun", "hydra.launcher.progress=log"]
+INJECTION = "a; $(touch {x}) ' \" \\ `touch {x}` \n end"
+
+
+def rank_records(tmp_path: Path) -> dict[str, dict[int, dict]]:
+    """{run_id: {rank: what that rank saw}}"""
+    out: dict[str, dict[int, dict]] = {}
+    for p in (tmp_path / "side").glob("*.json"):
+        rec = json.loads(p.read_text())
+        out.setdefault(rec["run_id"], {})[rec["rank"]] = rec
+    return out
+
+
+def test_discovery() -> None:
+    assert "MfclTorchrunLauncher" in [p.__name__ for p in Plugins.instance().discover(Launcher)]
+
+
+def test_concurrent_ddp_runs_all_reduce_on_their_own_ports(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    value = INJECTION.format(x=marker)
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(json.dumps({"grid": {"value": [value, "plain", "third"]}}))
+    proc = run_app("ddp_app", tmp_path, *MFCL, f"hydra.sweeper.sweep_file={sweep_file}", "seconds=5",
+                   "hydra.launcher.nproc_per_node=2", "hydra.launcher.max_concurrent=3", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = manifest_runs(tmp_path / "sweep")
+    assert sorted(r["status"] for r in runs.values()) == ["completed"] * 3
+    assert all(r["return_value"] == "3" for r in runs.values())  # rank 0's result: 1 + 2
+    seen = rank_records(tmp_path)
+    assert sorted(seen) == sorted(runs)
+    for run_id, ranks in seen.items():
+        assert sorted(ranks) == [0, 1]
+        job_dir = runs[run_id]["job_dir"]
+        for rank, rec in ranks.items():
+            env = rec["env"]
+            assert (rec["world"], rec["all_reduce"]) == (2, 3)
+            assert (env["WORLD_SIZE"], env["LOCAL_WORLD_SIZE"], env["NNODES"], env["NODE_RANK"]) == ("2", "2", "1", "0")
+            # identity and Hydra's output dir reach every rank, not only rank 0
+            assert env["MFCL_SWEEP_RUN_ID"] == run_id and env["MFCL_SWEEP_RUN_DIR"] == job_dir
+            assert env["MFCL_SWEEP_INDEX"] == str(runs[run_id]["index"])
+            assert rec["output_dir"] == job_dir
+        assert ranks[0]["value"] == ranks[1]["value"]
+        assert (Path(job_dir) / ".hydra" / "overrides.yaml").exists()
+    # the value reached both ranks byte for byte, and nothing ran it
+    assert [r["value"] for r in seen[next(i for i in seen if seen[i][0]["value"] == value)].values()] == [value] * 2
+    assert not marker.exists()
+    # the three runs overlapped (each sleeps 5 s after recording), each with its own rendezvous port
+    starts = [ranks[0]["t"] for ranks in seen.values()]
+    assert max(starts) - min(starts) < 5
+    ports = {ranks[0]["env"]["MASTER_PORT"] for ranks in seen.values()}
+    assert len(ports) == 3
+    # only rank 0 wrote to the journal
+    journal = [json.loads(line) for line in (tmp_path / "sweep" / ".mfcl" / "journal.jsonl").read_text().splitlines()]
+    rank0_pids = {ranks[0]["pid"] for ranks in seen.values()}
+    other_pids = {ranks[1]["pid"] for ranks in seen.values()}
+    written = {str(e["f"]["pid"]) for e in journal if "pid" in e.get("f", {})}
+    assert {str(p) for p in rank0_pids} <= written and not {str(p) for p in other_pids} & written
+
+
+def test_failing_rank_fails_only_its_run_on_gpu_slices(tmp_path: Path) -> None:
+    proc = run_app("ddp_app", tmp_path, *MFCL, "fail_rank=-1,0,1", "hydra.launcher.nproc_per_node=2",
+                   "hydra.launcher.gpus=[0,1,2,3]", "hydra.sweeper.fail_on_error=false", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = {next(o for o in r["overrides"] if o.startswith("fail_rank=")): r
+            for r in manifest_runs(tmp_path / "sweep").values()}
+    assert runs["fail_rank=-1"]["status"] == "completed"
+    for rank in (0, 1):
+        r = runs[f"fail_rank={rank}"]
+        assert r["status"] == "failed" and r["exit_code"] == 1, r
+        assert f"rank {rank} exited with code 1: ValueError: rank {rank} fails on purpose" in r["error"], r["error"]
+    # packing: each run's two ranks on one two-GPU slice, concurrent runs on disjoint slices
+    slices = {rec["env"]["CUDA_VISIBLE_DEVICES"] for ranks in rank_records(tmp_path).values() for rec in ranks.values()}
+    assert slices <= {"0,1", "2,3"} and slices
+
+
+def test_two_node_agents_on_localhost(tmp_path: Path) -> None:
+    proc = run_app("ddp_app", tmp_path, *MFCL, "value=7", "hydra.launcher.nnodes=2", "hydra.launcher.nproc_per_node=1",
+                   timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = manifest_runs(tmp_path / "sweep").values()
+    assert run["status"] == "completed" and run["return_value"] == "3"
+    (ranks,) = rank_records(tmp_path).values()
+    assert sorted(ranks) == [0, 1]
+    assert {r["env"]["NODE_RANK"] for r in ranks.values()} == {"0", "1"}
+    assert all((r["env"]["NNODES"], r["env"]["WORLD_SIZE"], r["env"]["LOCAL_WORLD_SIZE"]) == ("2", "2", "1")
+               for r in ranks.values())
+
+
+def test_one_driver_per_node(tmp_path: Path) -> None:
+    """Two drivers, as on two machines, each starting only its own node's agent."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, str(APPS / "ddp_app" / "app.py"), "--multirun", *MFCL, f"hydra.sweep.dir={tmp_path / 'sweep'}",
+           f"side_dir={tmp_path / 'side'}", "value=5", "hydra.launcher.nnodes=2", f"hydra.launcher.master_port={port}"]
+    drivers = [subprocess.Popen([*cmd, f"hydra.launcher.node_rank={k}"], cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for k in (0, 1)]
+    outs = [d.communicate(timeout=240)[0] for d in drivers]
+    assert [d.returncode for d in drivers] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    (ranks,) = rank_records(tmp_path).values()
+    assert sorted(ranks) == [0, 1] and {r["all_reduce"] for r in ranks.values()} == {3}
+    (run,) = manifest_runs(tmp_path / "sweep").values()
+    assert run["status"] == "completed"
+
+
+def test_dry_run_prints_the_exact_commands(tmp_path: Path) -> None:
+    proc = run_app("ddp_app", tmp_path, *MFCL, "value=1,2", "hydra.sweeper.dry_run=true", "hydra.launcher.nnodes=2",
+                   "hydra.launcher.rdzv_conf={join_timeout:30}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("$ env ")]
+    assert len(lines) == 4  # two runs, two node agents each
+    assert all("-m torch.distributed.run" in ln and "--rdzv-conf join_timeout=30" in ln for ln in lines)
+    endpoints = [ln.split("--rdzv-endpoint ")[1].split()[0] for ln in lines]
+    assert endpoints[0] == endpoints[1] != endpoints[2] == endpoints[3]  # one port per run, shared by its nodes
+    assert not (tmp_path / "side").exists()
+
+
+@pytest.mark.parametrize("launcher_name, overrides", [("mfcl_torchrun", ["hydra/sweeper=mfcl"])])
+class TestMfclTorchrunLauncher(LauncherTestSuite):
+    pass
+
+
+@pytest.mark.parametrize("task_launcher_cfg, extra_flags",
+                         [({}, ["-m", "hydra/launcher=mfcl_torchrun", "hydra/sweeper=mfcl"])])
+class TestMfclTorchrunIntegration(IntegrationTestSuite):
+    pass
+
+
+def test_example_app_trains_with_ddp(tmp_path: Path) -> None:
+    train = REPO / "example_app" / "train.py"
+    if not train.exists():
+        pytest.skip("example_app/train.py is not in this checkout")
+    pytest.importorskip("sklearn")
+    proc = subprocess.run(
+        [sys.executable, str(train), "--multirun", *MFCL, f"hydra.sweep.dir={tmp_path / 'sweep'}",
+         "hydra.launcher.nproc_per_node=2", "train.epochs=1", "optimizer.lr=0.05,0.1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "WANDB_MODE": "disabled"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = manifest_runs(tmp_path / "sweep")
+    assert len(runs) == 2 and all(r["status"] == "completed" for r in runs.values())
+    for r in runs.values():
+        assert 0.5 < float(r["return_value"]) <= 1.0  # validation accuracy after one epoch on digits
+        comms = (Path(r["job_dir"]) / "comms.csv")
+        assert comms.exists() and len(comms.read_text().splitlines()) > 1  # gradients were all-reduced
