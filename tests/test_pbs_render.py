@@ -206,7 +206,7 @@ def test_parse_qstat_full_on_hand_written_samples() -> None:
     s0, s1, s2 = (pbs_task_state(jobs[f"4242[{i}].pbs01"]) for i in range(3))
     assert (s0.done, s0.exit_code, s0.error) == (True, 0, None)
     assert (s1.done, s1.running) == (False, True)
-    assert s2.done and s2.exit_code == 271 and "signal 15" in s2.error
+    assert s2.done and s2.exit_code == -15 and "SIGTERM" in s2.error and "271" in s2.error
     torque = parse_qstat_full(TORQUE_QSTAT_F_SAMPLE)
     t0, t1 = (pbs_task_state(torque[f"77[{i}].torque-head.cluster"]) for i in range(2))
     assert (t0.done, t0.exit_code, t0.error) == (True, 1, None) and not t1.done
@@ -229,6 +229,8 @@ def test_compat_ended_states() -> None:
     failed = ended_state("FAILED", "1:0", "1[0]")
     assert failed.exit_code == 1 and failed.error is None  # the worker's own result says why
     assert "deleted" in ended_state("CANCELLED by 0", "0:9", "1[0]").error
+    killed = ended_state("FAILED", "0:9", "1[0]")
+    assert killed.exit_code == -9 and "SIGKILL" in killed.error
     assert "walltime exceeded" in ended_state("TIMEOUT", "0:15", "1[2]").error
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
+from mfcl_sweeps.backends.local import signal_name
 from mfcl_sweeps.errors import MfclError
 from mfcl_sweeps.jobspec import array_worker_argv, atomic_write_bytes, worker_argv
 from mfcl_sweeps.model import RunResources
@@ -314,7 +315,8 @@ def pbs_task_state(attrs: Mapping[str, str]) -> TaskState:
     if raw is not None and raw.lstrip("-").isdigit():
         code = int(raw)
         if code > 256:
-            error = f"PBS job killed by signal {code - 256} (Exit_status {code})"
+            error = f"PBS job killed by {signal_name(256 - code)} (Exit_status {code})"
+            code = 256 - code  # as the local backend records a signal
         elif code < 0:
             error = f"PBS could not run the job (Exit_status {code})"
     return TaskState(done=done, running=state in ("R", "E"), exit_code=code, error=error if done else None,
@@ -526,7 +528,7 @@ class PbsBackend(Backend):
 
 # -- CLI hooks (mfcl-sweeps status / cancel on runs this backend started) ----------------------
 def _frontend_for(records: Sequence[Any]) -> PbsFrontend:
-    extra = next((r.extra for r in records if getattr(r, "extra", None)), {}) or {}
+    extra = next((r.extra for r in records if "pbs_dialect" in (getattr(r, "extra", None) or {})), {})
     return make_frontend(extra.get("pbs_frontend", "auto"), extra.get("pbs_dialect", "pbspro"))
 
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Optional, Sequence
 
+from mfcl_sweeps.backends.local import signal_name
 from mfcl_sweeps.backends.pbs import PbsError, PbsFrontend, TaskState, run_command, split_job_id
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,10 @@ REASONS = {"CANCELLED": "deleted (qdel/scancel)", "TIMEOUT": "walltime exceeded"
            "NODE_FAIL": "node failure", "PREEMPTED": "preempted", "BOOT_FAIL": "node boot failure",
            "DEADLINE": "deadline reached"}
 SAFE_PATH = re.compile(r"[\w./+%-]+")
+# squeue forgets an array task within seconds of its end; sacct may record the end a moment
+# later. Until it does (or this long has passed) the task is not reported done, so its exit
+# code and reason are not lost.
+SACCT_GRACE_S = 30.0
 
 
 def slurm_id(task_id: str) -> str:
@@ -47,17 +53,24 @@ def ended_state(state: str, exit_code: str, task_id: str) -> TaskState:
     """A finished Slurm job's sacct state and `code:signal` -> TaskState."""
     word = state.split()[0] if state else "?"
     code, _, sig = exit_code.partition(":")
+    exit_status = int(code) if code.isdigit() else None
     error = None
+    if sig.isdigit() and sig != "0":
+        exit_status = -int(sig)  # as the local backend records a signal
     if word in REASONS:
         error = f"PBS job {task_id} {REASONS[word]} (Slurm state {state})"
-    elif sig not in ("", "0"):
-        error = f"PBS job {task_id} killed by signal {sig}"
-    return TaskState(done=True, exit_code=int(code) if code.isdigit() else None, error=error, status=word)
+    elif exit_status is not None and exit_status < 0:
+        error = f"PBS job {task_id} killed by {signal_name(exit_status)}"
+    return TaskState(done=True, exit_code=exit_status, error=error, status=word)
 
 
 class SlurmTorqueFrontend(PbsFrontend):
     name = "slurm"
     index_env = ("PBS_ARRAY_INDEX", "PBS_ARRAYID", "SLURM_ARRAY_TASK_ID")
+
+    def __init__(self, dialect: str) -> None:
+        super().__init__(dialect)
+        self._unrecorded: dict[str, float] = {}  # Slurm id -> when squeue stopped listing it
 
     def output_path(self, out_dir: str, job_name: str, array: bool) -> str:
         if not SAFE_PATH.fullmatch(out_dir):
@@ -95,8 +108,13 @@ class SlurmTorqueFrontend(PbsFrontend):
         if ended:
             acct = run_command(["sacct", "-n", "-P", "-X", "-j", ",".join(ended), "-o", "JobID,State,ExitCode"])
             rows = {jid: (state, code) for jid, state, code, *_ in parse_rows(acct.stdout, 3)}
+            now = time.monotonic()
             for sid in ended:
                 state, code = rows.get(sid, (listed.get(sid, "gone"), ""))
+                if state.split()[0] not in ENDED and now - self._unrecorded.setdefault(sid, now) < SACCT_GRACE_S:
+                    out[by_slurm[sid]] = TaskState(done=False, status="ending")
+                    continue
+                self._unrecorded.pop(sid, None)
                 out[by_slurm[sid]] = ended_state(state, code, by_slurm[sid])
         return out
 
