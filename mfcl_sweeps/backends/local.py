@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import gc
 import os
 import signal
 import subprocess
@@ -156,6 +157,9 @@ class LocalBackend(Backend):
     def _fork(self, request: JobRequest, env: dict[str, str]) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
+        # Objects the driver holds are moved out of the collector's reach: a child's garbage
+        # collection would otherwise write to every page of them and copy the driver's heap.
+        gc.freeze()
         pid = os.fork()
         if pid:
             return pid
