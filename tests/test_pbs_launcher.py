@@ -35,6 +35,25 @@ def test_discovery() -> None:
     assert "MfclPbsLauncher" in [p.__name__ for p in Plugins.instance().discover(Launcher)]
 
 
+def test_dry_run_prints_the_exact_script_and_qsub_command_and_submits_nothing(tmp_path: Path) -> None:
+    proc = run_app("behave", tmp_path, *PBS, "hydra.sweeper.dry_run=true", "value=1,2", "hydra.launcher.ngpus=1",
+                   "hydra.launcher.array_parallelism=1", "hydra.launcher.dialect=torque")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "#PBS -l nodes=1:ppn=1:gpus=1" in out and "#PBS -t 0-1%1" in out and "#PBS -N app" in out
+    qsub = next(line for line in out.splitlines() if line.startswith("$ qsub "))
+    assert " -N app " in qsub and " -t 0-1%1 " in qsub and " -o " in qsub and qsub.endswith(".sh")
+    assert "mfcl_sweeps.worker" in out and "--array" in out
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_bad_option_fails_in_one_line_before_anything_is_written(tmp_path: Path) -> None:
+    proc = run_app("behave", tmp_path, *PBS, "value=1,2", "hydra.launcher.job_name=my job")
+    assert proc.returncode != 0
+    assert "hydra.launcher.job_name='my job': a PBS job name starts with a letter" in proc.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
 def mode_of(run: dict) -> str:
     return next(o.split("=", 1)[1] for o in run["overrides"] if o.startswith("mode="))
 
