@@ -68,6 +68,10 @@ class PbsOptions:
     poll_max_s: float = 30.0
 
 
+NUMBERS = {"priority": int, "nodes": int, "ncpus": int, "ngpus": int, "array_parallelism": int,
+           "max_array_size": int, "mem_gb": float, "timeout_min": float, "poll_min_s": float, "poll_max_s": float}
+
+
 def _bad(key: str, value: Any, why: str) -> PbsError:
     return PbsError(f"hydra.launcher.{key}={value!r}: {why}")
 
@@ -80,6 +84,16 @@ def pbs_options(raw: Mapping[str, Any]) -> PbsOptions:
         if key not in known:
             raise PbsError(f"hydra.launcher.{key}: unknown mfcl_pbs option; known: {', '.join(sorted(known))}")
     values = dict(raw)
+    for key, kind in NUMBERS.items():
+        value = values.get(key)
+        if value is None:
+            continue
+        try:
+            if isinstance(value, bool) or (kind is int and float(value) != int(value)):
+                raise ValueError(value)
+            values[key] = kind(value)
+        except (TypeError, ValueError):
+            raise _bad(key, value, "must be an integer" if kind is int else "must be a number") from None
     for key in ("extra_directives", "setup"):
         if key in values:
             v = values[key] or ()
@@ -91,16 +105,16 @@ def pbs_options(raw: Mapping[str, Any]) -> PbsOptions:
         ("subjob_limit", opts.subjob_limit in SUBJOB_LIMITS, f"must be one of {', '.join(SUBJOB_LIMITS)}"),
         ("job_name", isinstance(opts.job_name, str) and JOB_NAME.fullmatch(opts.job_name),
          "a PBS job name starts with a letter and holds only letters, digits and _.+- (no spaces)"),
-        ("priority", opts.priority is None or -1024 <= int(opts.priority) <= 1023, "must be in -1024..1023"),
-        ("nodes", int(opts.nodes) >= 1, "must be >= 1"),
-        ("ncpus", int(opts.ncpus) >= 1, "must be >= 1"),
-        ("ngpus", int(opts.ngpus) >= 0, "must be >= 0"),
-        ("mem_gb", opts.mem_gb is None or float(opts.mem_gb) > 0, "must be > 0 (or null)"),
-        ("timeout_min", float(opts.timeout_min) > 0, "must be > 0 minutes"),
-        ("array_parallelism", opts.array_parallelism is None or int(opts.array_parallelism) >= 1,
+        ("priority", opts.priority is None or -1024 <= opts.priority <= 1023, "must be in -1024..1023"),
+        ("nodes", opts.nodes >= 1, "must be >= 1"),
+        ("ncpus", opts.ncpus >= 1, "must be >= 1"),
+        ("ngpus", opts.ngpus >= 0, "must be >= 0"),
+        ("mem_gb", opts.mem_gb is None or opts.mem_gb > 0, "must be > 0 (or null)"),
+        ("timeout_min", opts.timeout_min > 0, "must be > 0 minutes"),
+        ("array_parallelism", opts.array_parallelism is None or opts.array_parallelism >= 1,
          "must be >= 1 (or null: no limit)"),
-        ("max_array_size", int(opts.max_array_size) >= 1, "must be >= 1"),
-        ("poll_min_s", 0 < float(opts.poll_min_s) <= float(opts.poll_max_s), "must be > 0 and <= poll_max_s"),
+        ("max_array_size", opts.max_array_size >= 1, "must be >= 1"),
+        ("poll_min_s", 0 < opts.poll_min_s <= opts.poll_max_s, "must be > 0 and <= poll_max_s"),
     ]
     for key, ok, why in checks:
         if not ok:
@@ -125,12 +139,10 @@ class ArrayResources:
     mem_gb: Optional[float]
     timeout_min: float
     queue: Optional[str]
-    directives: tuple = ()  # RunResources.extra["pbs_directives"]
 
 
 def array_resources(opts: PbsOptions, run: RunResources) -> ArrayResources:
     """The launcher's options with a run's own resources (from the sweep) laid over them."""
-    extra = run.extra.get("pbs_directives", ()) if run.extra else ()
     return ArrayResources(
         nodes=run.nnodes or opts.nodes,
         ncpus=run.cpus_per_task or opts.ncpus,
@@ -138,7 +150,6 @@ def array_resources(opts: PbsOptions, run: RunResources) -> ArrayResources:
         mem_gb=run.mem_gb or opts.mem_gb,
         timeout_min=run.timeout_min or opts.timeout_min,
         queue=run.partition or opts.queue,
-        directives=(extra,) if isinstance(extra, str) else tuple(extra),
     )
 
 
@@ -225,7 +236,6 @@ def directives(opts: PbsOptions, res: ArrayResources, *, array: Optional[str], o
     out.append(f"-o {output_path}")
     out.append("-j oe" if error_path is None else f"-e {error_path}")
     out.extend(opts.extra_directives)
-    out.extend(res.directives)
     return out
 
 
@@ -323,6 +333,15 @@ def pbs_task_state(attrs: Mapping[str, str]) -> TaskState:
                      status=state)
 
 
+def unknown_ids(text: str) -> list[str]:
+    """Job ids that qstat's error lines name as unknown or finished."""
+    ids = []
+    for line in text.splitlines():
+        if re.search(r"unknown job id|job has finished|invalid job id", line, re.I):
+            ids += [m.group(0) for m in re.finditer(r"\b\d+(?:\[\d*\])?(?:\.[\w-]+(?:\.[\w-]+)*)?", line)]
+    return ids
+
+
 class PbsFrontend:
     """Real PBS Pro / Torque client commands."""
 
@@ -385,15 +404,6 @@ class PbsFrontend:
             proc = run_command(["qdel", *task_ids])
             if proc.returncode:  # finished tasks cannot be deleted; the rest were
                 log.info("qdel exit %s: %s", proc.returncode, proc.stderr.strip()[:300])
-
-
-def unknown_ids(text: str) -> list[str]:
-    """Job ids that qstat's error lines name as unknown or finished."""
-    ids = []
-    for line in text.splitlines():
-        if re.search(r"unknown job id|job has finished|invalid job id", line, re.I):
-            ids += [m.group(0) for m in re.finditer(r"\b\d+(?:\[\d*\])?(?:\.[\w-]+(?:\.[\w-]+)*)?", line)]
-    return ids
 
 
 def detect_frontend(choice: str = "auto") -> str:
