@@ -279,3 +279,11 @@ class Journal:
     @property
     def lines_read(self) -> int:
         return self._lines
+
+    def position(self) -> tuple[Optional[int], int, int]:
+        """(inode, byte offset, lines) just past the last complete line read."""
+        return self._ino, self._offset, self._lines
+
+    def resume_at(self, ino: int, offset: int, lines: int) -> None:
+        """Continue reading from a position a checkpoint recorded."""
+        self._ino, self._offset, self._lines = ino, offset, lines
