@@ -10,35 +10,19 @@ naming the key (and the file line when the value came from a file).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence
 
 from mfcl_sweeps import overrides as ov
 from mfcl_sweeps import sweepfile, wandb_sweep
 from mfcl_sweeps.errors import SweepSpecError
-from mfcl_sweeps.model import Budget, RunResources
+from mfcl_sweeps.model import RunResources
+from mfcl_sweeps.spec_fields import (FP32_NAMES, RESOURCE_KEYS, Ctx, need_list, need_mapping, parse_aliases, parse_budget,
+                                     parse_resources, parse_seeds, positive_int, valid_key)
+from mfcl_sweeps.spec_types import Axis, Block, Setting, SpecOptions, SweepSpec
 
-DEFAULT_ALIASES: dict[str, Any] = {
-    "model": {"kind": "group", "target": "model"},
-    "method": {"kind": "group", "target": "method"},
-    "batch_size": "data.batch_size",
-    "amp_dtype": {"kind": "amp_dtype", "target": "train.loss_fp32", "env": "MFCL_AMP_DTYPE"},
-}
-ALIAS_KINDS = ("key", "group", "amp_dtype")
-FP32_NAMES = ("fp32", "float32")
+__all__ = ["Axis", "Block", "Setting", "SpecOptions", "SweepSpec", "load_spec"]
 
-BUDGET_PREFIX = "runtime.budget"
-BUDGET_LIMIT_KEYS = {"iso_time": "max_minutes", "iso_steps": "max_steps",
-                     "iso_samples": "max_samples", "iso_tokens": "max_tokens"}
-BUDGET_FIELDS = ("mode", "limit", "target_metric", "target_value")
-
-# Per-run launcher parameters (RunResources), accepted at the root, in a group entry or a run.
-_INT_RESOURCES = ("nnodes", "node_rank", "nproc_per_node", "gpus_per_node", "cpus_per_task")
-RESOURCE_KEYS = (*_INT_RESOURCES, "timeout_min", "timeout", "ttl", "mem_gb", "partition", "rendezvous")
-RENDEZVOUS_KEYS = ("backend", "endpoint", "id", "conf")
 # Infrastructure keys of the `{defaults, params}` dialect: kept as run metadata, never given to Hydra.
 INFRA_KEYS = ("instance_type", "region", "ami", "key_name", "iam_role", "spot", "idle_timeout",
               "user_data", "security_groups", "security_group", "subnet_id", "availability_zone",
@@ -53,234 +37,10 @@ RUN_RESERVED_KEYS = ("name", "budget", "metadata", *RESOURCE_KEYS)
 PARAM_FILE_KEYS = ("defaults", "params", "comment", "description", "date", "metadata", *KNOB_KEYS)
 HSM_KEYS = ("sweep", "metadata", "defaults")
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_DURATION_MINUTES = {"s": 1 / 60, "m": 1.0, "h": 60.0, "d": 1440.0}
-
-
-# ----------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One position on an axis: the overrides (and env) one choice contributes to a run."""
-
-    overrides: tuple[str, ...] = ()
-    keys: tuple[str, ...] = ()  # config key each override acts on (no +/~ prefix)
-    values: tuple[tuple[str, Any], ...] = ()  # (key as the user named it, value): exclude, slugs
-    env: tuple[tuple[str, str], ...] = ()
-    name: Optional[str] = None
-    budget: Optional[Budget] = None
-    resources: Optional[RunResources] = None
-    metadata: tuple[tuple[str, Any], ...] = ()
-    slug: str = ""
-
-    def to_dict(self) -> dict:
-        out: dict = {"overrides": list(self.overrides)}
-        if self.env:
-            out["env"] = dict(self.env)
-        if self.name is not None:
-            out["name"] = self.name
-        if self.budget is not None:
-            out["budget"] = dataclasses.asdict(self.budget)
-        if self.resources is not None and self.resources.to_dict():
-            out["resources"] = self.resources.to_dict()
-        if self.metadata:
-            out["metadata"] = dict(self.metadata)
-        return out
-
-
-@dataclass(frozen=True)
-class Axis:
-    source: str  # where it came from, e.g. "grid.lr", "paired[0]", "runs", "overrides:a"
-    settings: tuple[Setting, ...]
-
-    def keys(self) -> set[str]:
-        return {k for s in self.settings for k, _ in s.values} | {k for s in self.settings for k in s.keys}
-
-
-@dataclass(frozen=True)
-class Block:
-    group: str
-    axes: tuple[Axis, ...]
-    resources: RunResources = field(default_factory=RunResources)
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def size(self) -> int:
-        n = 1
-        for axis in self.axes:
-            n *= len(axis.settings)
-        return n
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    blocks: tuple[Block, ...]
-    exclude: tuple[tuple[tuple[str, Any], ...], ...] = ()
-    max_runs: Optional[int] = None
-    shuffle: bool = False
-    seed: int = 0
-    dialect: str = "native"
-    source: Optional[str] = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {
-            "dialect": self.dialect, "source": self.source, "metadata": dict(self.metadata),
-            "max_runs": self.max_runs, "shuffle": self.shuffle, "seed": self.seed,
-            "exclude": [dict(entry) for entry in self.exclude],
-            "blocks": [{
-                "group": b.group, "resources": b.resources.to_dict(), "metadata": dict(b.metadata),
-                "axes": [{"source": a.source, "settings": [s.to_dict() for s in a.settings]}
-                         for a in b.axes],
-            } for b in self.blocks],
-        }
-
-    def spec_hash(self) -> str:
-        text = json.dumps(self.to_dict(), sort_keys=True, default=repr)
-        return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-@dataclass
-class SpecOptions:
-    """The `hydra.sweeper.*` knobs that shape expansion. None means "not set here" (the sweep
-    file's value, else the default). grid/paired/runs/run_defaults/exclude are inline equivalents
-    of the sweep-file keys grid/paired/runs/defaults/exclude (`defaults` is reserved in a Hydra
-    config node, hence `run_defaults`)."""
-
-    aliases: Optional[Mapping[str, Any]] = None
-    seeds: Union[int, Sequence[int], None] = None
-    seed_key: Optional[str] = None
-    max_runs: Optional[int] = None
-    shuffle: Optional[bool] = None
-    seed: Optional[int] = None
-    exclude: Optional[Sequence[Mapping[str, Any]]] = None
-    grid: Optional[Mapping[str, Any]] = None
-    paired: Optional[Sequence[Any]] = None
-    runs: Optional[Sequence[Mapping[str, Any]]] = None
-    run_defaults: Optional[Mapping[str, Any]] = None
-
-
-# ----------------------------------------------------------------------------- context
-
-
-@dataclass(frozen=True)
-class _Alias:
-    kind: str
-    target: str
-    env: Optional[str] = None
-
-
-class _Ctx:
-    """Where values come from (file or `hydra.sweeper`), for error messages; plus the alias table."""
-
-    def __init__(self, file: Optional[str], prefix: str, aliases: dict[str, _Alias],
-                 config_loader: Any, dialect: str) -> None:
-        self.file, self.prefix, self.aliases = file, prefix, aliases
-        self.config_loader, self.dialect = config_loader, dialect
-
-    def error(self, message: str, path: str, container: Any = None, key: Any = None) -> SweepSpecError:
-        line = sweepfile.line_of(container, key) if self.file else None
-        return SweepSpecError(message, key=f"{self.prefix}{path}", file=self.file, line=line)
-
-    def match_key(self, key: str) -> str:
-        """The name a key is known by for exclude and slugs: its alias target, or itself."""
-        alias = self.aliases.get(ov.canonical_key(key))
-        if alias is None or alias.kind == "amp_dtype":
-            return ov.canonical_key(key)
-        return alias.target
-
-
-# ----------------------------------------------------------------------------- scalars
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _positive_int(value: Any, ctx: _Ctx, path: str, container: Any, key: Any, *, zero_ok=False) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero_ok else 1):
-        what = "a non-negative" if zero_ok else "a positive"
-        raise ctx.error(f"must be {what} integer, got {value!r}", path, container, key)
-    return value
-
-
-def _duration_minutes(value: Any, ctx: _Ctx, path: str, container: Any, key: Any) -> float:
-    """`30m`, `2h`, `4h30m`, `90s`, `1d`, or a number of minutes."""
-    if _is_number(value) and value > 0:
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        parts = _DURATION.findall(text)
-        if parts and "".join(n + u for n, u in parts) == text:
-            minutes = sum(float(n) * _DURATION_MINUTES[u] for n, u in parts)
-            if minutes > 0:
-                return minutes
-    raise ctx.error(f"expected a positive duration like '30m', '2h', '4h30m' or minutes, got {value!r}",
-                    path, container, key)
-
-
-def _budget(raw: Any, ctx: _Ctx, path: str, container: Any, key: Any) -> Setting:
-    if not isinstance(raw, dict):
-        raise ctx.error(f"must be a mapping like {{mode: iso_time, limit: 2.5}}, got {raw!r}",
-                        path, container, key)
-    unknown = sorted(set(raw) - set(BUDGET_FIELDS), key=str)
-    if unknown:
-        raise ctx.error(f"unknown budget field {unknown[0]!r} (known: {', '.join(BUDGET_FIELDS)})",
-                        f"{path}.{unknown[0]}", raw, unknown[0])
-    mode = raw.get("mode")
-    if mode not in BUDGET_LIMIT_KEYS:
-        raise ctx.error(f"unknown budget mode {mode!r} (known: {', '.join(BUDGET_LIMIT_KEYS)})",
-                        f"{path}.mode", raw, "mode" if "mode" in raw else None)
-    limit = raw.get("limit")
-    if not _is_number(limit) or not limit > 0:
-        raise ctx.error(f"budget limit must be a number > 0, got {limit!r}", f"{path}.limit", raw,
-                        "limit" if "limit" in raw else None)
-    metric = raw.get("target_metric")
-    if metric is not None and not isinstance(metric, str):
-        raise ctx.error(f"must be a metric name, got {metric!r}", f"{path}.target_metric", raw, "target_metric")
-    target = raw.get("target_value")
-    if target is not None and not _is_number(target):
-        raise ctx.error(f"must be a number, got {target!r}", f"{path}.target_value", raw, "target_value")
-    limit_key = f"{BUDGET_PREFIX}.{BUDGET_LIMIT_KEYS[mode]}"
-    return Setting(
-        overrides=(f"{BUDGET_PREFIX}.enabled=true", ov.format_override(limit_key, limit)),
-        keys=(f"{BUDGET_PREFIX}.enabled", limit_key),
-        budget=Budget(mode=mode, limit=limit, target_metric=metric, target_value=target),
-    )
-
-
-def _resources(entry: dict, ctx: _Ctx, path: str) -> RunResources:
-    """The RunResources named in `entry` (a mapping that may hold other keys too)."""
-    found: dict[str, Any] = {}
-    for key in RESOURCE_KEYS:
-        if key not in entry:
-            continue
-        value, here = entry[key], f"{path}{key}"
-        if key in _INT_RESOURCES:
-            found[key] = _positive_int(value, ctx, here, entry, key, zero_ok=(key == "node_rank"))
-        elif key in ("timeout_min", "timeout", "ttl"):
-            found["timeout_min"] = _duration_minutes(value, ctx, here, entry, key)
-        elif key == "mem_gb":
-            if not _is_number(value) or value <= 0:
-                raise ctx.error(f"must be a number of GB > 0, got {value!r}", here, entry, key)
-            found[key] = value
-        elif key == "partition":
-            if not isinstance(value, str) or not value:
-                raise ctx.error(f"must be a partition name, got {value!r}", here, entry, key)
-            found[key] = value
-        else:  # rendezvous
-            if not isinstance(value, dict) or set(value) - set(RENDEZVOUS_KEYS):
-                raise ctx.error(f"must be a mapping with keys {', '.join(RENDEZVOUS_KEYS)}, got {value!r}",
-                                here, entry, key)
-            found[key] = dict(value)
-    return RunResources(**found)
-
-
 # ----------------------------------------------------------------------------- values -> settings
 
 
-def _value_setting(key: Any, value: Any, ctx: _Ctx, path: str, container: Any, ckey: Any) -> Setting:
+def _value_setting(key: Any, value: Any, ctx: Ctx, path: str, container: Any, ckey: Any) -> Setting:
     """The setting for `key: value`, through the alias table."""
     if not isinstance(key, str) or not key:
         raise ctx.error(f"a key must be a non-empty string, got {key!r}", path, container, ckey)
@@ -309,7 +69,7 @@ def _value_setting(key: Any, value: Any, ctx: _Ctx, path: str, container: Any, c
                    values=((ov.canonical_key(target), value),))
 
 
-def _sweep_values(key: str, text: str, ctx: _Ctx, path: str, container: Any, ckey: Any) -> Optional[list]:
+def _sweep_values(key: str, text: str, ctx: Ctx, path: str, container: Any, ckey: Any) -> Optional[list]:
     """The values of a Hydra sweep string (`a,b`, `range(1,4)`, `choice(x,y)`, `glob(*)`), or
     None if `text` is not a sweep."""
     from hydra.core.override_parser.types import ValueType
@@ -331,7 +91,7 @@ def _sweep_values(key: str, text: str, ctx: _Ctx, path: str, container: Any, cke
     return [ov.plain_value(v) for v in parsed.sweep_iterator()]
 
 
-def _axis_values(key: str, raw: Any, ctx: _Ctx, path: str, container: Any, ckey: Any) -> Optional[list]:
+def _axis_values(key: str, raw: Any, ctx: Ctx, path: str, container: Any, ckey: Any) -> Optional[list]:
     """A grid value as a list of values: a list, or a Hydra sweep string. None for a scalar."""
     if isinstance(raw, list):
         values = list(raw)
@@ -346,7 +106,7 @@ def _axis_values(key: str, raw: Any, ctx: _Ctx, path: str, container: Any, ckey:
     return values
 
 
-def _axis(key: str, values: list, ctx: _Ctx, path: str, container: Any, ckey: Any) -> Axis:
+def _axis(key: str, values: list, ctx: Ctx, path: str, container: Any, ckey: Any) -> Axis:
     items = container.get(ckey) if isinstance(container, dict) else None
     if isinstance(items, list):  # point errors at the item's own line
         settings = [_value_setting(key, v, ctx, f"{path}[{i}]", items, i) for i, v in enumerate(values)]
@@ -364,24 +124,6 @@ def _flat_items(raw: dict, path: str):
                 yield f"{key}.{sub_key}", sub_value, sub_path, sub_container, sub_ckey
         else:
             yield key, value, here, raw, key
-
-
-def _kind(raw: Any) -> str:
-    return "a mapping" if isinstance(raw, dict) else "a list" if isinstance(raw, list) else type(raw).__name__
-
-
-def _mapping(raw: Any, ctx: _Ctx, path: str, container: Any, key: Any, what: str) -> dict:
-    if not isinstance(raw, dict):
-        raise ctx.error(f"must be a mapping ({what}), got {_kind(raw)} {raw!r}", path, container, key)
-    return raw
-
-
-def _list(raw: Any, ctx: _Ctx, path: str, container: Any, key: Any, what: str) -> list:
-    if not isinstance(raw, list):
-        raise ctx.error(f"must be a list ({what}), got {_kind(raw)} {raw!r}", path, container, key)
-    if not raw:
-        raise ctx.error(f"empty list ({what}): nothing to sweep", path, container, key)
-    return raw
 
 
 # ----------------------------------------------------------------------------- parts
@@ -423,8 +165,8 @@ class _Part:
         )
 
 
-def _grid_part(raw: Any, ctx: _Ctx, path: str, container: Any, key: Any) -> dict:
-    grid = _mapping(raw, ctx, path, container, key, "key -> list of values")
+def _grid_part(raw: Any, ctx: Ctx, path: str, container: Any, key: Any) -> dict:
+    grid = need_mapping(raw, ctx, path, container, key, "key -> list of values")
     if not grid:
         raise ctx.error("empty grid: nothing to sweep", path, container, key)
     out = {}
@@ -437,9 +179,9 @@ def _grid_part(raw: Any, ctx: _Ctx, path: str, container: Any, key: Any) -> dict
     return out
 
 
-def _params_part(raw: Any, ctx: _Ctx, path: str, container: Any, key: Any) -> tuple[dict, dict]:
+def _params_part(raw: Any, ctx: Ctx, path: str, container: Any, key: Any) -> tuple[dict, dict]:
     """A group entry's `params`: lists and sweep strings vary (grid), scalars are fixed (defaults)."""
-    params = _mapping(raw, ctx, path, container, key, "key -> value or list of values")
+    params = need_mapping(raw, ctx, path, container, key, "key -> value or list of values")
     grid, defaults = {}, {}
     for name, value, here, parent, pkey in _flat_items(params, path):
         values = _axis_values(name, value, ctx, here, parent, pkey)
@@ -450,12 +192,12 @@ def _params_part(raw: Any, ctx: _Ctx, path: str, container: Any, key: Any) -> tu
     return grid, defaults
 
 
-def _paired_part(raw: Any, ctx: _Ctx, path: str, container: Any, key: Any) -> list:
-    entries = _list(raw, ctx, path, container, key, "groups of equal-length lists")
+def _paired_part(raw: Any, ctx: Ctx, path: str, container: Any, key: Any) -> list:
+    entries = need_list(raw, ctx, path, container, key, "groups of equal-length lists")
     axes = []
     for i, entry in enumerate(entries):
         here = f"{path}[{i}]"
-        _mapping(entry, ctx, here, entries, i, "key -> list, varied together")
+        need_mapping(entry, ctx, here, entries, i, "key -> list, varied together")
         label = here
         if len(entry) == 1 and isinstance(next(iter(entry.values())), dict):  # named group (002 form)
             name = next(iter(entry))
@@ -482,7 +224,7 @@ def _paired_part(raw: Any, ctx: _Ctx, path: str, container: Any, key: Any) -> li
     return axes
 
 
-def _entry_params(entry: dict, ctx: _Ctx, path: str, reserved: Sequence[str]) -> tuple[dict, dict]:
+def _entry_params(entry: dict, ctx: Ctx, path: str, reserved: Sequence[str]) -> tuple[dict, dict]:
     """(params: match key -> Setting, metadata) of a run entry or a `defaults` mapping."""
     params, metadata = {}, dict(entry.get("metadata") or {})
     for key, value in entry.items():
@@ -496,19 +238,19 @@ def _entry_params(entry: dict, ctx: _Ctx, path: str, reserved: Sequence[str]) ->
     return params, metadata
 
 
-def _run(entry: Any, ctx: _Ctx, path: str, container: Any, index: int) -> _Run:
-    _mapping(entry, ctx, path, container, index, "one run: key -> value")
+def _run(entry: Any, ctx: Ctx, path: str, container: Any, index: int) -> _Run:
+    need_mapping(entry, ctx, path, container, index, "one run: key -> value")
     params, metadata = _entry_params(entry, ctx, f"{path}.", RUN_RESERVED_KEYS)
     name = entry.get("name")
     if name is not None and (not isinstance(name, str) or not name):
         raise ctx.error(f"a run name must be a non-empty string, got {name!r}", f"{path}.name", entry, "name")
-    budget = _budget(entry["budget"], ctx, f"{path}.budget", entry, "budget") if "budget" in entry else None
-    return _Run(params=params, name=name, budget=budget, resources=_resources(entry, ctx, f"{path}."),
+    budget = parse_budget(entry["budget"], ctx, f"{path}.budget", entry, "budget") if "budget" in entry else None
+    return _Run(params=params, name=name, budget=budget, resources=parse_resources(entry, ctx, f"{path}."),
                 metadata=metadata)
 
 
-def _runs_part(raw: Any, ctx: _Ctx, path: str, container: Any, key: Any) -> list:
-    entries = _list(raw, ctx, path, container, key, "one mapping per run")
+def _runs_part(raw: Any, ctx: Ctx, path: str, container: Any, key: Any) -> list:
+    entries = need_list(raw, ctx, path, container, key, "one mapping per run")
     runs, seen = [], {}
     for i, entry in enumerate(entries):
         run = _run(entry, ctx, f"{path}[{i}]", entries, i)
@@ -521,13 +263,13 @@ def _runs_part(raw: Any, ctx: _Ctx, path: str, container: Any, key: Any) -> list
     return runs
 
 
-def _part(raw: dict, ctx: _Ctx, path: str, allowed: Sequence[str]) -> _Part:
+def _part(raw: dict, ctx: Ctx, path: str, allowed: Sequence[str]) -> _Part:
     """Parse one source mapping (file root, group entry or hydra.sweeper inline keys)."""
     unknown = [k for k in raw if k not in allowed]
     if unknown:
         raise ctx.error(f"unknown key (known here: {', '.join(sorted(allowed))})",
                         f"{path}{unknown[0]}", raw, unknown[0])
-    part = _Part(resources=_resources(raw, ctx, path))
+    part = _Part(resources=parse_resources(raw, ctx, path))
     if "group" in raw:
         group = raw["group"]
         if not isinstance(group, str) or not group:
@@ -548,17 +290,17 @@ def _part(raw: dict, ctx: _Ctx, path: str, allowed: Sequence[str]) -> _Part:
         if defaults_key not in raw:
             continue
         here = f"{path}{defaults_key}"
-        defaults = _mapping(raw[defaults_key], ctx, here, raw, defaults_key, "key -> value")
+        defaults = need_mapping(raw[defaults_key], ctx, here, raw, defaults_key, "key -> value")
         params, metadata = _entry_params(defaults, ctx, f"{here}.", RUN_RESERVED_KEYS)
         part.defaults.update(params)
         part.metadata.update(metadata)
-        part.resources = _resources(defaults, ctx, f"{here}.").merged_over(part.resources)
+        part.resources = parse_resources(defaults, ctx, f"{here}.").merged_over(part.resources)
         if "budget" in defaults:
-            part.budget = _budget(defaults["budget"], ctx, f"{here}.budget", defaults, "budget")
+            part.budget = parse_budget(defaults["budget"], ctx, f"{here}.budget", defaults, "budget")
     if "budget" in raw:
-        part.budget = _budget(raw["budget"], ctx, f"{path}budget", raw, "budget")
+        part.budget = parse_budget(raw["budget"], ctx, f"{path}budget", raw, "budget")
     if "metadata" in raw:
-        part.metadata.update(_mapping(raw["metadata"], ctx, f"{path}metadata", raw, "metadata", "for reports"))
+        part.metadata.update(need_mapping(raw["metadata"], ctx, f"{path}metadata", raw, "metadata", "for reports"))
     return part
 
 
@@ -687,82 +429,77 @@ def _cli_axes(params: Mapping[str, str], cli_overrides: Sequence[str], config_lo
 # ----------------------------------------------------------------------------- knobs
 
 
-def _aliases(tables: Sequence[tuple[Any, _Ctx, str, Any]]) -> dict[str, _Alias]:
-    """DEFAULT_ALIASES, then each table in turn (a null target removes an alias)."""
-    merged: dict[str, tuple[Any, _Ctx, str, Any]] = {k: (v, None, "", None) for k, v in DEFAULT_ALIASES.items()}
-    for table, ctx, path, container in tables:
-        if table is None:
-            continue
-        _mapping(table, ctx, path, container, "aliases", "alias -> target key or {kind, target, env}")
-        for name, target in table.items():
-            if target is None:
-                merged.pop(name, None)
-            else:
-                merged[name] = (target, ctx, f"{path}.{name}", table)
-    out = {}
-    for name, (raw, ctx, path, container) in merged.items():
-        spec = {"kind": "key", "target": raw} if isinstance(raw, str) else raw
-        kind = spec.get("kind", "key") if isinstance(spec, dict) else None
-        target = spec.get("target") if isinstance(spec, dict) else None
-        env = spec.get("env") if isinstance(spec, dict) else None
-        problem = None
-        if not isinstance(spec, dict) or set(spec) - {"kind", "target", "env"}:
-            problem = f"an alias is a target key or {{kind, target, env}}, got {raw!r}"
-        elif kind not in ALIAS_KINDS:
-            problem = f"unknown alias kind {kind!r} (known: {', '.join(ALIAS_KINDS)})"
-        elif not isinstance(target, str) or not _valid_key(target):
-            problem = f"unknown alias target {target!r}: expected a config key like 'data.batch_size'"
-        elif env is not None and (not isinstance(env, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env)):
-            problem = f"alias env must be an environment variable name, got {env!r}"
-        if problem:
-            raise ctx.error(problem, path, container, name)
-        out[name] = _Alias(kind=kind, target=target, env=env)
-    return out
+@dataclass(frozen=True)
+class _Source:
+    """A mapping that may set knobs (the file root, then hydra.sweeper: later sources win)."""
+
+    raw: Mapping[str, Any]
+    ctx: Ctx
+
+    def get(self, name: str) -> Any:
+        return self.raw.get(name)
+
+    def error(self, name: str, message: str) -> SweepSpecError:
+        return self.ctx.error(message, name, self.raw, name)
 
 
-def _valid_key(key: str) -> bool:
-    from hydra.errors import HydraException
-
-    try:
-        parsed = ov.parse_override(f"{key}=0")
-    except HydraException:
-        return False
-    return parsed.get_key_element() == key and not key.startswith(("+", "~"))
+def _knob(name: str, sources: Sequence[_Source]) -> tuple[Any, Optional[_Source]]:
+    """The value of knob `name` from the last source that sets it, and that source."""
+    for source in reversed(sources):
+        if source.get(name) is not None:
+            return source.get(name), source
+    return None, None
 
 
-def _seeds(raw: Any, ctx: _Ctx, path: str, container: Any) -> Optional[list[int]]:
-    if raw is None:
-        return None
-    if isinstance(raw, list):
-        if not raw or not all(isinstance(s, int) and not isinstance(s, bool) for s in raw):
-            raise ctx.error(f"must be a positive count or a non-empty list of integers, got {raw!r}",
-                            path, container, "seeds")
-        return list(raw)
-    return list(range(_positive_int(raw, ctx, path, container, "seeds")))
-
-
-def _knob(name: str, sources: Sequence[tuple[Any, _Ctx, str, Any]]) -> tuple[Any, _Ctx, str, Any]:
-    """The last source that sets knob `name`: (value, ctx, path, container)."""
-    chosen = (None, sources[0][1], name, None)
-    for raw, ctx, path, container in sources:
-        if isinstance(raw, dict) and raw.get(name) is not None:
-            chosen = (raw[name], ctx, f"{path}{name}", raw)
-    return chosen
-
-
-def _exclude(entries: Sequence[tuple[Any, _Ctx, str, Any]]) -> list[tuple[tuple[str, Any], ...]]:
+def _exclude(sources: Sequence[_Source], known_keys: set[str]) -> list[tuple[tuple[str, Any], ...]]:
     out = []
-    for raw, ctx, path, container in entries:
+    for source in sources:
+        raw, ctx = source.get("exclude"), source.ctx
         if raw is None or raw == []:
             continue
-        items = _list(raw, ctx, path, container, "exclude", "partial assignments key -> value")
+        items = need_list(raw, ctx, "exclude", source.raw, "exclude", "partial assignments key -> value")
         for i, entry in enumerate(items):
-            here = f"{path}[{i}]"
+            here = f"exclude[{i}]"
             if not isinstance(entry, dict) or not entry:
                 raise ctx.error(f"an exclude entry is a non-empty mapping key -> value, got {entry!r}",
                                 here, items, i)
-            out.append((tuple((ctx.match_key(k), v) for k, v in entry.items()), ctx, here, entry))
+            assignment = tuple((ctx.match_key(k), v) for k, v in entry.items())
+            missing = next((k for k, _ in assignment if k not in known_keys), None)
+            if missing is not None:
+                raise ctx.error(f"exclude key {missing!r} is not set by the sweep (keys: "
+                                f"{', '.join(sorted(known_keys)) or 'none'})", here, items, i)
+            out.append(assignment)
     return out
+
+
+def _seed_axis(sources: Sequence[_Source]) -> Optional[tuple[Axis, _Source]]:
+    """The `seeds` axis (each config repeated per seed), and the source that asked for it."""
+    raw, source = _knob("seeds", sources)
+    if source is None:
+        return None
+    seeds = parse_seeds(raw, source.ctx, "seeds", source.raw)
+    seed_key, key_source = _knob("seed_key", sources)
+    seed_key = "seed" if seed_key is None else seed_key
+    if not isinstance(seed_key, str) or not valid_key(ov.canonical_key(seed_key)):
+        raise key_source.error("seed_key", f"must be a config key, got {seed_key!r}")
+    canon = ov.canonical_key(seed_key)
+    return Axis(source="seeds", settings=tuple(
+        Setting(overrides=(ov.format_override(seed_key, s),), keys=(canon,), values=((canon, s),))
+        for s in seeds)), source
+
+
+def _order_knobs(sources: Sequence[_Source]) -> dict:
+    """max_runs, shuffle and seed, checked."""
+    max_runs, source = _knob("max_runs", sources)
+    if source is not None:
+        positive_int(max_runs, source.ctx, "max_runs", source.raw, "max_runs")
+    shuffle, source = _knob("shuffle", sources)
+    if source is not None and not isinstance(shuffle, bool):
+        raise source.error("shuffle", f"must be true or false, got {shuffle!r}")
+    seed, source = _knob("seed", sources)
+    if source is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise source.error("seed", f"must be an integer, got {seed!r}")
+    return {"max_runs": max_runs, "shuffle": bool(shuffle), "seed": seed or 0}
 
 
 # ----------------------------------------------------------------------------- dialects
@@ -789,7 +526,7 @@ _DIALECT_KEYS = {"native": NATIVE_KEYS, "entries": NATIVE_KEYS, "param-file": PA
                  "hsm": HSM_KEYS, "wandb": (*wandb_sweep.WANDB_KEYS, *KNOB_KEYS)}
 
 
-def _file_root(doc: dict, dialect: str, ctx: _Ctx, seed: Optional[int]) -> tuple[dict, dict, str]:
+def _file_root(doc: dict, dialect: str, ctx: Ctx, seed: Optional[int]) -> tuple[dict, dict, str]:
     """(native root mapping, spec metadata, path prefix) of a sweep file."""
     allowed = _DIALECT_KEYS[dialect]
     unknown = [k for k in doc if k not in allowed]
@@ -797,7 +534,7 @@ def _file_root(doc: dict, dialect: str, ctx: _Ctx, seed: Optional[int]) -> tuple
         raise ctx.error(f"unknown top-level key for the {dialect} sweep form "
                         f"(known: {', '.join(sorted(map(str, allowed)))})", str(unknown[0]), doc, unknown[0])
     if dialect == "hsm":
-        body = _mapping(doc["sweep"], ctx, "sweep", doc, "sweep", "grid/paired")
+        body = need_mapping(doc["sweep"], ctx, "sweep", doc, "sweep", "grid/paired")
         meta = dict(doc.get("metadata") or {})
         if "defaults" in doc:  # a Hydra defaults list for the hsm tool's own launcher choice
             meta["hydra_defaults"] = doc["defaults"]
@@ -827,6 +564,54 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_INLINE_KEYS = ("grid", "paired", "runs", "run_defaults")
+
+
+def _file_parts(path: str, doc: Any, dialect: str, aliases: dict, config_loader: Any,
+                seed: Optional[int]) -> tuple[_Source, _Part, list, dict]:
+    """(knob source, root part, [(group entry, its path)], spec metadata) of a sweep file."""
+    ctx = Ctx(path, "", aliases, config_loader, dialect)
+    root, metadata, prefix = _file_root(doc, dialect, ctx, seed)
+    ctx = Ctx(path, prefix, aliases, config_loader, dialect)
+    entries: list = []
+    groups_key = "groups" if "groups" in root else "grid" if isinstance(root.get("grid"), list) else None
+    if groups_key is not None:
+        items = need_list(root[groups_key], ctx, groups_key, root, groups_key, "group entries")
+        entries = [(entry, f"{groups_key}[{i}]", items, i) for i, entry in enumerate(items)]
+    allowed = (*PARAM_FILE_KEYS, *NATIVE_KEYS) if dialect == "param-file" else NATIVE_KEYS
+    # The root itself (not a filtered copy) so its keys keep their lines; `_part` leaves the knobs
+    # and a `grid:`/`groups:` list of entries alone.
+    root_part = _part(root, ctx, "", allowed)
+    parts = []
+    for entry, here, items, i in entries:
+        need_mapping(entry, ctx, here, items, i, "a group entry: group, params, budget, ...")
+        parts.append(_part(entry, ctx, f"{here}.", GROUP_ENTRY_KEYS))
+    return _Source(root, ctx), root_part, parts, metadata
+
+
+def _alias_table(doc: Any, dialect: str, path: Optional[str], inline: dict) -> dict:
+    holder = doc.get("sweep") if dialect == "hsm" else doc
+    holder = holder if isinstance(holder, dict) else {}
+    file_ctx = Ctx(path, "sweep." if dialect == "hsm" else "", {}, None, dialect)
+    opt_ctx = Ctx(None, "hydra.sweeper.", {}, None, "native")
+    return parse_aliases([(holder.get("aliases"), file_ctx, "aliases", holder),
+                          (inline.get("aliases"), opt_ctx, "aliases", inline)])
+
+
+def _final_axes(block: Block, cli: list[Axis], seeds: Optional[tuple[Axis, _Source]]) -> tuple[Axis, ...]:
+    """The block's axes with the command line's keys winning, then the command line, then seeds."""
+    cli_keys = {k for axis in cli for k in axis.keys()}
+    axes = [a for a in (_strip(axis, cli_keys) for axis in block.axes) if a is not None] + cli
+    if seeds is not None:
+        seed_axis, source = seeds
+        (canon,) = seed_axis.settings[0].keys
+        owner = next((a.source for a in axes if canon in a.keys()), None)
+        if owner is not None:
+            raise source.error("seeds", f"the seed key {canon!r} is also set by {owner}; remove one")
+        axes.append(seed_axis)
+    return tuple(_with_slugs(a) for a in axes)
+
+
 def load_spec(sweep_file: Optional[str], *, cli_overrides: Sequence[str] = (),
               params: Optional[Mapping[str, str]] = None, options: Optional[SpecOptions] = None,
               config_loader: Any = None) -> SweepSpec:
@@ -837,102 +622,31 @@ def load_spec(sweep_file: Optional[str], *, cli_overrides: Sequence[str] = (),
     options = options or SpecOptions()
     inline = {f.name: _plain(getattr(options, f.name)) for f in dataclasses.fields(options)}
     inline = {k: v for k, v in inline.items() if v is not None}
-    params = _plain(params) or {}
     doc = sweepfile.read(sweep_file) if sweep_file is not None else None
     dialect = _detect(doc, sweep_file) if sweep_file is not None else "native"
-    probe = _Ctx(sweep_file, "", {}, config_loader, dialect)
-    opt_ctx_probe = _Ctx(None, "hydra.sweeper.", {}, config_loader, "native")
-    holder = doc.get("sweep") if dialect == "hsm" else doc
-    holder = holder if isinstance(holder, dict) else {}
-    probe.prefix = "sweep." if dialect == "hsm" else ""
-    aliases = _aliases([(holder.get("aliases"), probe, "aliases", holder),
-                        (inline.get("aliases"), opt_ctx_probe, "aliases", inline)])
-    file_ctx = _Ctx(sweep_file, "", aliases, config_loader, dialect)
-    opt_ctx = _Ctx(None, "hydra.sweeper.", aliases, config_loader, "native")
+    aliases = _alias_table(doc, dialect, sweep_file, inline)
 
-    sources: list[tuple[Any, _Ctx, str, Any]] = []
-    spec_meta: dict = {}
-    root_part = _Part()
-    entries: list = []
-    if doc is not None:
-        root, spec_meta, prefix = _file_root(doc, dialect, file_ctx, inline.get("seed"))
-        file_ctx = _Ctx(sweep_file, prefix, aliases, config_loader, dialect)
-        groups_key = "groups" if "groups" in root else "grid" if isinstance(root.get("grid"), list) else None
-        if groups_key:
-            entries = _list(root[groups_key], file_ctx, groups_key, root, groups_key, "group entries")
-        root_keys = NATIVE_KEYS if dialect != "param-file" else (*PARAM_FILE_KEYS, *NATIVE_KEYS)
-        # The root itself (not a filtered copy), so its keys keep their file lines; `_part`
-        # leaves the knobs and a `grid:`/`groups:` list of entries alone.
-        root_part = _part(root, file_ctx, "", (*root_keys, *KNOB_KEYS))
-        sources.append((root, file_ctx, "", root))
-    inline_keys = ("grid", "paired", "runs", "run_defaults")
-    inline_part = _part({k: v for k, v in inline.items() if k in inline_keys}, opt_ctx, "", inline_keys)
-    sources.append((inline, opt_ctx, "", inline))
-    base = root_part.under(inline_part)
+    sources: list[_Source] = []
+    base, entry_parts, metadata = _Part(), [], {}
+    if sweep_file is not None:
+        source, base, entry_parts, metadata = _file_parts(
+            sweep_file, doc, dialect, aliases, config_loader, inline.get("seed"))
+        sources.append(source)
+    opt_ctx = Ctx(None, "hydra.sweeper.", aliases, config_loader, "native")
+    sources.append(_Source(inline, opt_ctx))
+    base = base.under(_part({k: v for k, v in inline.items() if k in _INLINE_KEYS}, opt_ctx, "", _INLINE_KEYS))
+    blocks = [_block(base.under(p)) for p in entry_parts] or [_block(base)]
 
-    parts = []
-    for i, entry in enumerate(entries):
-        here = f"{groups_key}[{i}]"
-        _mapping(entry, file_ctx, here, entries, i, "a group entry: group, params, budget, ...")
-        parts.append(base.under(_part(entry, file_ctx, f"{here}.", GROUP_ENTRY_KEYS)))
-    blocks = [_block(p) for p in (parts or [base])]
-
-    cli = _cli_axes(params, cli_overrides, config_loader)
-    cli_keys = {k for axis in cli for k in axis.keys()}
-    seeds_raw, seeds_ctx, seeds_path, seeds_container = _knob("seeds", sources)
-    seeds = _seeds(seeds_raw, seeds_ctx, seeds_path, seeds_container)
-    seed_key_raw, sk_ctx, sk_path, sk_container = _knob("seed_key", sources)
-    seed_key = "seed" if seed_key_raw is None else seed_key_raw
-    if not isinstance(seed_key, str) or not _valid_key(ov.canonical_key(seed_key)):
-        raise sk_ctx.error(f"must be a config key, got {seed_key!r}", sk_path, sk_container, "seed_key")
-
-    final = []
-    for block in blocks:
-        axes = [a for a in (_strip(axis, cli_keys) for axis in block.axes) if a is not None] + cli
-        if seeds is not None:
-            canon = ov.canonical_key(seed_key)
-            owner = next((a.source for a in axes if canon in a.keys()), None)
-            if owner is not None:
-                raise seeds_ctx.error(f"the seed key {canon!r} is also set by {owner}; remove one",
-                                      seeds_path, seeds_container, "seeds")
-            axes.append(Axis(source="seeds", settings=tuple(
-                Setting(overrides=(ov.format_override(seed_key, s),), keys=(canon,), values=((canon, s),))
-                for s in seeds)))
-        final.append(dataclasses.replace(block, axes=tuple(_with_slugs(a) for a in axes)))
-
-    known_keys = {k for block in final for axis in block.axes for s in axis.settings for k, _ in s.values}
-    exclude = []
-    for entry, ctx, path, container in _exclude([_knob_raw("exclude", s) for s in sources]):
-        missing = next((k for k, _ in entry if k not in known_keys), None)
-        if missing is not None:
-            raise ctx.error(f"exclude key {missing!r} is not set by the sweep (keys: "
-                            f"{', '.join(sorted(known_keys)) or 'none'})", path, container, None)
-        exclude.append(entry)
-
-    max_runs_raw, mr_ctx, mr_path, mr_container = _knob("max_runs", sources)
-    max_runs = None if max_runs_raw is None else _positive_int(max_runs_raw, mr_ctx, mr_path, mr_container, "max_runs")
-    shuffle_raw, sh_ctx, sh_path, sh_container = _knob("shuffle", sources)
-    if shuffle_raw is not None and not isinstance(shuffle_raw, bool):
-        raise sh_ctx.error(f"must be true or false, got {shuffle_raw!r}", sh_path, sh_container, "shuffle")
-    seed_raw, sd_ctx, sd_path, sd_container = _knob("seed", sources)
-    if seed_raw is not None and (isinstance(seed_raw, bool) or not isinstance(seed_raw, int)):
-        raise sd_ctx.error(f"must be an integer, got {seed_raw!r}", sd_path, sd_container, "seed")
-
-    spec = SweepSpec(blocks=tuple(final), exclude=tuple(exclude), max_runs=max_runs,
-                     shuffle=bool(shuffle_raw), seed=seed_raw or 0, dialect=dialect,
-                     source=sweep_file, metadata=spec_meta)
-    if exclude:
+    cli = _cli_axes(_plain(params) or {}, cli_overrides, config_loader)
+    seeds = _seed_axis(sources)
+    blocks = [dataclasses.replace(b, axes=_final_axes(b, cli, seeds)) for b in blocks]
+    known_keys = {k for b in blocks for a in b.axes for s in a.settings for k, _ in s.values}
+    spec = SweepSpec(blocks=tuple(blocks), exclude=tuple(_exclude(sources, known_keys)),
+                     dialect=dialect, source=sweep_file, metadata=metadata, **_order_knobs(sources))
+    if spec.exclude:
         from mfcl_sweeps.expand import count
 
         if count(spec) == 0:
-            _, ctx, path, container = next(_knob_raw("exclude", s) for s in sources
-                                           if isinstance(s[0], dict) and s[0].get("exclude"))
-            raise ctx.error("the exclude entries remove every run: nothing left to sweep",
-                            path, container, "exclude")
+            source = next(s for s in sources if s.get("exclude"))
+            raise source.error("exclude", "the exclude entries remove every run: nothing left to sweep")
     return spec
-
-
-def _knob_raw(name: str, source: tuple[Any, _Ctx, str, Any]) -> tuple[Any, _Ctx, str, Any]:
-    raw, ctx, path, container = source
-    value = raw.get(name) if isinstance(raw, dict) else None
-    return value, ctx, f"{path}{name}", raw
