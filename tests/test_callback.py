@@ -169,3 +169,14 @@ def test_callback_is_picklable():
     for module in (pickle, cloudpickle):
         copy = pickle.loads(module.dumps(callback))
         assert (copy.html, copy.metric, copy.report) == (True, "val_loss", True)
+
+
+@pytest.mark.slow
+def test_submitit_launcher_jobs_journal_from_their_own_processes(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    run_stub(tmp_path, "lr=0.1,0.2", "hydra/launcher=submitit_local", "hydra/callbacks=mfcl")
+    sweep = tmp_path / "sweep"
+    runs = json.loads((sweep / "sweep_manifest.json").read_text())["runs"]
+    assert [r["status"] for r in runs] == ["completed", "completed"]
+    assert len({r["pid"] for r in runs}) == 2  # each journaled by its own submitit job process
+    assert list(summary(sweep)["accuracy_value"]) == [0.5, 1.0]
