@@ -70,7 +70,7 @@ def mfcl_sweeps(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slurm
 def test_four_run_sweep_streams_results_in_finish_order(tmp_path: Path) -> None:
-    proc = run_app("behave", tmp_path, *PBS, "mode=sleep,ok", "value=1,2", "seconds=6")
+    proc = run_app("behave", tmp_path, *PBS, "mode=sleep,ok", "value=1,2", "seconds=4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = manifest_runs(tmp_path / "sweep")
     assert len(runs) == 4 and all(r["status"] == "completed" for r in runs.values())
