@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from typing import Optional
 
+from hydra.errors import CompactHydraException
 
-class MfclError(Exception):
-    """Base for errors shown to users as a single line (no traceback needed)."""
+
+class MfclError(CompactHydraException):
+    """Base for errors shown to users as a single line: Hydra prints a CompactHydraException's
+    message without a traceback."""
 
 
 class SweepSpecError(MfclError):
