@@ -92,12 +92,15 @@ def test_job_script_carries_the_job_json_as_one_word():
     assert JobSpec.from_json(words[words.index("/j.json") + 1]).overrides == [f"v={INJECTION}"]
 
 
-def test_rsync_honours_gitignore_and_protects_remote_state():
+def test_rsync_honours_gitignore_and_protects_remote_state(tmp_path):
+    (tmp_path / ".git").mkdir()
     opts = parse_options({"hosts": ["me@gpu1:2222:4"]})
-    argv = cmd.rsync_argv(opts, opts.hosts[0], "/tmp/ctl", "/proj", "/w", ["/multirun/"])
-    assert argv[0] == "rsync" and argv[-2:] == ["/proj/", "me@gpu1:/w/"]
-    assert "--filter=:- .gitignore" in argv and "--exclude=/.mfcl-remote/" in argv and "--exclude=/multirun/" in argv
-    assert "ControlPath=/tmp/ctl/%C" in argv[argv.index("-e") + 1]
+    tree, git = cmd.rsync_argvs(opts, opts.hosts[0], "/tmp/ctl", str(tmp_path), "/w", ["/multirun/"])
+    assert tree[0] == "rsync" and tree[-2:] == [f"{tmp_path}/", "me@gpu1:/w/"]
+    for part in ("--filter=:- .gitignore", "--exclude=/.mfcl-remote/", "--exclude=/multirun/", "--delete"):
+        assert part in tree
+    assert "ControlPath=/tmp/ctl/%C" in tree[tree.index("-e") + 1]
+    assert "--checksum" in git and git[-2:] == [f"{tmp_path}/.git/", "me@gpu1:/w/.git/"]
 
 
 # -- paths --------------------------------------------------------------------------------
@@ -202,8 +205,8 @@ def _group_alive(pgid: int) -> bool:
 
 def test_supervisor_reports_exit_code_and_output(tmp_path):
     proc, _ = _supervise(tmp_path, "sh", "-c", "echo out; echo err >&2; exit 3")
-    out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 3
+    out, err = proc.stdout.read(), proc.stderr.read()  # stdin stays open: closing it would stop the job
+    assert proc.wait(timeout=20) == 3
     assert out.decode().split() == ["out", "err"]  # the job's stderr joins its stdout (the run log)
     assert err.decode().strip().splitlines()[-1] == f"{cmd.EXIT_MARK} 3"
 

@@ -402,6 +402,7 @@ class SshBackend(Backend):
     def submit(self, submission: Submission) -> list[JobHandle]:
         handles = []
         for req in submission.requests:
+            req.spec.journal = False  # the host cannot reach the sweep's journal: the driver journals for it
             host = self._pick(submission.extra.get("host", 0))
             job = RemoteJob(self, host, req)
             self.jobs[req.key] = job

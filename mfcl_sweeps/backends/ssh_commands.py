@@ -6,6 +6,7 @@ at all (they travel inside the job JSON, itself one quoted word).
 """
 from __future__ import annotations
 
+import os
 import shlex
 from typing import Optional, Sequence
 
@@ -111,12 +112,16 @@ def kill_group_script(pgid: int, grace_s: float) -> str:
             f"kill -0 -- -{p} 2>/dev/null || exit 0; sleep 0.2; i=$((i+1)); done; kill -KILL -- -{p} 2>/dev/null; exit 0")
 
 
-def rsync_argv(opts: SshOptions, host: HostSpec, control_dir: Optional[str], local_dir: str, workdir: str,
-               excludes: Sequence[str] = ()) -> list[str]:
-    """Copy the project to `workdir`, honouring .gitignore; the remote state dir survives --delete."""
-    argv = ["rsync", "-a", "--delete", f"--exclude=/{REMOTE_DIR}/"]
-    argv += [f"--exclude={e}" for e in excludes]
-    argv += ["--filter=:- .gitignore", local_dir.rstrip("/") + "/"]
-    if host.is_local:
-        return argv + [workdir.rstrip("/") + "/"]
-    return argv[:1] + ["-e", shlex.join(ssh_base(opts, host, control_dir))] + argv[1:] + [f"{host.target}:{workdir.rstrip('/')}/"]
+def rsync_argvs(opts: SshOptions, host: HostSpec, control_dir: Optional[str], local_dir: str, workdir: str,
+                excludes: Sequence[str] = ()) -> list[list[str]]:
+    """Copy the project to `workdir`, honouring .gitignore; the remote state dir survives --delete.
+
+    Two passes: the tree by rsync's quick check (size + mtime), then `.git/` by checksum, since a
+    ref rewritten within the same second at the same size would pass the quick check unchanged."""
+    src, dst = local_dir.rstrip("/"), workdir.rstrip("/")
+    remote = [] if host.is_local else ["-e", shlex.join(ssh_base(opts, host, control_dir))]
+    prefix = "" if host.is_local else f"{host.target}:"
+    tree = ["rsync", *remote, "-a", "--delete", f"--exclude=/{REMOTE_DIR}/", "--exclude=/.git/",
+            *(f"--exclude={e}" for e in excludes), "--filter=:- .gitignore", f"{src}/", f"{prefix}{dst}/"]
+    git = ["rsync", *remote, "-a", "--delete", "--checksum", f"{src}/.git/", f"{prefix}{dst}/.git/"]
+    return [tree, git] if os.path.isdir(f"{src}/.git") else [tree]

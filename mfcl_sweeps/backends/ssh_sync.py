@@ -61,11 +61,11 @@ def rsync_project(conn: HostConn, project_dir: str, workdir: str, excludes: list
     conn.check_host_key(res)
     if not res.ok:
         raise Unreachable(res.err.strip() or f"mkdir exit code {res.code}")
-    argv = cmd.rsync_argv(conn.opts, conn.host, conn.control_dir, project_dir, workdir, excludes)
-    p = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if p.returncode:
-        raise HostSetupError(f"ssh host {conn.host.label}: rsync of {project_dir} to {workdir} failed "
-                             f"(exit {p.returncode}): {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ''}")
+    for argv in cmd.rsync_argvs(conn.opts, conn.host, conn.control_dir, project_dir, workdir, excludes):
+        p = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if p.returncode:
+            raise HostSetupError(f"ssh host {conn.host.label}: rsync of {project_dir} to {workdir} failed "
+                                 f"(exit {p.returncode}): {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ''}")
 
 
 def prepare_host(conn: HostConn, *, mode: str, workdir: str, python: str, project_dir: str, commit: str,
