@@ -1,0 +1,440 @@
+"""Slurm backend (`hydra/launcher=mfcl_slurm`): each batch becomes job arrays, one per distinct
+resource set, split under the cluster's MaxArraySize (docs/slurm.md, design notes in
+docs/slurm-notes.md).
+
+The job script is submitit's own (`_make_sbatch_string`, so every hydra-submitit-launcher option
+means what it meant there); its command is `python -m mfcl_sweeps.backends.slurm_task`, which
+picks the array task's job file, handles requeues and the time-limit signal, and runs the shared
+worker. Job files are written before `sbatch` runs, so no task waits for its input.
+
+Planning is pure (`slurm_options`, `array_resources`, `sbatch_parameters`, `render_script`);
+`SlurmBackend.submit` is the only place sbatch runs; states come from `slurm_sacct`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import shlex
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from mfcl_sweeps.backends import slurm_sacct
+from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
+from mfcl_sweeps.backends.slurm_sacct import SlurmError
+from mfcl_sweeps.jobspec import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize
+AGGREGATE_TIME_MIN = 30
+PREVIOUS = "<previous array of this group>"  # placeholders in dry-run commands, filled at submit
+AGGREGATE = "<aggregate job>"
+ARRAYS = "<array ids>"
+
+
+@dataclasses.dataclass(frozen=True)
+class SlurmOptions:
+    # hydra-submitit-launcher's options, same names and meaning
+    partition: Optional[str] = None
+    qos: Optional[str] = None
+    account: Optional[str] = None
+    comment: Optional[str] = None
+    constraint: Optional[str] = None
+    exclude: Optional[str] = None
+    gres: Optional[str] = None
+    timeout_min: float = 60.0
+    cpus_per_task: Optional[int] = None
+    cpus_per_gpu: Optional[int] = None
+    gpus_per_node: Optional[int] = None
+    gpus_per_task: Optional[int] = None
+    tasks_per_node: int = 1
+    mem_gb: Optional[float] = None
+    mem_per_gpu: Optional[str] = None
+    mem_per_cpu: Optional[str] = None
+    nodes: int = 1
+    name: str = "mfcl"
+    stderr_to_stdout: bool = False
+    signal_delay_s: int = 120
+    max_num_timeout: int = 3  # time-limit requeues per run (preemptions are not counted)
+    additional_parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    array_parallelism: Optional[int] = 256
+    setup: tuple = ()
+    srun_args: tuple = ()
+    # ours
+    torchrun: bool = False  # start every run with torchrun (nproc_per_node, else gpus_per_node, else 1)
+    nproc_per_node: Optional[int] = None  # torchrun processes per node; set = torchrun
+    rdzv_port: Optional[int] = None  # torchrun rendezvous port on the first node; default from the job id
+    requeue: bool = True  # sbatch --requeue (clusters may default to JobRequeue=0)
+    max_array_size: Optional[int] = None  # default: the cluster's MaxArraySize
+    python: Optional[str] = None  # interpreter on the nodes; default: the driver's
+    poll_min_s: float = 1.0
+    poll_max_s: float = 10.0
+
+
+INT_OPTIONS = ("cpus_per_task", "cpus_per_gpu", "gpus_per_node", "gpus_per_task", "nproc_per_node")
+FLAG = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+
+
+def _bad(key: str, value: Any, why: str) -> SlurmError:
+    return SlurmError(f"hydra.launcher.{key}={value!r}: {why}")
+
+
+def slurm_options(raw: Mapping[str, Any]) -> SlurmOptions:
+    """Validated options from `hydra.launcher.*`; an unknown key is an error (a typo must not
+    silently submit with defaults)."""
+    known = {f.name for f in dataclasses.fields(SlurmOptions)}
+    for key in raw:
+        if key not in known:
+            raise SlurmError(f"hydra.launcher.{key}: unknown mfcl_slurm option; known: {', '.join(sorted(known))}")
+    values = {k: v for k, v in raw.items()}
+    for key in ("setup", "srun_args"):
+        v = values.get(key) or ()
+        values[key] = (v,) if isinstance(v, str) else tuple(str(x) for x in v)
+    values["additional_parameters"] = dict(values.get("additional_parameters") or {})
+    opts = SlurmOptions(**values)
+    checks = [
+        ("timeout_min", float(opts.timeout_min) > 0, "must be > 0 minutes"),
+        ("nodes", int(opts.nodes) >= 1, "must be >= 1"),
+        ("tasks_per_node", int(opts.tasks_per_node) >= 1, "must be >= 1"),
+        ("mem_gb", opts.mem_gb is None or float(opts.mem_gb) > 0, "must be > 0 (or null)"),
+        ("signal_delay_s", int(opts.signal_delay_s) >= 0, "must be >= 0"),
+        ("max_num_timeout", int(opts.max_num_timeout) >= 0, "must be >= 0"),
+        ("array_parallelism", opts.array_parallelism is None or int(opts.array_parallelism) >= 1,
+         "must be >= 1 (or null: no limit)"),
+        ("max_array_size", opts.max_array_size is None or int(opts.max_array_size) >= 1, "must be >= 1 (or null)"),
+        ("rdzv_port", opts.rdzv_port is None or 1 <= int(opts.rdzv_port) <= 65535, "must be a TCP port"),
+        ("poll_min_s", 0 < float(opts.poll_min_s) <= float(opts.poll_max_s), "must be > 0 and <= poll_max_s"),
+        ("name", isinstance(opts.name, str) and opts.name.strip() != "" and "\n" not in opts.name,
+         "must be a non-empty one-line string"),
+    ]
+    checks += [(k, getattr(opts, k) is None or int(getattr(opts, k)) >= (0 if k == "gpus_per_node" else 1),
+                "must be a positive integer (or null)") for k in INT_OPTIONS]
+    for key, ok, why in checks:
+        if not ok:
+            raise _bad(key, getattr(opts, key), why)
+    for key in ("partition", "qos", "account", "comment", "constraint", "exclude", "gres", "mem_per_gpu", "mem_per_cpu"):
+        value = getattr(opts, key)
+        if value is not None and (not isinstance(value, str) or "\n" in value or not value.strip()):
+            raise _bad(key, value, "must be a non-empty one-line string (or null)")
+    for key, value in opts.additional_parameters.items():
+        if not FLAG.fullmatch(str(key)):
+            raise _bad(f"additional_parameters.{key}", value, "not an sbatch option name (like mail_type or mail-type)")
+        if "\n" in str(value):
+            raise _bad(f"additional_parameters.{key}", value, "must be one line")
+    for line in opts.setup:
+        if "\n" in line:
+            raise _bad("setup", line, "give one shell line per list item")
+    return opts
+
+
+# -- planning (pure) ---------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ArrayResources:
+    """What one array asks for; runs whose effective resources differ go to different arrays."""
+
+    partition: Optional[str]
+    timeout_min: float
+    nodes: int
+    cpus_per_task: Optional[int]
+    gpus_per_node: Optional[int]
+    mem_gb: Optional[float]
+    nproc_per_node: Optional[int]  # set: the run is started with torchrun, one agent per node
+
+
+def array_resources(opts: SlurmOptions, run: Any) -> ArrayResources:
+    """The launcher's options with a run's own resources (`PlannedRun.resources`) laid over them."""
+    gpus = opts.gpus_per_node if run.gpus_per_node is None else run.gpus_per_node
+    nproc = run.nproc_per_node or opts.nproc_per_node
+    if nproc is None and opts.torchrun:
+        nproc = gpus or 1
+    return ArrayResources(
+        partition=run.partition or opts.partition,
+        timeout_min=float(run.timeout_min or opts.timeout_min),
+        nodes=int(run.nnodes or opts.nodes),
+        cpus_per_task=run.cpus_per_task or opts.cpus_per_task,
+        gpus_per_node=gpus,
+        mem_gb=run.mem_gb or opts.mem_gb,
+        nproc_per_node=int(nproc) if nproc else None,
+    )
+
+
+def time_limit(minutes: float) -> int:
+    """sbatch --time in whole minutes (Slurm's resolution), at least 1."""
+    return max(1, math.ceil(minutes))
+
+
+def signal_delay(opts: SlurmOptions, res: ArrayResources) -> int:
+    """Seconds before the time limit the task is warned (USR2): at most half the limit, or a
+    short job would be warned, and requeue itself, as soon as it starts."""
+    return min(int(opts.signal_delay_s), time_limit(res.timeout_min) * 30)
+
+
+def sbatch_parameters(opts: SlurmOptions, res: ArrayResources, count: int) -> dict[str, Any]:
+    """Keyword arguments of submitit's `_make_sbatch_string` for one array of `count` tasks."""
+    from submitit.slurm.slurm import _convert_mem
+
+    extra = {"requeue": True} if opts.requeue else {}
+    extra.update(opts.additional_parameters)
+    setup = list(opts.setup)
+    if res.nproc_per_node:
+        # torchrun's rendezvous runs on the allocation's first node
+        setup.append('export MFCL_RDZV_HOST="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"')
+    params: dict[str, Any] = dict(
+        job_name=opts.name, partition=res.partition, time=time_limit(res.timeout_min), nodes=res.nodes,
+        ntasks_per_node=1 if res.nproc_per_node else opts.tasks_per_node,
+        cpus_per_task=res.cpus_per_task, cpus_per_gpu=opts.cpus_per_gpu, gpus_per_node=res.gpus_per_node or None,
+        gpus_per_task=opts.gpus_per_task, qos=opts.qos, account=opts.account, comment=opts.comment,
+        constraint=opts.constraint, exclude=opts.exclude, gres=opts.gres,
+        mem=_convert_mem(res.mem_gb) if res.mem_gb else None, mem_per_gpu=opts.mem_per_gpu,
+        mem_per_cpu=opts.mem_per_cpu, signal_delay_s=signal_delay(opts, res), map_count=count,
+        array_parallelism=int(opts.array_parallelism or count), stderr_to_stdout=opts.stderr_to_stdout,
+        setup=setup or None, srun_args=list(opts.srun_args), additional_parameters=extra or None,
+    )
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def task_argv(python: str, session_path: str, job_list: str, opts: SlurmOptions, res: ArrayResources) -> list[str]:
+    """What srun starts on every task of the array."""
+    argv = [python, "-u", "-m", "mfcl_sweeps.backends.slurm_task", session_path, job_list,
+            "--timeout-min", str(time_limit(res.timeout_min)), "--signal-delay-s", str(signal_delay(opts, res)),
+            "--max-num-timeout", str(int(opts.max_num_timeout))]
+    if res.nproc_per_node:
+        argv += ["--nproc-per-node", str(res.nproc_per_node)]
+        if opts.rdzv_port:
+            argv += ["--rdzv-port", str(opts.rdzv_port)]
+    return argv
+
+
+def render_script(opts: SlurmOptions, res: ArrayResources, command: list[str], log_dir: str, count: int) -> str:
+    """The sbatch script, exactly as submitted."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    try:
+        return _make_sbatch_string(command=shlex.join(command), folder=log_dir,
+                                   **sbatch_parameters(opts, res, count)) + "\n"
+    except TypeError as err:  # submitit names the keyword it does not know
+        raise SlurmError(f"hydra.launcher: {err}") from err
+
+
+def log_paths(log_dir: str, array_id: str, index: int) -> str:
+    """Where Slurm writes what a task printed before the worker took over its run's log."""
+    return str(Path(log_dir) / f"{array_id}_{index}_0_log.out")
+
+
+def read_max_array_size() -> int:
+    """The cluster's MaxArraySize (`scontrol show config`); Slurm's default if scontrol fails."""
+    try:
+        proc = slurm_sacct.run_command(["scontrol", "show", "config"], timeout=30)
+    except SlurmError:
+        proc = None
+    if proc is not None and proc.returncode == 0:
+        for line in proc.stdout.splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() == "MaxArraySize" and value.strip().isdigit():
+                return int(value.strip())
+    log.warning("could not read MaxArraySize from `scontrol show config`; assuming Slurm's default %d",
+                DEFAULT_MAX_ARRAY_SIZE)
+    return DEFAULT_MAX_ARRAY_SIZE
+
+
+def aggregate_argv(opts: SlurmOptions, python: str, sweep_dir: str, log_dir: str) -> list[str]:
+    """The held job that runs `mfcl-sweeps aggregate` after a detached sweep's arrays."""
+    argv = ["sbatch", "--parsable", "--hold", f"--job-name={opts.name}-aggregate", f"--time={AGGREGATE_TIME_MIN}",
+            f"--output={Path(log_dir) / 'aggregate-%j.out'}"]
+    argv += [f"--{k}={v}" for k, v in (("partition", opts.partition), ("qos", opts.qos), ("account", opts.account)) if v]
+    return argv + ["--wrap", shlex.join([python, "-m", "mfcl_sweeps.cli", "aggregate", sweep_dir])]
+
+
+# -- the backend -------------------------------------------------------------------------------
+class SlurmBackend(Backend):
+    name = "slurm"
+    queues_jobs = True
+    poll_interval = 0.2  # the driver loop's sleep; sacct itself runs every poll_min_s..poll_max_s
+
+    def __init__(self, options: SlurmOptions, *, sweep_dir: str, detach: bool = False,
+                 max_array_size: Optional[int] = None) -> None:
+        self.options = options
+        self.sweep_dir = sweep_dir
+        self.detach = detach
+        self.state_dir = str(Path(sweep_dir) / ".mfcl" / "slurm")
+        self.log_dir = str(Path(self.state_dir) / "logs")
+        self.python = options.python or sys.executable
+        self.max_array_size = options.max_array_size or max_array_size or read_max_array_size()
+        self.query = slurm_sacct.SlurmQuery(has_result=self._has_result)
+        self._results: dict[str, str] = {}  # task id -> result path
+        self._last_array: dict[ArrayResources, str] = {}  # per group: the latest array (chained by parallelism)
+        self._arrays: list[str] = []
+        self._aggregate: Optional[dict] = None  # {"id", "arrays_expected"} while the aggregate job is held
+        self._next_poll = 0.0
+        self._interval = options.poll_min_s
+        self._cache: dict[str, slurm_sacct.TaskState] = {}
+
+    # -- planning (pure) ------------------------------------------------------------------
+    def plan(self, requests: Sequence[JobRequest]) -> list[Submission]:
+        groups: dict[ArrayResources, list[JobRequest]] = defaultdict(list)
+        for req in requests:
+            groups[array_resources(self.options, req.run.resources)].append(req)
+        size = self.max_array_size  # the largest index is MaxArraySize - 1
+        out = []
+        for res, reqs in groups.items():
+            for n, i in enumerate(range(0, len(reqs), size)):
+                out.append(self.plan_array(res, reqs[i:i + size], after_previous=n > 0))
+        if self.detach and out:
+            out.insert(0, Submission(requests=[], commands=[
+                aggregate_argv(self.options, self.python, self.sweep_dir, self.log_dir),
+                ["scontrol", "update", f"JobId={AGGREGATE}", f"Dependency=afterany:{ARRAYS}"],
+                ["scontrol", "release", AGGREGATE]], extra={"aggregate": True, "arrays": len(out)}))
+        return out
+
+    def plan_array(self, res: ArrayResources, requests: list[JobRequest], *, after_previous: bool) -> Submission:
+        first = requests[0]
+        stem = str(Path(self.state_dir) / f"{first.run.run_id}.{first.spec.attempt}")
+        job_list = f"{stem}.jobs.json"
+        command = task_argv(self.python, first.spec.session_path, job_list, self.options, res)
+        script_path = f"{stem}.sh"
+        argv = ["sbatch", "--parsable"]
+        # %P holds per array: a group split into several arrays runs them one after another
+        chained = after_previous and self.options.array_parallelism is not None
+        if chained:
+            argv.append(f"--dependency=afterany:{PREVIOUS}")
+        return Submission(requests=list(requests), commands=[argv + [script_path]],
+                          script=render_script(self.options, res, command, self.log_dir, len(requests)),
+                          script_path=script_path,
+                          extra={"job_list_path": job_list, "resources": res, "chained": chained,
+                                 "torchrun": bool(res.nproc_per_node)})
+
+    # -- running ------------------------------------------------------------------------------
+    def submit(self, submission: Submission) -> list[JobHandle]:
+        Path(self.log_dir).mkdir(parents=True, exist_ok=True)
+        if submission.extra.get("aggregate"):
+            self._aggregate = {"id": self._sbatch(submission.commands[0]), "arrays_expected": submission.extra["arrays"]}
+            return []
+        for req in submission.requests:
+            Path(req.log_path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(submission.extra["job_list_path"],
+                           json.dumps([r.job_path for r in submission.requests]).encode())
+        atomic_write_bytes(submission.script_path, submission.script.encode())
+        res = submission.extra["resources"]
+        argv = [a.replace(PREVIOUS, self._last_array.get(res, "")) for a in submission.commands[0]]
+        if submission.extra["chained"] and res not in self._last_array:
+            argv = [a for a in argv if not a.startswith("--dependency=")]
+        array_id = self._sbatch(argv)
+        self._last_array[res] = array_id
+        self._arrays.append(array_id)
+        now = time.monotonic()
+        handles = []
+        for i, req in enumerate(submission.requests):
+            task = f"{array_id}_{i}"
+            self._results[task] = req.spec.result_path
+            fields = {"slurm_log": log_paths(self.log_dir, array_id, i)}
+            if self._aggregate:
+                fields["slurm_aggregate_job"] = self._aggregate["id"]
+            handles.append(JobHandle(request=req, backend_job_id=task, started=now,
+                                     data={"array_id": array_id, "journal_fields": fields}))
+        log.info("submitted Slurm array %s (%d run(s)) with %s", array_id, len(handles), submission.script_path)
+        if self._aggregate and len(self._arrays) == self._aggregate["arrays_expected"]:
+            self._release_aggregate()
+        self._interval = self.options.poll_min_s
+        self._next_poll = 0.0
+        return handles
+
+    def _sbatch(self, argv: list[str]) -> str:
+        proc = slurm_sacct.run_command(argv, timeout=120)
+        if proc.returncode != 0:
+            detail = (proc.stderr.strip() or proc.stdout.strip())[-500:]
+            raise SlurmError(f"sbatch failed (exit {proc.returncode}): {detail}; command: {shlex.join(argv)}")
+        job_id = proc.stdout.strip().split(";")[0]  # --parsable prints ID or ID;cluster
+        if not job_id.isdigit():
+            raise SlurmError(f"sbatch printed no job id: {proc.stdout.strip()[-300:]!r}")
+        return job_id
+
+    def _release_aggregate(self) -> None:
+        agg, self._aggregate = self._aggregate["id"], None
+        if self._arrays:
+            self._scontrol(["update", f"JobId={agg}", f"Dependency=afterany:{':'.join(self._arrays)}"])
+        self._scontrol(["release", agg])
+        log.info("aggregation job %s runs `mfcl-sweeps aggregate %s` after arrays %s", agg, self.sweep_dir,
+                 ", ".join(self._arrays))
+
+    @staticmethod
+    def _scontrol(args: list[str]) -> None:
+        proc = slurm_sacct.run_command(["scontrol", *args])
+        if proc.returncode:
+            raise SlurmError(f"scontrol {' '.join(args)} failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
+
+    def _has_result(self, task_id: str) -> bool:
+        path = self._results.get(task_id)
+        return bool(path) and os.path.exists(path)
+
+    def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
+        now = time.monotonic()
+        if now >= self._next_poll:
+            states = self.query.states([h.backend_job_id for h in handles])
+            changed = any(s.done or s.running != getattr(self._cache.get(t), "running", False) for t, s in states.items())
+            self._cache.update(states)
+            # back off while nothing changes, so a long sweep costs slurmdbd little
+            self._interval = self.options.poll_min_s if changed else min(self._interval * 1.5, self.options.poll_max_s)
+            self._next_poll = now + self._interval
+        out = {}
+        for h in handles:
+            s = self._cache.get(h.backend_job_id)
+            if s is not None and s.done:
+                self._cache.pop(h.backend_job_id)
+                out[h.key] = JobState(done=True, exit_code=s.exit_code, error=s.error)
+            else:
+                out[h.key] = JobState(done=False, running=bool(s and s.running))
+        return out
+
+    def cancel(self, handles: Sequence[JobHandle]) -> None:
+        slurm_sacct.cancel([h.backend_job_id for h in handles])
+
+    def close(self) -> None:
+        if self._aggregate:  # a detached launch that failed half-way: aggregate what was submitted
+            self._release_aggregate()
+
+
+# -- CLI hooks (mfcl-sweeps status / cancel on runs this backend started) ----------------------
+def cancel_records(records: Sequence[Any]) -> list[str]:
+    """`mfcl-sweeps cancel`: scancel the runs' array tasks and the sweep's aggregation job."""
+    mine = [r for r in records if r.backend_job_id]
+    aggregate = {str(r.extra["slurm_aggregate_job"]) for r in mine if (r.extra or {}).get("slurm_aggregate_job")}
+    slurm_sacct.cancel([r.backend_job_id for r in mine] + sorted(aggregate))
+    return [r.config_hash for r in mine]
+
+
+def refresh_records(records: Sequence[Any]) -> dict[str, dict]:
+    """`mfcl-sweeps status`: what Slurm says of runs whose worker has not journaled an outcome. A
+    task Slurm has ended without one died from outside (cancelled, time limit, node, memory)."""
+    from mfcl_sweeps import model
+
+    mine = [r for r in records if r.backend_job_id]
+    # a task gone from squeue that sacct has not recorded yet is left as the journal says
+    states = slurm_sacct.SlurmQuery(grace_s=math.inf).states([r.backend_job_id for r in mine]) if mine else {}
+    out: dict[str, dict] = {}
+    for rec in mine:
+        s = states.get(rec.backend_job_id)
+        if s is None or s.status == "ending":
+            continue
+        if s.done:
+            out[rec.config_hash] = {"status": model.FAILED, "exit_code": s.exit_code,
+                                    "error": s.error or f"Slurm job {rec.backend_job_id} ended ({s.status}) "
+                                                        "without recording an outcome"}
+        elif s.running and rec.status == model.PENDING:
+            out[rec.config_hash] = {"status": model.RUNNING}
+        elif not s.running and rec.status == model.RUNNING:  # requeued: waits to start again
+            out[rec.config_hash] = {"status": model.PREEMPTED}
+    return out
+
+
+def make_backend(options: dict, *, session: Any) -> SlurmBackend:
+    from omegaconf import OmegaConf
+
+    detach = bool(OmegaConf.select(session.master_config, "hydra.launcher.detach", default=False))
+    return SlurmBackend(slurm_options(options), sweep_dir=session.sweep_dir, detach=detach)
