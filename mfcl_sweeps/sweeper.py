@@ -158,23 +158,25 @@ class SweepCore:
         """Runs still to execute, lazily; in claim mode each is claimed just before it runs."""
         from mfcl_sweeps.expand import iter_runs
 
-        skipped: Counter[str] = Counter()
+        if resume != "none" and manifest.records():
+            # Resuming: say up front what will be skipped and why (a fresh sweep skips nothing,
+            # so its first job is not held back by this pass).
+            skipped = Counter(reason for run in manifest.assign(iter_runs(spec))
+                              for ok, reason in [manifest.should_run(run, resume)] if not ok)
+            log.info("mfcl: resume=%s: skipping %d run(s)%s", resume, sum(skipped.values()),
+                     "".join(f"; {n} {why}" for why, n in skipped.items()))
         claim = bool(self.opt("claim", False))
-        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.claim_owner = owner
+        self.claim_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        lost = 0
         for run in manifest.assign(iter_runs(spec)):
-            ok, reason = manifest.should_run(run, resume)
-            if not ok:
-                skipped[reason] += 1
+            if not manifest.should_run(run, resume)[0]:
                 continue
-            if claim and not manifest.claim(run, owner, node_rank=run.resources.node_rank):
-                skipped["claimed by another worker"] += 1
+            if claim and not manifest.claim(run, self.claim_owner, node_rank=run.resources.node_rank):
+                lost += 1
                 continue
             yield run
-        self.skipped = skipped
-        if skipped:
-            log.info("mfcl: skipped %d run(s): %s", sum(skipped.values()),
-                     ", ".join(f"{n} {why}" for why, n in skipped.items()))
+        if lost:
+            log.info("mfcl: %d run(s) were claimed by other workers", lost)
 
     def launch(self, todo: Iterator[PlannedRun], manifest: Any, sweep_id: str, total: int,
                extra: list[str]) -> list[list[Any]]:
