@@ -16,7 +16,7 @@ import sys
 import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 from mfcl_sweeps import model
 
