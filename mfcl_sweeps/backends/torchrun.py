@@ -473,12 +473,12 @@ class TorchrunBackend(Backend):
         return len(codes) == len(h.data["pids"])
 
 
-def cancel_records(records: Sequence[Any]) -> None:
-    """`mfcl-sweeps cancel`: rank 0's process group (journaled by the worker); torchrun then stops
-    the run's other ranks."""
-    from mfcl_sweeps.backends.local import cancel_records as cancel_local
+def cancel_records(records: Sequence[Any]) -> Any:
+    """`mfcl-sweeps cancel`: stops rank 0's process group (journaled by the worker); its torchrun
+    agent then stops the run's other ranks. Returns the config hashes stopped."""
+    from mfcl_sweeps.proc import cancel_records as cancel_process_groups
 
-    cancel_local(records)
+    return cancel_process_groups(records)
 
 
 def make_backend(options: dict, *, session: Any) -> TorchrunBackend:
