@@ -85,5 +85,8 @@ def test_buffered_mode_writes_nothing_before_checkpoint(offline, tmp_path):
     tel.log_step(samples=8)
     assert len(sink.pending) == 1  # held again until the next checkpoint
     tel.close()
+    import wandb
+
+    wandb.teardown()  # the wandb service completes the offline file at teardown (process exit)
     history = [r for r in wandb_records(offline_runs(tmp_path)[0]) if r.WhichOneof("record_type") == "history"]
     assert [r.history.step.num for r in history] == [1, 2, 3, 4, 5, 6]
