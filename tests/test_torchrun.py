@@ -163,3 +163,16 @@ def test_example_app_trains_with_ddp(tmp_path: Path) -> None:
         assert 0.5 < float(r["return_value"]) <= 1.0  # validation accuracy after one epoch on digits
         comms = (Path(r["job_dir"]) / "comms.csv")
         assert comms.exists() and len(comms.read_text().splitlines()) > 1  # gradients were all-reduced
+
+
+def test_timeout_kills_the_agent_and_every_rank(tmp_path: Path) -> None:
+    proc = run_app("ddp_app", tmp_path, *MFCL, "seconds=600", "hydra.launcher.nproc_per_node=2",
+                   "hydra.launcher.timeout=25", "hydra.sweeper.fail_on_error=false", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = manifest_runs(tmp_path / "sweep").values()
+    assert run["status"] == "failed" and "timed out after 25s" in run["error"]
+    (ranks,) = rank_records(tmp_path).values()
+    assert sorted(ranks) == [0, 1]  # both ranks were running when the timeout struck
+    for rec in ranks.values():  # ...and none outlived its killed agent
+        stat = Path(f"/proc/{rec['pid']}/stat")
+        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
