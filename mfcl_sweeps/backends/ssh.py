@@ -85,19 +85,19 @@ class RemoteJob:
         self._stderr_tail: list[str] = []
 
     # -- start (driver thread) ------------------------------------------------------------
-    def start(self, argv_script: str) -> None:
-        host = self.host
+    def start(self, script: str) -> None:
         os.makedirs(os.path.dirname(self.request.log_path), exist_ok=True)
         with open(self.request.log_path, "ab") as out:
-            self.proc = host.conn.start(argv_script, out)
-        reader = threading.Thread(target=self._read_stderr, daemon=True)
-        reader.start()
-        timeout = host.conn.opts.connect_timeout_s + 30
-        deadline = time.monotonic() + timeout
+            self.proc = self.host.conn.start(script, out)
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+
+    def wait_started(self, deadline: float) -> None:
+        """Until the supervisor reports the job's pid (journaled at submit), then follow the job."""
         while not self._pid_seen.wait(0.05):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 break
-        threading.Thread(target=self._follow, args=(reader,), daemon=True).start()
+        threading.Thread(target=self._follow, args=(self._reader,), daemon=True).start()
 
     def _read_stderr(self) -> None:
         for raw in self.proc.stderr:
@@ -350,17 +350,17 @@ class SshBackend(Backend):
     def plan(self, requests: Sequence[JobRequest]) -> list[Submission]:
         loads = [h.load() for h in self.hosts]
         turn = self.turn
-        subs = []
-        for req in requests:
+        chosen = []
+        for _ in requests:
             i = choose(self.opts.strategy, loads, turn, self.rng)
             if i is None:  # more than the free slots (a dry run of a whole sweep): keep cycling
                 i = turn % len(self.hosts)
             loads[i] = dataclasses.replace(loads[i], running=loads[i].running + 1, started=loads[i].started + 1)
             turn = i + 1
-            host = self.hosts[i]
-            subs.append(Submission(requests=[req], commands=[host.conn.argv(self._job_script(host, req))],
-                                   extra={"host": i}))
-        return subs
+            chosen.append(i)
+        # one submission: its jobs start side by side, each on its own channel
+        commands = [self.hosts[i].conn.argv(self._job_script(self.hosts[i], r)) for i, r in zip(chosen, requests)]
+        return [Submission(requests=list(requests), commands=commands, extra={"hosts": chosen})] if requests else []
 
     def _layout(self, host: Host) -> RemoteLayout:
         return host.layout or RemoteLayout(self.sweep_dir, host.workdir, self.project_dir)
@@ -400,22 +400,28 @@ class SshBackend(Backend):
         return True
 
     def submit(self, submission: Submission) -> list[JobHandle]:
-        handles = []
-        for req in submission.requests:
+        jobs = []
+        for req, planned in zip(submission.requests, submission.extra.get("hosts") or [0] * len(submission.requests)):
             req.spec.journal = False  # the host cannot reach the sweep's journal: the driver journals for it
-            host = self._pick(submission.extra.get("host", 0))
+            host = self._pick(planned)
             job = RemoteJob(self, host, req)
             self.jobs[req.key] = job
+            jobs.append(job)
             if host is None:
                 job.state = JobState(done=True, preempted=True, error="no ssh host had a free slot")
             elif not self._send_session(host):
-                with self.lock:
-                    host.running -= 1
-                self.check_reachable(host, "could not send the session")
+                reachable = self.check_reachable(host, "could not send the session")
                 job.state = JobState(done=True, preempted=True, error=f"could not stage the job on {host.label}")
+                self.job_finished(job, host_ok=False if reachable else None)
             else:
                 self.logs.host(host.label, f"{req.run.run_id}: starting attempt {req.spec.attempt}")
                 job.start(self._job_script(host, req))
+        deadline = time.monotonic() + self.opts.connect_timeout_s + 30
+        handles = []
+        for job in jobs:
+            req, host = job.request, job.host
+            if job.proc is not None:
+                job.wait_started(deadline)
             label = host.label if host else "-"
             fields = {"host": label, "ssh": _ssh_record(host, self.opts)} if host else {}
             if job.pid is not None:

@@ -11,9 +11,8 @@ import shlex
 from typing import Optional, Sequence
 
 from mfcl_sweeps.backends.ssh_hosts import HostSpec, SshOptions
+from mfcl_sweeps.backends.ssh_remote import EXIT_MARK, PID_MARK  # noqa: F401 (the supervisor's protocol)
 
-PID_MARK = "mfcl-ssh-pid"
-EXIT_MARK = "mfcl-ssh-exit"
 REMOTE_DIR = ".mfcl-remote"  # under each host's workdir; never synced, never deleted by rsync
 
 

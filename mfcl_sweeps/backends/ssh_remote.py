@@ -17,7 +17,9 @@ import subprocess
 import sys
 import time
 
-from mfcl_sweeps.backends.ssh_commands import EXIT_MARK, PID_MARK
+# Only the standard library here: this starts once per job on the host, before the job.
+PID_MARK = "mfcl-ssh-pid"
+EXIT_MARK = "mfcl-ssh-exit"
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -48,6 +50,10 @@ def _stop(proc: subprocess.Popen, grace_s: float) -> None:
 
 def supervise(job_path: str, job_json: str, argv: list[str], grace_s: float) -> int:
     _write_atomic(job_path, job_json)
+    wake_r, wake_w = os.pipe()  # SIGCHLD wakes the select below at once when the job ends
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     print(f"{PID_MARK} {proc.pid}", file=sys.stderr, flush=True)
     stop_requested = []
@@ -55,10 +61,12 @@ def supervise(job_path: str, job_json: str, argv: list[str], grace_s: float) -> 
         signal.signal(sig, lambda *_: stop_requested.append(True))
     while proc.poll() is None and not stop_requested:
         try:
-            ready, _, _ = select.select([0], [], [], 0.2)
+            ready, _, _ = select.select([0, wake_r], [], [], 1.0)
         except InterruptedError:
             continue
-        if ready and not os.read(0, 4096):
+        if wake_r in ready:
+            os.read(wake_r, 512)
+        if 0 in ready and not os.read(0, 4096):
             break  # EOF: nobody is listening for this job any more
     _stop(proc, grace_s)
     code = proc.returncode
