@@ -194,7 +194,7 @@ def test_cancel_records_kills_the_remote_group(project: Path):
             time.sleep(0.2)
             rec = next(iter(SweepManifest(tmp / "sweep").records().values()), None)
         assert rec.host == f"127.0.0.1_{PORT_A}" and rec.extra["ssh"]["port"] == PORT_A
-        cancel_records([rec])
+        assert cancel_records([rec]) == [rec.config_hash]
         proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:

@@ -479,8 +479,10 @@ def _ssh_record(host: Host, opts: SshOptions) -> dict:
             "kill_grace_s": opts.kill_grace_s}
 
 
-def cancel_records(records: Sequence[Any]) -> None:
-    """`mfcl-sweeps cancel`: kill each run's process group on its host (TERM, then KILL)."""
+def cancel_records(records: Sequence[Any]) -> list[str]:
+    """`mfcl-sweeps cancel`: kill each run's process group on its host (TERM, then KILL); the
+    config hashes of the runs stopped (a host that does not answer keeps its run)."""
+    stopped = []
     for rec in records:
         info = (getattr(rec, "extra", None) or {}).get("ssh")
         pgid = getattr(rec, "pgid", None) or getattr(rec, "pid", None)
@@ -493,8 +495,11 @@ def cancel_records(records: Sequence[Any]) -> None:
                           ssh_options=list(info.get("global_ssh_options") or []),
                           ssh_command=info.get("ssh_command") or "ssh", multiplex=False)
         res = HostConn(spec, opts, None).run(cmd.kill_group_script(int(pgid), float(info.get("kill_grace_s") or 5)))
-        if not res.ok:
+        if res.ok:
+            stopped.append(rec.config_hash)
+        else:
             log.warning("could not cancel run %s on %s: %s", getattr(rec, "run_id", "?"), spec.describe(), res.err.strip())
+    return stopped
 
 
 def make_backend(options: dict, *, session: Any) -> SshBackend:
