@@ -77,19 +77,29 @@ def test_concurrent_ddp_runs_all_reduce_on_their_own_ports(tmp_path: Path) -> No
 
 
 def test_failing_rank_fails_only_its_run_on_gpu_slices(tmp_path: Path) -> None:
-    proc = run_app("ddp_app", tmp_path, *MFCL, "fail_rank=-1,0,1", "hydra.launcher.nproc_per_node=2",
-                   "hydra.launcher.gpus=[0,1,2,3]", "hydra.sweeper.fail_on_error=false", timeout=240)
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(json.dumps({"groups": [
+        {"group": "pair", "params": {"fail_rank": [-1, 0, 1]}},
+        {"group": "quad", "nproc_per_node": 4, "params": {"value": 4}},  # waits for all four GPUs
+    ]}))
+    proc = run_app("ddp_app", tmp_path, *MFCL, f"hydra.sweeper.sweep_file={sweep_file}", "hydra.launcher.nproc_per_node=2",
+                   "hydra.launcher.gpus=[0,1,2,3]", "hydra.sweeper.fail_on_error=false", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = {next(o for o in r["overrides"] if o.startswith("fail_rank=")): r
-            for r in manifest_runs(tmp_path / "sweep").values()}
-    assert runs["fail_rank=-1"]["status"] == "completed"
+    runs = manifest_runs(tmp_path / "sweep")
+    by_fail = {next((o for o in r["overrides"] if o.startswith("fail_rank=")), r["group"]): r for r in runs.values()}
+    assert by_fail["fail_rank=-1"]["status"] == "completed" and by_fail["quad"]["status"] == "completed"
     for rank in (0, 1):
-        r = runs[f"fail_rank={rank}"]
+        r = by_fail[f"fail_rank={rank}"]
         assert r["status"] == "failed" and r["exit_code"] == 1, r
         assert f"rank {rank} exited with code 1: ValueError: rank {rank} fails on purpose" in r["error"], r["error"]
-    # packing: each run's two ranks on one two-GPU slice, concurrent runs on disjoint slices
-    slices = {rec["env"]["CUDA_VISIBLE_DEVICES"] for ranks in rank_records(tmp_path).values() for rec in ranks.values()}
-    assert slices <= {"0,1", "2,3"} and slices
+    # packing: a pair run's ranks share one two-GPU slice; the quad run got all four
+    seen = rank_records(tmp_path)
+    quad = seen.pop(by_fail["quad"]["run_id"])
+    assert sorted(quad) == [0, 1, 2, 3] and {r["all_reduce"] for r in quad.values()} == {10}
+    assert {r["env"]["CUDA_VISIBLE_DEVICES"] for r in quad.values()} == {"0,1,2,3"}
+    for ranks in seen.values():
+        assert len({r["env"]["CUDA_VISIBLE_DEVICES"] for r in ranks.values()}) == 1
+        assert ranks[0]["env"]["CUDA_VISIBLE_DEVICES"] in ("0,1", "2,3")
 
 
 def test_two_node_agents_on_localhost(tmp_path: Path) -> None:

@@ -364,13 +364,14 @@ class TorchrunBackend(Backend):
         for n in launch.nodes:
             Path(launch.error_file(n)).unlink(missing_ok=True)
         Path(handle.request.log_path).parent.mkdir(parents=True, exist_ok=True)
-        pids = []
+        procs = []
         with open(handle.request.log_path, "ab") as out:
             for argv in commands:
-                proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True, preexec_fn=die_with_parent)
-                pids.append(proc.pid)
-        handle.data.update(pids=pids, gpus=gpus)
+                procs.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                              start_new_session=True, preexec_fn=die_with_parent))
+        # the Popen objects are kept: a dropped one is reaped by the next Popen, its exit code lost
+        pids = [p.pid for p in procs]
+        handle.data.update(pids=pids, procs=procs, gpus=gpus)
         handle.backend_job_id = ",".join(map(str, pids))
         handle.started = time.monotonic()
         self.running[handle.key] = handle
@@ -452,24 +453,17 @@ class TorchrunBackend(Backend):
         for h in live:
             if not self._reap(h):
                 self._signal(h, signal.SIGKILL)
-                for pid in h.data["pids"]:
-                    if pid not in h.data["codes"]:
-                        os.waitpid(pid, 0)
+                for proc in h.data["procs"]:
+                    h.data["codes"][proc.pid] = proc.wait()
             self._release(h)
 
     @staticmethod
     def _reap(h: JobHandle) -> bool:
         """Collect the exit codes of the handle's agents that ended; True once all have."""
         codes = h.data["codes"]
-        for pid in h.data["pids"]:
-            if pid in codes:
-                continue
-            try:
-                done_pid, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done_pid, status = pid, 0
-            if done_pid:
-                codes[pid] = os.waitstatus_to_exitcode(status)
+        for proc in h.data["procs"]:
+            if proc.pid not in codes and proc.poll() is not None:
+                codes[proc.pid] = proc.returncode
         return len(codes) == len(h.data["pids"])
 
 
