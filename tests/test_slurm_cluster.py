@@ -112,6 +112,27 @@ def test_a_failing_run_is_failed_in_sacct_and_the_manifest_and_the_others_comple
     assert states[runs["ok"]["backend_job_id"]][0] == "COMPLETED"
 
 
+@pytest.mark.slurm
+def test_groups_with_different_resources_run_as_different_arrays(tmp_path: Path) -> None:
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text("groups:\n"
+                          "  - {group: short, params: {value: [1, 2]}, timeout_min: 5}\n"
+                          "  - {group: long, params: {value: [3]}, timeout_min: 20, cpus_per_task: 2}\n")
+    proc = run_app("behave", tmp_path, *SLURM, f"hydra.sweeper.sweep_file={sweep_file}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = manifest_runs(tmp_path / "sweep")
+    arrays = {}
+    for r in runs.values():
+        arrays.setdefault(r["group"], set()).add(r["backend_job_id"].split("_")[0])
+    assert len(arrays["short"]) == len(arrays["long"]) == 1 and arrays["short"] != arrays["long"]
+    limits = {}
+    for group, (job,) in arrays.items():
+        out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job, "-o", "Timelimit,AllocCPUS"],
+                             capture_output=True, text=True, check=True).stdout.split()
+        limits[group] = set(out)
+    assert limits == {"short": {"00:05:00|1"}, "long": {"00:20:00|2"}}
+
+
 def wait_for(predicate, timeout: float = 90, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
