@@ -13,7 +13,6 @@ reproducing the uninterrupted run exactly. Returns the validation accuracy and w
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os

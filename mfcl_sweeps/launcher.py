@@ -100,11 +100,11 @@ class LaunchCore:
 
     # -- the mfcl sweeper's channel ---------------------------------------------------------
     def launch_planned(self, runs: Iterable[PlannedRun], *, sweep_id: str, manifest: Any, total: int = 0,
-                       extra_overrides: Sequence[str] = (), tick: Any = None) -> list[Any]:
+                       extra_overrides: Sequence[str] = ()) -> list[Any]:
         """Run planned runs (identity and per-run resources included; `runs` may be a lazy
         iterator). Returns JobReturns in input order, or [] when detached (results then land
         in the manifest later)."""
-        return self._run(runs, sweep_id, manifest, total=total, shared_extra=list(extra_overrides), tick=tick)
+        return self._run(runs, sweep_id, manifest, total=total, shared_extra=list(extra_overrides))
 
     def describe(self, runs: Sequence[PlannedRun], *, sweep_id: str, extra_overrides: Sequence[str] = ()) -> str:
         """Exactly what would be submitted, for dry runs; starts nothing."""
@@ -116,7 +116,7 @@ class LaunchCore:
             backend.close()
 
     def _run(self, runs: Iterable[PlannedRun], sweep_id: str, manifest: Any, *, total: int = 0,
-             shared_extra: Sequence[str] = (), per_run_extra: Optional[list] = None, tick: Any = None) -> list[Any]:
+             shared_extra: Sequence[str] = (), per_run_extra: Optional[list] = None) -> list[Any]:
         Path(self.sweep_dir).mkdir(parents=True, exist_ok=True)
         session, _ = self.session()
         requests = self.requests(runs, sweep_id, shared_extra)
@@ -131,7 +131,7 @@ class LaunchCore:
         retry = RetryPolicy(retries=int(self.options.get("retries") or 0),
                             backoff_s=float(self.options.get("retry_backoff_s") or 1.0))
         log.info("Launching %s job(s) with mfcl_%s", total or "the", self.backend_name)
-        return run_jobs(backend, requests, manifest=manifest, retry=retry, tick=tick,
+        return run_jobs(backend, requests, manifest=manifest, retry=retry,
                         launch_delay=float(self.options.get("launch_delay") or 0.0), progress=progress)
 
     def _detach(self, backend: Any, requests: Iterable, manifest: Any) -> list[Any]:

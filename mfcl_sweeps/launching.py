@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from mfcl_sweeps import model
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState
@@ -93,6 +93,14 @@ def _outcome(req: JobRequest, state: JobState) -> tuple[Any, bool]:
     return failed_return(req, error), False
 
 
+def job_dir_of_return(ret: Any) -> Any:
+    """The job's output dir (`working_dir` is the cwd, which is not it unless hydra.job.chdir)."""
+    try:
+        return ret.hydra_cfg.hydra.runtime.output_dir
+    except AttributeError:
+        return None
+
+
 def journal_outcome(journal: Journal, req: JobRequest, ret: Any, state: JobState) -> None:
     """Journal a finished job for a worker that could not (killed, or journal out of its reach)."""
     from hydra.core.utils import JobStatus
@@ -102,7 +110,7 @@ def journal_outcome(journal: Journal, req: JobRequest, ret: Any, state: JobState
     fields = {"end_time": time.time(), "attempt": req.spec.attempt, **state.fields}
     if ret.status == JobStatus.COMPLETED:
         journal(req.run, model.COMPLETED, exit_code=0, return_value=repr(ret._return_value)[:1000],
-                job_dir=ret.working_dir, **fields)
+                job_dir=job_dir_of_return(ret), **fields)
     else:
         journal(req.run, model.FAILED, exit_code=state.exit_code if state.exit_code is not None else 1,
                 error=last_error_line(ret._return_value), **fields)
@@ -110,7 +118,7 @@ def journal_outcome(journal: Journal, req: JobRequest, ret: Any, state: JobState
 
 def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any = None,
              retry: RetryPolicy = RetryPolicy(), launch_delay: float = 0.0,
-             progress: Optional[Progress] = None, tick: Optional[Callable[[], None]] = None) -> list[Any]:
+             progress: Optional[Progress] = None) -> list[Any]:
     """Run every request; `requests` is consumed lazily, as the backend has room, so the first
     job of a huge sweep starts before the rest is even planned."""
     from hydra.core.utils import JobStatus
@@ -185,8 +193,6 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                     results[idx] = ret
                     progress.finished(ok, req.run.run_id)
             progress.update(running=len(active))
-            if tick is not None:
-                tick()
             if not changed and not ready:
                 time.sleep(backend.poll_interval)
     except BaseException:

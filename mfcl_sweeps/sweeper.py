@@ -121,15 +121,20 @@ class SweepCore:
         resume = self.resume_mode()
         sweep_dir = self.sweep_dir()
         extra = [f"hydra.sweep.dir={quote_override_value(sweep_dir)}"] if self.opt("name") else []
-        self.check_git()
-        manifest = self.open_manifest(sweep_dir, spec, total)
-        sweep_id = manifest.sweep_id
-        todo = self.runs_to_do(manifest, spec, resume)
-        batches = self.launch(todo, manifest, sweep_id, total, extra)
+        git = self.check_git()
+        manifest = self.open_manifest(sweep_dir, spec, total, git)
+        self.claim_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # A claim worker heart-beats while it lives; stopping retires it, which frees its claims at once.
+        stop_heartbeat = manifest.start_heartbeat(self.claim_owner) if self.opt("claim", False) else None
+        try:
+            batches = self.launch(self.runs_to_do(manifest, spec, resume), manifest, manifest.sweep_id, total, extra)
+        finally:
+            if stop_heartbeat is not None:
+                stop_heartbeat()
         manifest.write_snapshot()
         return self.finish(manifest, batches, sweep_dir)
 
-    def check_git(self) -> None:
+    def check_git(self) -> Optional[dict]:
         from mfcl_sweeps.sysinfo import check_git, git_info
 
         info = git_info(os.getcwd())
@@ -139,8 +144,9 @@ class SweepCore:
         if info and info.get("dirty"):
             log.warning("mfcl: the project's git tree has uncommitted changes (commit %s); the manifest records it",
                         str(info.get("commit"))[:12])
+        return info
 
-    def open_manifest(self, sweep_dir: str, spec: Any, total: int) -> Any:
+    def open_manifest(self, sweep_dir: str, spec: Any, total: int, git: Optional[dict]) -> Any:
         from omegaconf import OmegaConf
 
         from mfcl_sweeps.manifest import SweepManifest
@@ -148,10 +154,10 @@ class SweepCore:
 
         Path(sweep_dir).mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, Path(sweep_dir) / "multirun.yaml")
-        manifest = SweepManifest(sweep_dir)
+        manifest = SweepManifest(sweep_dir, claim_timeout=float(self.opt("claim_timeout", 600.0)))
         cluster = self.opt("cluster") or os.environ.get("MFCL_CLUSTER") or "local"
         manifest.record_plan(spec.to_dict(), spec.spec_hash(), total, command_info(), cluster,
-                             sweep_id=self.opt("name") or None)
+                             sweep_id=self.opt("name") or None, git=git)
         return manifest
 
     def runs_to_do(self, manifest: Any, spec: Any, resume: str) -> Iterator[PlannedRun]:
@@ -166,7 +172,6 @@ class SweepCore:
             log.info("mfcl: resume=%s: skipping %d run(s)%s", resume, sum(skipped.values()),
                      "".join(f"; {n} {why}" for why, n in skipped.items()))
         claim = bool(self.opt("claim", False))
-        self.claim_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         lost = 0
         for run in manifest.assign(iter_runs(spec)):
             if not manifest.should_run(run, resume)[0]:
@@ -183,11 +188,10 @@ class SweepCore:
         """Launch batch by batch; returns one list of JobReturns per batch, as BasicSweeper does."""
         batches: list[list[Any]] = []
         max_batch = self.opt("max_batch_size")
-        tick = (lambda: manifest.heartbeat(self.claim_owner)) if self.opt("claim", False) else None
         if self.is_mfcl_launcher():
             for batch in batched(todo, max_batch) if max_batch else [todo]:
                 batches.append(list(self.launcher.launch_planned(
-                    batch, sweep_id=sweep_id, manifest=manifest, total=total, extra_overrides=extra, tick=tick)))
+                    batch, sweep_id=sweep_id, manifest=manifest, total=total, extra_overrides=extra)))
             return batches
         for batch in batched(todo, max_batch):
             rets: list[Any] = []
@@ -204,14 +208,15 @@ class SweepCore:
         """Hydra's own launchers do not journal: record their outcomes here."""
         from hydra.core.utils import JobStatus
 
+        from mfcl_sweeps.launching import job_dir_of_return
         from mfcl_sweeps.worker import last_error_line
 
         for run, ret in zip(runs, rets):
             if ret.status == JobStatus.COMPLETED:
-                manifest.transition(run, model.COMPLETED, job_dir=ret.working_dir, exit_code=0,
+                manifest.transition(run, model.COMPLETED, job_dir=job_dir_of_return(ret), exit_code=0,
                                     return_value=repr(ret._return_value)[:1000])
             else:
-                manifest.transition(run, model.FAILED, job_dir=ret.working_dir, exit_code=1,
+                manifest.transition(run, model.FAILED, job_dir=job_dir_of_return(ret), exit_code=1,
                                     error=last_error_line(ret._return_value))
 
     def finish(self, manifest: Any, batches: list[list[Any]], sweep_dir: str) -> list[list[Any]]:

@@ -2,7 +2,6 @@
 max_runs and shuffle."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

@@ -2,7 +2,7 @@
 free of heavy imports: the work starts in `mfcl_sweeps.launcher` at `setup()`."""
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from hydra.plugins.launcher import Launcher
 

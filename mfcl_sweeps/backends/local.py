@@ -241,11 +241,11 @@ class LocalBackend(Backend):
             self._release(h)
 
 
-def cancel_records(records: Sequence[Any]) -> None:
+def cancel_records(records: Sequence[Any]) -> Any:
     """`mfcl-sweeps cancel` for runs this backend started (they lead their own process groups)."""
     from mfcl_sweeps.proc import cancel_records as cancel_process_groups
 
-    cancel_process_groups(records)
+    return cancel_process_groups(records)
 
 
 def make_backend(options: dict, *, session: Any) -> LocalBackend:
