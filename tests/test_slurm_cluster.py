@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -133,6 +134,46 @@ def test_groups_with_different_resources_run_as_different_arrays(tmp_path: Path)
     assert limits == {"short": {"00:05:00|1"}, "long": {"00:20:00|2"}}
 
 
+@pytest.mark.slurm
+def test_arrays_split_at_max_array_size_run_one_after_another_under_a_parallelism_limit(tmp_path: Path) -> None:
+    proc = run_app("behave", tmp_path, *SLURM, "hydra.launcher.max_array_size=2", "hydra.launcher.array_parallelism=1",
+                   "value=1,2,3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted(manifest_runs(tmp_path / "sweep").values(), key=lambda r: r["index"])
+    assert all(r["status"] == "completed" for r in runs)
+    first, second = runs[0]["backend_job_id"].split("_")[0], runs[2]["backend_job_id"].split("_")[0]
+    assert [r["backend_job_id"] for r in runs] == [f"{first}_0", f"{first}_1", f"{second}_0"]
+
+    def span(job: str) -> tuple[float, float]:
+        out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job, "-o", "Start,End"], capture_output=True,
+                             text=True, check=True).stdout.split()
+        times = [datetime.fromisoformat(t).timestamp() for line in out for t in line.split("|")]
+        return min(times), max(times)
+
+    wait_sacct_final(first, count=2)
+    wait_sacct_final(second, count=1)
+    assert span(second)[0] >= span(first)[1]  # afterany: the second array waited for the first
+    assert max_concurrency(first) == 1
+
+
+@pytest.mark.slurm
+def test_interrupting_the_driver_scancels_its_tasks(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, str(APPS / "behave" / "app.py"), "--multirun", f"hydra.sweep.dir={sweep}",
+           f"side_dir={tmp_path / 'side'}", *SLURM, "mode=sleep", "seconds=300", "value=1,2"]
+    driver = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: [r.status for r in journal_records(sweep).values()] == ["running"] * 2, what="both runs to start")
+        job = {r.backend_job_id.split("_")[0] for r in journal_records(sweep).values()}.pop()
+        driver.send_signal(signal.SIGINT)
+        out, _ = driver.communicate(timeout=60)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode != 0, out[-2000:]
+    assert {s for s, _ in wait_sacct_final(job, count=2, timeout=60).values()} == {"CANCELLED"}
+
+
 def wait_for(predicate, timeout: float = 90, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -241,6 +282,20 @@ def test_cancel_scancels_a_running_sweep_and_its_aggregate_job(tmp_path: Path) -
     assert {s for s, _ in wait_sacct_final(job, count=2, timeout=60).values()} == {"CANCELLED"}
     assert wait_sacct_final(aggregate, count=1, timeout=60)[aggregate][0] == "CANCELLED"
     assert status_json(sweep)["counts"] == {"total": 2, "cancelled": 2}
+
+
+@pytest.mark.slurm
+def test_status_shows_a_detached_task_cancelled_behind_its_back_as_failed(tmp_path: Path) -> None:
+    proc = run_app("behave", tmp_path, *SLURM, "hydra.launcher.detach=true", "mode=sleep", "seconds=300")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = tmp_path / "sweep"
+    (rec,) = journal_records(sweep).values()
+    wait_for(lambda: status_json(sweep)["counts"].get("running") == 1, what="the run to start")
+    subprocess.run(["scancel", rec.backend_job_id, rec.extra["slurm_aggregate_job"]], check=True, timeout=30)
+    wait_sacct_final(rec.backend_job_id, count=1, timeout=60)
+    report = status_json(sweep)
+    assert report["counts"].get("failed") == 1, report
+    assert f"Slurm job {rec.backend_job_id} was cancelled (scancel) (CANCELLED)" == report["failed"][0]["error"]
 
 
 @pytest.mark.slurm
