@@ -64,7 +64,7 @@ class SweepCore:
         value = self.options.get(key, default)
         if OmegaConf.is_config(value):
             value = OmegaConf.to_container(value, resolve=True)
-        return default if value is None else value
+        return default if value is None or (isinstance(value, (dict, list)) and not value) else value
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
         from hydra.core.plugins import Plugins

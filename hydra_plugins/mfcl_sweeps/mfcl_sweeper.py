@@ -4,7 +4,7 @@ Thin: config + registration + the `${mfcl:...}` resolver; the work is in `mfcl_s
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -17,13 +17,15 @@ class MfclSweeperConf:
     _target_: str = "hydra_plugins.mfcl_sweeps.mfcl_sweeper.MfclSweeper"
     # What to sweep (all optional; combined with command-line sweeps like a=1,2)
     sweep_file: Optional[str] = None  # YAML/JSON sweep file, any supported dialect
-    params: Optional[Dict[str, str]] = None  # like BasicSweeper: key -> sweep string
-    grid: Optional[Dict[str, Any]] = None
-    paired: Optional[List[Any]] = None
-    runs: Optional[List[Any]] = None
-    run_defaults: Optional[Dict[str, Any]] = None  # merged under each of `runs`
-    aliases: Optional[Dict[str, Any]] = None
-    exclude: Optional[List[Any]] = None
+    # Empty containers rather than None, so `hydra.sweeper.grid={lr:[1,2]}` can be merged in
+    # from the command line; empty means "not given".
+    params: Dict[str, str] = field(default_factory=dict)  # like BasicSweeper: key -> sweep string
+    grid: Dict[str, Any] = field(default_factory=dict)
+    paired: List[Any] = field(default_factory=list)
+    runs: List[Any] = field(default_factory=list)
+    run_defaults: Dict[str, Any] = field(default_factory=dict)  # merged under each of `runs`
+    aliases: Dict[str, Any] = field(default_factory=dict)  # added to (or replacing) the default aliases
+    exclude: List[Any] = field(default_factory=list)
     max_runs: Optional[int] = None
     shuffle: Optional[bool] = None
     seed: Optional[int] = None
