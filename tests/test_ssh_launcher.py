@@ -90,7 +90,7 @@ def test_twenty_runs_spread_over_two_hosts_results_collected(project: Path):
     records = SweepManifest(sweep).records().values()
     assert len(records) == 20 and {r.status for r in records} == {"completed"}
     assert {r.host for r in records} == {f"127.0.0.1_{PORT_A}", f"127.0.0.1_{PORT_B}"}
-    assert all(r.job_dir == str(project) for r in records)  # chdir=false: the job's cwd, mapped back
+    assert all(r.job_dir == str(sweep / str(r.index)) for r in records)  # the local copy, not the host's
     ret = cloudpickle.loads(next((sweep / ".mfcl" / "results").glob("*.pkl")).read_bytes())
     assert ret.hydra_cfg.hydra.runtime.output_dir.startswith(str(sweep) + "/")
     assert ret.hydra_cfg.hydra.sweep.dir == str(sweep)
