@@ -97,12 +97,9 @@ def status_report(manifest: Any, now: Optional[float] = None) -> dict:
 
 
 def _duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+    from mfcl_sweeps.progress import format_eta
+
+    return "-" if seconds is None else format_eta(seconds)
 
 
 def render(report: dict) -> None:
