@@ -16,6 +16,8 @@ from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, Launche
 
 from apprun import APPS, manifest_runs, run_app
 
+pytestmark = pytest.mark.slow  # each run starts torchrun agents (a torch import each)
+
 REPO = Path(__file__).resolve().parents[1]
 MFCL = ["hydra/sweeper=mfcl", "hydra/launcher=mfcl_torchrun", "hydra.launcher.progress=log"]
 INJECTION = "a; $(touch {x}) ' \" \\ `touch {x}` \n end"
@@ -164,7 +166,7 @@ def test_example_app_trains_with_ddp(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
     proc = subprocess.run(
         [sys.executable, str(train), "--multirun", *MFCL, f"hydra.sweep.dir={tmp_path / 'sweep'}",
-         "hydra.launcher.nproc_per_node=2", "train.epochs=1", "optimizer.lr=0.05,0.1"],
+         "hydra.launcher.nproc_per_node=2", "hydra.launcher.max_concurrent=2", "train.epochs=1", "optimizer.lr=0.05,0.1"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "WANDB_MODE": "disabled"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = manifest_runs(tmp_path / "sweep")
