@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from mfcl_sweeps.backends import slurm_sacct
 from mfcl_sweeps.backends.base import JobRequest
 from mfcl_sweeps.backends.slurm import SlurmBackend, SlurmError, array_resources, signal_delay, slurm_options
 from mfcl_sweeps.backends.slurm_sacct import SlurmQuery, ended, expand_ids, parse_sacct, parse_squeue
