@@ -116,6 +116,7 @@ class JobSpec:
     attempt: int = 1
     env: dict = field(default_factory=dict)  # set by the worker before composing (e.g. attempt)
     journal: bool = True  # False where the sweep's journal is not reachable (SSH): the driver journals
+    backend: str = ""  # the backend that started it, journaled so `mfcl-sweeps cancel` can reach it
 
     @property
     def planned_run(self) -> PlannedRun:

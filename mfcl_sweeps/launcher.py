@@ -84,7 +84,7 @@ class LaunchCore:
         _, session_path = self.session(write=False)
         for run in runs:
             yield make_request(run, [*run.overrides, *identity_overrides(run, sweep_id, self.sweep_dir), *extra_overrides],
-                               sweep_dir=self.sweep_dir, session_path=session_path)
+                               sweep_dir=self.sweep_dir, session_path=session_path, backend=self.backend_name)
 
     # -- Hydra's contract -------------------------------------------------------------------
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Any]:

@@ -30,13 +30,13 @@ class RetryPolicy:
 
 
 def make_request(run: PlannedRun, overrides: list[str], *, sweep_dir: str, session_path: str,
-                 attempt: int = 1, env: Optional[dict] = None) -> JobRequest:
+                 backend: str = "", attempt: int = 1, env: Optional[dict] = None) -> JobRequest:
     from mfcl_sweeps.jobspec import run_to_dict
 
     spec = JobSpec(
         overrides=list(overrides), index=run.index, run=run_to_dict(run),
         result_path=result_path_for(sweep_dir, run.run_id, attempt), sweep_dir=sweep_dir,
-        session_path=session_path, attempt=attempt, env=dict(env or {}),
+        session_path=session_path, attempt=attempt, env=dict(env or {}), backend=backend,
     )
     return JobRequest(run=run, spec=spec, job_path=job_path_for(sweep_dir, run.run_id, attempt),
                       log_path=log_path_for(sweep_dir, run.run_id))
@@ -77,6 +77,13 @@ class Journal:
     def __call__(self, run: PlannedRun, status: str, **fields: Any) -> None:
         if self.manifest is not None:
             self.manifest.transition(run, status, backend=self.backend_name, **fields)
+
+    def status_of(self, run: PlannedRun) -> Optional[str]:
+        if self.manifest is None:
+            return None
+        self.manifest.refresh()
+        record = self.manifest.records().get(run.config_hash)
+        return record.status if record is not None else None
 
 
 def _outcome(req: JobRequest, state: JobState) -> tuple[Any, bool]:
@@ -183,9 +190,12 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                         continue
                     ret, journaled = _outcome(req, state)
                     ok = ret.status == JobStatus.COMPLETED
-                    if not journaled:
+                    cancelled = not journaled and journal.status_of(req.run) == model.CANCELLED
+                    if cancelled:  # `mfcl-sweeps cancel` stopped it: keep that state, no retry
+                        ret = failed_return(req, "cancelled (mfcl-sweeps cancel)")
+                    elif not journaled:
                         journal_outcome(journal, req, ret, state)
-                    if not ok and req.spec.attempt <= retry.retries:
+                    if not ok and not cancelled and req.spec.attempt <= retry.retries:
                         delay = retry.delay(req.spec.attempt)
                         log.warning("run %s failed (attempt %d), retrying in %.1fs", req.run.run_id, req.spec.attempt, delay)
                         retrying.append((time.monotonic() + delay, idx, next_attempt(req)))

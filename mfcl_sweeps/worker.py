@@ -77,7 +77,8 @@ def run(session: Session, job: JobSpec, *, journal: bool = True) -> Any:
     os.environ.update(job.env)
     os.environ[model.ENV_ATTEMPT] = str(job.attempt)
     started = time.time()
-    base = {"host": socket.gethostname(), "pid": os.getpid(), "pgid": os.getpgid(0), "attempt": job.attempt}
+    base = {"host": socket.gethostname(), "pid": os.getpid(), "pgid": os.getpgid(0), "attempt": job.attempt,
+            **({"backend": job.backend} if job.backend else {})}
     journal = journal and job.journal
     try:
         cfg = compose(session, job)

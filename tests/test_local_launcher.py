@@ -144,3 +144,39 @@ def test_identity_env_and_resolver_in_every_job(tmp_path: Path) -> None:
         assert env["MFCL_SWEEP_CONFIG_HASH"] == runs[run_id]["config_hash"]
         assert env["MFCL_SWEEP_RUN_DIR"] == str(sweep_dir / run_id)
         assert (sweep_dir / run_id / ".hydra" / "overrides.yaml").exists()
+
+
+def test_spawned_jobs_report_their_real_exit(tmp_path: Path) -> None:
+    proc = run_app("behave", tmp_path, *MFCL, "mode=segfault,exit", "hydra.launcher.start_method=spawn",
+                   "hydra.sweeper.fail_on_error=false")
+    assert proc.returncode == 0, proc.stderr
+    runs = {next(o for o in r["overrides"] if o.startswith("mode=")): r for r in manifest_runs(tmp_path / "sweep").values()}
+    assert runs["mode=exit"]["exit_code"] == 3
+    assert "SIGSEGV" in runs["mode=segfault"]["error"]
+
+
+def test_cancel_stops_a_running_sweep_and_resume_reruns_it(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from apprun import APPS
+
+    sweep_dir = tmp_path / "sweep"
+    cmd = [sys.executable, str(APPS / "behave" / "app.py"), "--multirun", f"hydra.sweep.dir={sweep_dir}",
+           f"side_dir={tmp_path / 'side'}", *MFCL, "mode=sleep", "seconds=60", "hydra.sweeper.fail_on_error=false"]
+    driver = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while not list((tmp_path / "side").glob("*.json")):
+        assert time.time() < deadline and driver.poll() is None
+        time.sleep(0.2)
+    (rec,) = side_records(tmp_path).values()
+    out = subprocess.run([sys.executable, "-m", "mfcl_sweeps.cli", "cancel", str(sweep_dir)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    driver.wait(timeout=60)
+    status = json.loads(subprocess.run([sys.executable, "-m", "mfcl_sweeps.cli", "status", str(sweep_dir), "--json"],
+                                       capture_output=True, text=True, check=True).stdout)
+    assert status["counts"]["cancelled"] == 1, status
+    assert not os.path.exists(f"/proc/{rec['pid']}")  # the job's process is gone, not orphaned

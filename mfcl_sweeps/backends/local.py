@@ -140,19 +140,23 @@ class LocalBackend(Backend):
             gpus = [self.free_gpus.pop(0) for _ in range(self.options.gpus_per_job)]
             env = self.job_env(request, gpus)
             os.makedirs(os.path.dirname(request.log_path), exist_ok=True)
-            pid = self._fork(request, env) if self.use_fork() else self._spawn(argv, request, env)
-            handle = JobHandle(request=request, backend_job_id=str(pid), started=time.monotonic(),
-                               data={"pid": pid, "gpus": gpus})
+            data: dict[str, Any] = {"gpus": gpus}
+            if self.use_fork():
+                data["pid"] = self._fork(request, env)
+            else:
+                # Keep the Popen: a dropped one is reaped by the next Popen, and its exit code lost.
+                data["proc"] = self._spawn(argv, request, env)
+                data["pid"] = data["proc"].pid
+            handle = JobHandle(request=request, backend_job_id=str(data["pid"]), started=time.monotonic(), data=data)
             self.running[handle.key] = handle
             handles.append(handle)
         return handles
 
-    def _spawn(self, argv: list[str], request: JobRequest, env: dict[str, str]) -> int:
+    def _spawn(self, argv: list[str], request: JobRequest, env: dict[str, str]) -> subprocess.Popen:
         with open(request.log_path, "ab") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env={**os.environ, **env}, start_new_session=True,
                                     preexec_fn=die_with_parent)
-        return proc.pid
 
     def _fork(self, request: JobRequest, env: dict[str, str]) -> int:
         sys.stdout.flush()
@@ -193,12 +197,8 @@ class LocalBackend(Backend):
         now = time.monotonic()
         for h in handles:
             pid = h.data["pid"]
-            try:
-                done_pid, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done_pid, status = pid, 0
-            if done_pid:
-                code = os.waitstatus_to_exitcode(status)
+            code = self._exit_code(h)
+            if code is not None:
                 error = h.data.get("kill_reason")
                 if error is None and code < 0:
                     error = f"job process killed by {signal_name(code)}"
@@ -211,6 +211,18 @@ class LocalBackend(Backend):
                 self._kill(pid, signal.SIGKILL)
             states[h.key] = JobState(done=False, running=True)
         return states
+
+    @staticmethod
+    def _exit_code(h: JobHandle, block: bool = False) -> Optional[int]:
+        """The job's exit code (negative: killed by that signal), or None while it runs."""
+        if "proc" in h.data:
+            return h.data["proc"].wait() if block else h.data["proc"].poll()
+        if "exit_code" not in h.data:
+            done_pid, status = os.waitpid(h.data["pid"], 0 if block else os.WNOHANG)
+            if not done_pid:
+                return None
+            h.data["exit_code"] = os.waitstatus_to_exitcode(status)
+        return h.data["exit_code"]
 
     def _overdue(self, h: JobHandle, now: float) -> Optional[str]:
         return overdue_reason(h, now, self.options.timeout, self.options.idle_timeout)
@@ -232,11 +244,11 @@ class LocalBackend(Backend):
         deadline = time.monotonic() + self.options.kill_grace_s
         alive = list(handles)
         while alive and time.monotonic() < deadline:
-            alive = [h for h in alive if not os.waitpid(h.data["pid"], os.WNOHANG)[0]]
+            alive = [h for h in alive if self._exit_code(h) is None]
             time.sleep(0.05)
         for h in alive:
             self._kill(h.data["pid"], signal.SIGKILL)
-            os.waitpid(h.data["pid"], 0)
+            self._exit_code(h, block=True)
         for h in handles:
             self._release(h)
 

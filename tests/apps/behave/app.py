@@ -23,6 +23,7 @@ def main(cfg: DictConfig) -> float:
         "value": cfg.value,
         "env": {k: v for k, v in os.environ.items() if k.startswith("MFCL_") or k == "CUDA_VISIBLE_DEVICES"},
         "cwd": os.getcwd(),
+        "pid": os.getpid(),
         "t": time.time(),
     }
     (side / f"{run}.json").write_text(json.dumps(record))
