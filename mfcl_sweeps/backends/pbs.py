@@ -21,8 +21,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
+from mfcl_sweeps.backends.base import (
+    Backend,
+    JobHandle,
+    JobRequest,
+    JobState,
+    Submission,
+)
 from mfcl_sweeps.backends.local import signal_name
+from mfcl_sweeps.backends.polling import BackoffPoller
 from mfcl_sweeps.errors import MfclError
 from mfcl_sweeps.jobspec import array_worker_argv, atomic_write_bytes, worker_argv
 from mfcl_sweeps.model import RunResources
@@ -446,9 +453,7 @@ class PbsBackend(Backend):
         self.workdir = workdir or str(Path.cwd())
         self.out_dir = options.output_dir or str(Path(sweep_dir) / ".mfcl" / "pbs")
         self.python = options.python or sys.executable
-        self._next_poll = 0.0
-        self._interval = options.poll_min_s
-        self._cache: dict[str, TaskState] = {}
+        self.poller = BackoffPoller(self.frontend.poll, options.poll_min_s, options.poll_max_s)
 
     # -- planning (pure) ------------------------------------------------------------------
     def plan(self, requests: Sequence[JobRequest]) -> list[Submission]:
@@ -509,28 +514,11 @@ class PbsBackend(Backend):
             handles.append(JobHandle(request=req, backend_job_id=task, started=now,
                                      data={"job_id": job_id, "journal_fields": fields}))
         log.info("submitted %s (%d run(s)) with %s", job_id, len(handles), submission.script_path)
-        self._interval = self.options.poll_min_s
+        self.poller.reset()
         return handles
 
     def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
-        now = time.monotonic()
-        if now >= self._next_poll:
-            states = self.frontend.poll([h.backend_job_id for h in handles])
-            changed = any(s.done or s.running != getattr(self._cache.get(t), "running", False)
-                          for t, s in states.items())
-            self._cache = states
-            # back off while nothing changes, so a long sweep costs the server little
-            self._interval = self.options.poll_min_s if changed else min(self._interval * 1.5, self.options.poll_max_s)
-            self._next_poll = now + self._interval
-        out = {}
-        for h in handles:
-            s = self._cache.get(h.backend_job_id)
-            if s is not None and s.done:
-                self._cache.pop(h.backend_job_id)
-                out[h.key] = JobState(done=True, exit_code=s.exit_code, error=s.error)
-            else:
-                out[h.key] = JobState(done=False, running=bool(s and s.running))
-        return out
+        return self.poller.states(handles)
 
     def cancel(self, handles: Sequence[JobHandle]) -> None:
         self.frontend.cancel([h.backend_job_id for h in handles])

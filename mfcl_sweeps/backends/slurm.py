@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from mfcl_sweeps.backends import slurm_sacct
-from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
+from mfcl_sweeps.backends.base import (
+    Backend,
+    JobHandle,
+    JobRequest,
+    JobState,
+    Submission,
+)
+from mfcl_sweeps.backends.polling import BackoffPoller
 from mfcl_sweeps.backends.slurm_sacct import SlurmError
 from mfcl_sweeps.jobspec import atomic_write_bytes
 
@@ -272,9 +279,7 @@ class SlurmBackend(Backend):
         self._last_array: dict[ArrayResources, str] = {}  # per group: the latest array (chained by parallelism)
         self._arrays: list[str] = []
         self._aggregate: Optional[dict] = None  # {"id", "arrays_expected"} while the aggregate job is held
-        self._next_poll = 0.0
-        self._interval = options.poll_min_s
-        self._cache: dict[str, slurm_sacct.TaskState] = {}
+        self.poller = BackoffPoller(self.query.states, options.poll_min_s, options.poll_max_s)
 
     # -- planning (pure) ------------------------------------------------------------------
     def plan(self, requests: Sequence[JobRequest]) -> list[Submission]:
@@ -341,8 +346,7 @@ class SlurmBackend(Backend):
         log.info("submitted Slurm array %s (%d run(s)) with %s", array_id, len(handles), submission.script_path)
         if self._aggregate and len(self._arrays) == self._aggregate["arrays_expected"]:
             self._release_aggregate()
-        self._interval = self.options.poll_min_s
-        self._next_poll = 0.0
+        self.poller.reset()
         return handles
 
     def _sbatch(self, argv: list[str]) -> str:
@@ -374,23 +378,7 @@ class SlurmBackend(Backend):
         return bool(path) and os.path.exists(path)
 
     def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
-        now = time.monotonic()
-        if now >= self._next_poll:
-            states = self.query.states([h.backend_job_id for h in handles])
-            changed = any(s.done or s.running != getattr(self._cache.get(t), "running", False) for t, s in states.items())
-            self._cache.update(states)
-            # back off while nothing changes, so a long sweep costs slurmdbd little
-            self._interval = self.options.poll_min_s if changed else min(self._interval * 1.5, self.options.poll_max_s)
-            self._next_poll = now + self._interval
-        out = {}
-        for h in handles:
-            s = self._cache.get(h.backend_job_id)
-            if s is not None and s.done:
-                self._cache.pop(h.backend_job_id)
-                out[h.key] = JobState(done=True, exit_code=s.exit_code, error=s.error)
-            else:
-                out[h.key] = JobState(done=False, running=bool(s and s.running))
-        return out
+        return self.poller.states(handles)
 
     def cancel(self, handles: Sequence[JobHandle]) -> None:
         slurm_sacct.cancel([h.backend_job_id for h in handles])
