@@ -160,4 +160,4 @@ def test_grid_edit_runs_only_the_new_runs(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     new = lines(tmp_path / "side" / "starts.txt")[4:]
     assert sorted(new) == ["00008_default_value-4", "00009_default_value-5"]  # above every earlier index
-    assert "skipped 4 run(s): 4 completed" in second.stdout + second.stderr
+    assert "skipping 4 run(s); 4 completed" in second.stdout + second.stderr
