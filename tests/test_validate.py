@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.singleton import Singleton
 from hydra.types import RunMode
 
 from mfcl_sweeps.errors import SweepSpecError
@@ -15,7 +16,7 @@ from mfcl_sweeps.validate import validate_spec
 
 APP = Path(__file__).parent / "fixtures" / "app"
 sys.path.insert(0, str(APP))
-import schema  # noqa: E402,F401  (registers the app's typed schema, as the app itself would)
+import schema  # noqa: E402  (the app's typed schema, registered for this module's tests only)
 
 
 class CountingLoader:
@@ -34,10 +35,16 @@ class CountingLoader:
 
 @pytest.fixture(scope="module")
 def app():
+    # Registered here, not at import: a ConfigStore node from this test-only module would
+    # otherwise reach every later test's pickled session, and fresh job interpreters cannot
+    # import it.
+    before = Singleton.get_state()
+    schema.register()
     with initialize_config_dir(config_dir=str(APP / "conf"), version_base=None):
         loader = GlobalHydra.instance().config_loader()
         master = loader.load_configuration("config", overrides=[], run_mode=RunMode.MULTIRUN)
         yield loader, master
+    Singleton.set_state(before)
 
 
 def check(app, cli=(), **options):

@@ -55,6 +55,12 @@ def visible_gpus(declared: Optional[Sequence[int]] = None) -> list[str]:
     return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
 
 
+def release_gpus(free: list[str], released: Sequence[str], order: Sequence[str]) -> None:
+    """Give GPUs back, keeping the free list in visible order so the next job gets the lowest ids."""
+    free.extend(released)
+    free.sort(key=list(order).index)
+
+
 def signal_name(code: int) -> str:
     try:
         return signal.Signals(-code).name
@@ -100,7 +106,8 @@ class LocalBackend(Backend):
         self.session = session  # the in-memory session, for forked jobs
         self.running: dict[str, JobHandle] = {}
         self.max_concurrent = options.max_concurrent or os.cpu_count() or 1
-        self.free_gpus = visible_gpus(options.gpus) if options.gpus_per_job else []
+        self.gpus = visible_gpus(options.gpus) if options.gpus_per_job else []
+        self.free_gpus = list(self.gpus)
         if options.gpus_per_job and len(self.free_gpus) < options.gpus_per_job:
             from mfcl_sweeps.errors import MfclError
 
@@ -236,7 +243,7 @@ class LocalBackend(Backend):
 
     def _release(self, h: JobHandle) -> None:
         self.running.pop(h.key, None)
-        self.free_gpus.extend(h.data.get("gpus", []))
+        release_gpus(self.free_gpus, h.data.get("gpus", []), self.gpus)
 
     def cancel(self, handles: Sequence[JobHandle]) -> None:
         for h in handles:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
-from mfcl_sweeps.backends.local import die_with_parent, overdue_reason, signal_name, visible_gpus
+from mfcl_sweeps.backends.local import die_with_parent, overdue_reason, release_gpus, signal_name, visible_gpus
 from mfcl_sweeps.errors import MfclError
 from mfcl_sweeps.model import PlannedRun
 
@@ -290,7 +290,8 @@ class TorchrunBackend(Backend):
         self.waiting: list[JobHandle] = []  # accepted, waiting for GPUs (a run larger than the default)
         declared_or_seen = visible_gpus(options.gpus) if options.pack_gpus is not False else []
         self.pack = bool(declared_or_seen) if options.pack_gpus is None else options.pack_gpus
-        self.free_gpus = list(declared_or_seen) if self.pack else []
+        self.gpus = list(declared_or_seen) if self.pack else []
+        self.free_gpus = list(self.gpus)
         self.total_gpus = len(self.free_gpus)
         per_run = self.default_procs()
         if self.pack and not isinstance(options.nproc_per_node, int):
@@ -440,7 +441,7 @@ class TorchrunBackend(Backend):
 
     def _release(self, h: JobHandle) -> None:
         self.running.pop(h.key, None)
-        self.free_gpus.extend(h.data.get("gpus", []))
+        release_gpus(self.free_gpus, h.data.get("gpus", []), self.gpus)
 
     def cancel(self, handles: Sequence[JobHandle]) -> None:
         self.waiting = [w for w in self.waiting if all(w is not h for h in handles)]
