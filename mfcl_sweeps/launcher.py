@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from mfcl_sweeps.errors import MfclError
-from mfcl_sweeps.jobspec import Session, identity_overrides, write_session
+from mfcl_sweeps.jobspec import Session, identity_env, write_session
 from mfcl_sweeps.launching import RetryPolicy, make_request, run_jobs
 from mfcl_sweeps.model import PlannedRun
 from mfcl_sweeps.progress import Progress
@@ -28,6 +28,19 @@ def default_sweep_id(sweep_dir: str) -> str:
     """A readable id for a sweep dir that no name was given for: its last two path parts."""
     parts = Path(sweep_dir).resolve().parts
     return "_".join(parts[-2:]) if len(parts) >= 2 else parts[-1]
+
+
+def cache_config_sources(config_loader: Any) -> None:
+    """Keep the config files Hydra loads across compositions (Hydra re-reads them for every job).
+
+    Every job composes its own config; with this cache, warm from the driver's validation and
+    inherited by forked jobs, a job no longer re-reads and re-parses its YAML files. The files are
+    read once per sweep, which is also the config a sweep should run with.
+    """
+    from hydra._internal.config_repository import CachingConfigRepository
+
+    if not isinstance(config_loader.repository, CachingConfigRepository):
+        config_loader.repository = CachingConfigRepository(config_loader.repository)
 
 
 def runs_from_overrides(job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[PlannedRun]:
@@ -67,6 +80,7 @@ class LaunchCore:
         if self._session is None:
             from hydra.core.singleton import Singleton
 
+            cache_config_sources(self.hydra_context.config_loader)
             session = Session(task_function=self.task_function, hydra_context=self.hydra_context,
                               singleton_state=Singleton.get_state(), master_config=self.config,
                               sweep_dir=self.sweep_dir)
@@ -83,8 +97,9 @@ class LaunchCore:
         """Job requests, built lazily as the driver loop pulls them."""
         _, session_path = self.session(write=False)
         for run in runs:
-            yield make_request(run, [*run.overrides, *identity_overrides(run, sweep_id, self.sweep_dir), *extra_overrides],
-                               sweep_dir=self.sweep_dir, session_path=session_path, backend=self.backend_name)
+            yield make_request(run, [*run.overrides, *extra_overrides], sweep_dir=self.sweep_dir,
+                               session_path=session_path, backend=self.backend_name,
+                               env_set=identity_env(run, sweep_id, self.sweep_dir))
 
     # -- Hydra's contract -------------------------------------------------------------------
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Any]:

@@ -30,13 +30,15 @@ class RetryPolicy:
 
 
 def make_request(run: PlannedRun, overrides: list[str], *, sweep_dir: str, session_path: str,
-                 backend: str = "", attempt: int = 1, env: Optional[dict] = None) -> JobRequest:
+                 backend: str = "", attempt: int = 1, env: Optional[dict] = None,
+                 env_set: Optional[dict] = None) -> JobRequest:
     from mfcl_sweeps.jobspec import run_to_dict
 
     spec = JobSpec(
         overrides=list(overrides), index=run.index, run=run_to_dict(run),
         result_path=result_path_for(sweep_dir, run.run_id, attempt), sweep_dir=sweep_dir,
         session_path=session_path, attempt=attempt, env=dict(env or {}), backend=backend,
+        env_set=dict(env_set or {}),
     )
     return JobRequest(run=run, spec=spec, job_path=job_path_for(sweep_dir, run.run_id, attempt),
                       log_path=log_path_for(sweep_dir, run.run_id))

@@ -48,7 +48,7 @@ def write_result(path: str, ret: Any) -> None:
     except Exception as exc:  # an unpicklable return value must not lose the outcome
         ret._return_value = f"<unpicklable return value: {last_error_line(exc)}>"
         payload = cloudpickle.dumps(ret)
-    atomic_write_bytes(path, payload)
+    atomic_write_bytes(path, payload, fsync=False)  # the journal, not this hand-off, is the durable record
 
 
 def compose(session: Session, job: JobSpec) -> Any:
@@ -58,15 +58,25 @@ def compose(session: Session, job: JobSpec) -> Any:
     with open_dict(cfg):
         cfg.hydra.job.id = job.index
         cfg.hydra.job.num = job.index
+        for key, value in job.env_set.items():
+            cfg.hydra.job.env_set[key] = value
     return cfg
 
 
 def job_dir_of(cfg: Any) -> str:
+    """The job dir run_job will use. Most sweep dirs resolve from the config alone; only one that
+    interpolates `${hydra:...}` needs HydraConfig set, which costs a copy of the whole config."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    HydraConfig.instance().set_config(cfg)
-    return str(Path(OmegaConf.select(cfg, "hydra.sweep.dir")) / str(OmegaConf.select(cfg, "hydra.sweep.subdir")))
+    def select() -> str:
+        return str(Path(OmegaConf.select(cfg, "hydra.sweep.dir")) / str(OmegaConf.select(cfg, "hydra.sweep.subdir")))
+
+    try:
+        return select()
+    except Exception:
+        HydraConfig.instance().set_config(cfg)
+        return select()
 
 
 def run(session: Session, job: JobSpec, *, journal: bool = True) -> Any:

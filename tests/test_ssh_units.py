@@ -117,7 +117,7 @@ def test_path_map_both_ways_most_specific_first():
 
 def test_remote_spec_points_at_host_paths_and_driver_journals():
     layout = RemoteLayout("/l/sweep", "/w", "/l")
-    spec = JobSpec(overrides=["x=1", "++hydra.job.env_set.MFCL_SWEEP_DIR='/l/sweep'"], index=3, run={},
+    spec = JobSpec(overrides=["x=1"], index=3, run={}, env_set={"MFCL_SWEEP_DIR": "/l/sweep", "MFCL_SWEEP_ID": "s"},
                    result_path="/l/sweep/.mfcl/results/r.2.pkl", sweep_dir="/l/sweep", session_path="/l/s.pkl",
                    attempt=2)
     r = remote_spec(spec, "r", layout)
@@ -125,7 +125,7 @@ def test_remote_spec_points_at_host_paths_and_driver_journals():
     assert r.result_path == f"{layout.root}/.mfcl/results/r.2.pkl" and r.session_path == layout.session_path
     assert r.overrides[0] == "x=1"
     assert f"hydra.sweep.dir='{layout.root}'" in r.overrides
-    assert f"++hydra.job.env_set.MFCL_SWEEP_DIR='{layout.root}'" in r.overrides
+    assert r.env_set == {"MFCL_SWEEP_DIR": layout.root, "MFCL_SWEEP_ID": "s"}
     assert not any("'/l/sweep'" in o for o in r.overrides)
 
 

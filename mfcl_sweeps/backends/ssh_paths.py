@@ -78,16 +78,12 @@ class RemoteLayout:
         return PathMap.of((self.local_sweep_dir, self.root), (self.project_dir, self.workdir))
 
 
-_SWEEP_DIR_ENV = f"++hydra.job.env_set.{model.ENV_SWEEP_DIR}="
-
-
 def remote_spec(spec: JobSpec, run_id: str, layout: RemoteLayout) -> JobSpec:
     """The job as the host runs it: host paths everywhere, and the driver journals (the host
     cannot reach the sweep's journal)."""
-    overrides = [o for o in spec.overrides if not o.startswith(_SWEEP_DIR_ENV)]
-    overrides += [f"{_SWEEP_DIR_ENV}{quote_override_value(layout.root)}",
-                  f"hydra.sweep.dir={quote_override_value(layout.root)}"]
-    return dataclasses.replace(spec, overrides=overrides, result_path=layout.result_path(run_id, spec.attempt),
+    overrides = [*spec.overrides, f"hydra.sweep.dir={quote_override_value(layout.root)}"]
+    env_set = {**spec.env_set, model.ENV_SWEEP_DIR: layout.root}
+    return dataclasses.replace(spec, overrides=overrides, env_set=env_set, result_path=layout.result_path(run_id, spec.attempt),
                                sweep_dir=layout.root, session_path=layout.session_path, journal=False)
 
 
