@@ -173,7 +173,7 @@ cmd_start() {
     write_conf cgroup.conf 0644 < <(cgroup_conf) && changed=1
     write_conf slurmdbd.conf 0600 < <(slurmdbd_conf) && changed=1
     # A changed config (new script version) takes effect through a restart of the Slurm daemons.
-    ((changed)) && stop_slurm
+    if ((changed)); then stop_slurm; fi
     start_munge
     start_mariadb
     start_slurm_daemon slurmdbd slurmdbd_ok

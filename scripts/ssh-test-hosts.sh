@@ -68,10 +68,10 @@ start_instance() {
         >>"$STATE/known_hosts.new"
     local changed=0
     [[ -f $dir/sshd_config && "$(<"$dir/sshd_config")" == "$(sshd_config "$port")" ]] || changed=1
-    ((changed)) && sshd_config "$port" >"$dir/sshd_config"
+    if ((changed)); then sshd_config "$port" >"$dir/sshd_config"; fi
     if svc_pid_of "$dir/sshd.pid" sshd >/dev/null; then
         # Running already: a changed config is picked up on SIGHUP.
-        ((changed)) && kill -HUP "$(<"$dir/sshd.pid")"
+        if ((changed)); then kill -HUP "$(<"$dir/sshd.pid")"; fi
     else
         "$SSHD" -t -f "$dir/sshd_config" 2>"$dir/sshd.log" || svc_die "invalid sshd config" "$dir/sshd.log"
         "$SSHD" -f "$dir/sshd_config" -E "$dir/sshd.log" || svc_die "sshd on port $port did not start" "$dir/sshd.log"
