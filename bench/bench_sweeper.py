@@ -25,7 +25,7 @@ def grid(n: int) -> list[str]:
     return [f"+a=range(0,{a})", f"+b=range(0,{n // a})"]
 
 
-def first_job_after(args: list[str], root: Path, limit_s: float = 300) -> float:
+def first_job_after(args: list[str], root: Path, limit_s: float = 900) -> float:
     marker = root / "first.txt"
     marker.unlink(missing_ok=True)
     env = {**os.environ, "BENCH_FIRST_JOB_FILE": str(marker)}

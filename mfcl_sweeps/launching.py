@@ -206,7 +206,7 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                     progress.finished(ok, req.run.run_id)
             progress.update(running=len(active))
             if not changed and not ready:
-                time.sleep(backend.poll_interval)
+                backend.wait(backend.poll_interval)
     except BaseException:
         if active:
             backend.cancel([h for _, h in active.values()])

@@ -7,6 +7,7 @@ only place a backend starts anything; `poll` and `cancel` act on handles. The dr
 from __future__ import annotations
 
 import abc
+import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -98,6 +99,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def cancel(self, handles: Sequence[JobHandle]) -> None:
         """Stop these jobs (and every process they started)."""
+
+    def wait(self, timeout: float) -> None:
+        """Block until something may have changed, at most `timeout` seconds."""
+        time.sleep(timeout)
 
     def close(self) -> None:
         """Release resources (connections, temp dirs) at the end of a launch."""

@@ -12,6 +12,7 @@ import ctypes
 import dataclasses
 import gc
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -53,6 +54,14 @@ def visible_gpus(declared: Optional[Sequence[int]] = None) -> list[str]:
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+def pidfd_of(pid: int) -> Optional[int]:
+    """A descriptor that becomes readable when `pid` exits (Linux >= 5.3), else None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def release_gpus(free: list[str], released: Sequence[str], order: Sequence[str]) -> None:
@@ -99,7 +108,7 @@ class LocalOptions:
 
 class LocalBackend(Backend):
     name = "local"
-    poll_interval = 0.02
+    poll_interval = 0.1  # wait() wakes at once when a job exits; this paces timeout checks
 
     def __init__(self, options: LocalOptions, *, session: Any = None) -> None:
         self.options = options
@@ -154,6 +163,7 @@ class LocalBackend(Backend):
                 # Keep the Popen: a dropped one is reaped by the next Popen, and its exit code lost.
                 data["proc"] = self._spawn(argv, request, env)
                 data["pid"] = data["proc"].pid
+            data["pidfd"] = pidfd_of(data["pid"])
             handle = JobHandle(request=request, backend_job_id=str(data["pid"]), started=time.monotonic(), data=data)
             self.running[handle.key] = handle
             handles.append(handle)
@@ -219,6 +229,14 @@ class LocalBackend(Backend):
             states[h.key] = JobState(done=False, running=True)
         return states
 
+    def wait(self, timeout: float) -> None:
+        """Wake as soon as any job exits (pidfds), so a free slot is refilled at once."""
+        fds = [h.data["pidfd"] for h in self.running.values() if h.data.get("pidfd") is not None]
+        if fds:
+            select.select(fds, [], [], timeout)
+        else:
+            time.sleep(timeout)
+
     @staticmethod
     def _exit_code(h: JobHandle, block: bool = False) -> Optional[int]:
         """The job's exit code (negative: killed by that signal), or None while it runs."""
@@ -243,6 +261,8 @@ class LocalBackend(Backend):
 
     def _release(self, h: JobHandle) -> None:
         self.running.pop(h.key, None)
+        if h.data.get("pidfd") is not None:
+            os.close(h.data.pop("pidfd"))
         release_gpus(self.free_gpus, h.data.get("gpus", []), self.gpus)
 
     def cancel(self, handles: Sequence[JobHandle]) -> None:
