@@ -35,7 +35,6 @@ def run_rank(session: Session, job: JobSpec, rank: int) -> Any:
     from omegaconf import OmegaConf, open_dict, read_write
 
     setup_globals()
-    os.environ.update(job.env)
     os.environ[model.ENV_ATTEMPT] = str(job.attempt)
     ret = JobReturn(overrides=list(job.planned_run.overrides), status=JobStatus.FAILED)
     try:

@@ -116,7 +116,6 @@ class JobSpec:
     sweep_dir: str
     session_path: str
     attempt: int = 1
-    env: dict = field(default_factory=dict)  # set by the worker before composing (e.g. attempt)
     journal: bool = True  # False where the sweep's journal is not reachable (SSH): the driver journals
     backend: str = ""  # the backend that started it, journaled so `mfcl-sweeps cancel` can reach it
     env_set: dict = field(default_factory=dict)  # the run's identity, merged into hydra.job.env_set

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Optional
 
 from mfcl_sweeps import model
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState
-from mfcl_sweeps.jobspec import JobSpec, job_path_for, log_path_for, read_result, result_path_for
+from mfcl_sweeps.jobspec import JobSpec, job_path_for, log_path_for, read_result, result_path_for, run_to_dict
 from mfcl_sweeps.model import PlannedRun
 from mfcl_sweeps.progress import Progress
 
@@ -30,15 +30,11 @@ class RetryPolicy:
 
 
 def make_request(run: PlannedRun, overrides: list[str], *, sweep_dir: str, session_path: str,
-                 backend: str = "", attempt: int = 1, env: Optional[dict] = None,
-                 env_set: Optional[dict] = None) -> JobRequest:
-    from mfcl_sweeps.jobspec import run_to_dict
-
+                 backend: str = "", attempt: int = 1, env_set: Optional[dict] = None) -> JobRequest:
     spec = JobSpec(
         overrides=list(overrides), index=run.index, run=run_to_dict(run),
         result_path=result_path_for(sweep_dir, run.run_id, attempt), sweep_dir=sweep_dir,
-        session_path=session_path, attempt=attempt, env=dict(env or {}), backend=backend,
-        env_set=dict(env_set or {}),
+        session_path=session_path, attempt=attempt, backend=backend, env_set=dict(env_set or {}),
     )
     return JobRequest(run=run, spec=spec, job_path=job_path_for(sweep_dir, run.run_id, attempt),
                       log_path=log_path_for(sweep_dir, run.run_id))

@@ -84,7 +84,6 @@ def run(session: Session, job: JobSpec, *, journal: bool = True) -> Any:
     from hydra.core.utils import JobStatus, run_job, setup_globals
 
     setup_globals()
-    os.environ.update(job.env)
     os.environ[model.ENV_ATTEMPT] = str(job.attempt)
     started = time.time()
     base = {"host": socket.gethostname(), "pid": os.getpid(), "pgid": os.getpgid(0), "attempt": job.attempt,
