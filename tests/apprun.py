@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -35,3 +36,27 @@ def side_lines(tmp_path: Path, name: str) -> list[str]:
 def manifest_runs(sweep_dir: Path) -> dict[str, dict]:
     data = json.loads((sweep_dir / "sweep_manifest.json").read_text())
     return {r["run_id"]: r for r in data["runs"]}
+
+
+def mode_of(run: dict) -> str:
+    """The `mode=` value of a manifest run (the behave app's misbehaviour switch)."""
+    return next(o.split("=", 1)[1] for o in run["overrides"] if o.startswith("mode="))
+
+
+def mfcl_sweeps(*args: str) -> subprocess.CompletedProcess:
+    """`mfcl-sweeps ARGS` as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "mfcl_sweeps.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def status_json(sweep: Path) -> dict:
+    proc = mfcl_sweeps("status", str(sweep), "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def wait_for(predicate, timeout: float = 90, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.3)

@@ -6,11 +6,9 @@ and Hydra's own launcher suite passes. Start the cluster with `scripts/slurm-tes
 The node is small and shared: every job here asks for 1 CPU and finishes in seconds."""
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import LauncherTestSuite
 
-from apprun import APPS, manifest_runs, run_app
+from apprun import APPS, manifest_runs, mfcl_sweeps, mode_of, run_app, status_json, wait_for
 from services import require_service, wait_sacct_final
 
 PBS = ["hydra/sweeper=mfcl", "hydra/launcher=mfcl_pbs", "hydra.launcher.progress=log",
@@ -54,8 +52,6 @@ def test_bad_option_fails_in_one_line_before_anything_is_written(tmp_path: Path)
     assert not (tmp_path / "sweep").exists()
 
 
-def mode_of(run: dict) -> str:
-    return next(o.split("=", 1)[1] for o in run["overrides"] if o.startswith("mode="))
 
 
 def array_id(runs: dict) -> str:
@@ -64,8 +60,6 @@ def array_id(runs: dict) -> str:
     return ids.pop()
 
 
-def mfcl_sweeps(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mfcl_sweeps.cli", *args], capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.slurm
@@ -102,12 +96,6 @@ def test_failing_runs_are_recorded_failed_with_their_error(tmp_path: Path) -> No
     assert states[task][0] == "FAILED"
 
 
-def wait_for(predicate, timeout: float = 60, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.3)
 
 
 def journal_statuses(sweep_dir: Path) -> list[str]:
@@ -140,10 +128,6 @@ def manifest_runs_from_journal(sweep_dir: Path) -> dict:
     return {r.run_id: {"backend_job_id": r.backend_job_id} for r in SweepManifest(str(sweep_dir)).records().values()}
 
 
-def status_json(sweep: Path) -> dict:
-    proc = mfcl_sweeps("status", str(sweep), "--json")
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
 
 
 @pytest.mark.slurm

@@ -21,7 +21,7 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 
-from apprun import APPS, manifest_runs, run_app, side_records
+from apprun import APPS, manifest_runs, mfcl_sweeps, mode_of, run_app, side_records, status_json, wait_for
 from services import require_service, wait_sacct_final
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,8 +57,6 @@ def test_bad_option_fails_in_one_line_before_anything_is_written(tmp_path: Path)
     assert not (tmp_path / "sweep").exists()
 
 
-def mode_of(run: dict) -> str:
-    return next(o.split("=", 1)[1] for o in run["overrides"] if o.startswith("mode="))
 
 
 def array_of(runs: dict) -> str:
@@ -174,12 +172,6 @@ def test_interrupting_the_driver_scancels_its_tasks(tmp_path: Path) -> None:
     assert {s for s, _ in wait_sacct_final(job, count=2, timeout=60).values()} == {"CANCELLED"}
 
 
-def wait_for(predicate, timeout: float = 90, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.5)
 
 
 def journal_records(sweep: Path) -> dict:
@@ -236,14 +228,8 @@ def test_requeue_and_usr2_preemption_resume_from_checkpoints_and_complete_once(t
     assert len(completions) == 2  # each run completed exactly once
 
 
-def mfcl_sweeps(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mfcl_sweeps.cli", *args], capture_output=True, text=True, timeout=60)
 
 
-def status_json(sweep: Path) -> dict:
-    proc = mfcl_sweeps("status", str(sweep), "--json")
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
 
 
 @pytest.mark.slurm
