@@ -17,6 +17,8 @@ class LocalLauncherConf(CommonLauncherConf):
     start_method: str = "auto"  # auto | fork | spawn
     gpus: Optional[List[Any]] = None  # GPU ids to pack jobs onto; default: visible GPUs
     gpus_per_job: int = 0
+    python: Optional[str] = None  # interpreter for spawned jobs; default: the driver's
+    kill_grace_s: float = 5.0  # SIGTERM, then SIGKILL after this long (cancel)
 
 
 class MfclLocalLauncher(MfclLauncherBase):

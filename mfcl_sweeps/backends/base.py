@@ -7,9 +7,10 @@ only place a backend starts anything; `poll` and `cancel` act on handles. The dr
 from __future__ import annotations
 
 import abc
+import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from mfcl_sweeps.jobspec import JobSpec
 from mfcl_sweeps.model import PlannedRun
@@ -106,3 +107,27 @@ class Backend(abc.ABC):
 
     def close(self) -> None:
         """Release resources (connections, temp dirs) at the end of a launch."""
+
+
+def options_type(type_name: str, conf: type, /, **defaults: Any) -> type:
+    """A backend's frozen, typed options, made from its launcher's config dataclass: the one
+    place where an option's name, default and meaning are written. The options every mfcl
+    launcher shares (handled by the driver) are left out; lists become tuples; `defaults`
+    replaces config defaults that are Hydra interpolations (e.g. `${hydra.job.name}`)."""
+    from mfcl_sweeps.launcher import COMMON_OPTIONS
+
+    fields = []
+    for f in dataclasses.fields(conf):
+        if f.name in COMMON_OPTIONS or f.name == "_target_":
+            continue
+        if f.name in defaults:
+            default = defaults[f.name]
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if isinstance(default, list):
+            fields.append((f.name, tuple, dataclasses.field(default=tuple(default))))
+        elif isinstance(default, dict):
+            fields.append((f.name, Mapping[str, Any], dataclasses.field(default_factory=dict)))
+        else:
+            fields.append((f.name, f.type, dataclasses.field(default=default)))
+    return dataclasses.make_dataclass(type_name, fields, frozen=True)

@@ -20,7 +20,15 @@ import time
 import traceback
 from typing import Any, Optional, Sequence
 
-from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
+from hydra_plugins.mfcl_sweeps.local_launcher import LocalLauncherConf
+from mfcl_sweeps.backends.base import (
+    Backend,
+    JobHandle,
+    JobRequest,
+    JobState,
+    Submission,
+    options_type,
+)
 from mfcl_sweeps.jobspec import worker_argv
 
 _PR_SET_PDEATHSIG = 1
@@ -94,16 +102,8 @@ def overdue_reason(h: JobHandle, now: float, timeout: Optional[float], idle_time
     return None
 
 
-@dataclasses.dataclass
-class LocalOptions:
-    max_concurrent: Optional[int] = None  # default: CPU count
-    timeout: Optional[float] = None  # seconds per job, then killed
-    idle_timeout: Optional[float] = None  # seconds without output, then killed
-    start_method: str = "auto"  # auto | fork | spawn
-    gpus: Optional[list] = None  # ids to pack onto; None = detect
-    gpus_per_job: int = 0
-    python: str = sys.executable
-    kill_grace_s: float = 5.0
+# Option names, defaults and meanings are written once, in the launcher config (hydra_plugins/mfcl_sweeps/local_launcher.py).
+LocalOptions = options_type("LocalOptions", LocalLauncherConf)
 
 
 class LocalBackend(Backend):
@@ -132,7 +132,7 @@ class LocalBackend(Backend):
         return method == "fork" or not cuda_initialized()
 
     def argv(self, request: JobRequest) -> list[str]:
-        return worker_argv(self.options.python, request.spec.session_path, request.job_path)
+        return worker_argv((self.options.python or sys.executable), request.spec.session_path, request.job_path)
 
     def plan(self, requests: Sequence[JobRequest]) -> list[Submission]:
         return [Submission(requests=[r], commands=[self.argv(r)]) for r in requests]

@@ -21,12 +21,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from hydra_plugins.mfcl_sweeps.pbs_launcher import PbsLauncherConf
 from mfcl_sweeps.backends.base import (
     Backend,
     JobHandle,
     JobRequest,
     JobState,
     Submission,
+    options_type,
 )
 from mfcl_sweeps.backends.local import signal_name
 from mfcl_sweeps.backends.polling import BackoffPoller
@@ -49,30 +51,8 @@ class PbsError(MfclError):
     """A PBS option is invalid or a PBS command failed."""
 
 
-@dataclasses.dataclass(frozen=True)
-class PbsOptions:
-    dialect: str = "pbspro"  # pbspro | torque
-    frontend: str = "auto"  # auto | pbs | slurm (Debian's slurm-wlm-torque qsub/qstat/qdel)
-    job_name: str = "mfcl"
-    queue: Optional[str] = None
-    account: Optional[str] = None
-    priority: Optional[int] = None  # -1024..1023
-    nodes: int = 1
-    ncpus: int = 1  # per node
-    ngpus: int = 0  # per node
-    mem_gb: Optional[float] = None  # per node
-    timeout_min: float = 60.0  # walltime
-    array_parallelism: Optional[int] = None  # at most this many tasks of one array run at once
-    subjob_limit: str = "suffix"  # pbspro only: -J 0-K%P (suffix) or -W max_run_subjobs=P
-    max_array_size: int = 1000
-    output_dir: Optional[str] = None  # scheduler -o/-e files; default <sweep_dir>/.mfcl/pbs
-    join_output: bool = True  # -j oe
-    extra_directives: tuple = ()  # e.g. "-l place=scatter", "-W group_list=lab"
-    setup: tuple = ()  # shell lines run before the job (module load, env activation)
-    template: Optional[str] = None  # a Jinja2 file used instead of ours
-    python: Optional[str] = None  # interpreter on the nodes; default: the driver's
-    poll_min_s: float = 1.0
-    poll_max_s: float = 30.0
+# Option names, defaults and meanings are written once, in the launcher config (hydra_plugins/mfcl_sweeps/pbs_launcher.py).
+PbsOptions = options_type("PbsOptions", PbsLauncherConf, job_name="mfcl")
 
 
 NUMBERS = {"priority": int, "nodes": int, "ncpus": int, "ngpus": int, "array_parallelism": int,

@@ -25,6 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from hydra_plugins.mfcl_sweeps.slurm_launcher import SlurmLauncherConf
 from mfcl_sweeps.backends import slurm_sacct
 from mfcl_sweeps.backends.base import (
     Backend,
@@ -32,6 +33,7 @@ from mfcl_sweeps.backends.base import (
     JobRequest,
     JobState,
     Submission,
+    options_type,
 )
 from mfcl_sweeps.backends.polling import BackoffPoller
 from mfcl_sweeps.backends.slurm_sacct import SlurmError
@@ -46,43 +48,8 @@ AGGREGATE = "<aggregate job>"
 ARRAYS = "<array ids>"
 
 
-@dataclasses.dataclass(frozen=True)
-class SlurmOptions:
-    # hydra-submitit-launcher's options, same names and meaning
-    partition: Optional[str] = None
-    qos: Optional[str] = None
-    account: Optional[str] = None
-    comment: Optional[str] = None
-    constraint: Optional[str] = None
-    exclude: Optional[str] = None
-    gres: Optional[str] = None
-    timeout_min: float = 60.0
-    cpus_per_task: Optional[int] = None
-    cpus_per_gpu: Optional[int] = None
-    gpus_per_node: Optional[int] = None
-    gpus_per_task: Optional[int] = None
-    tasks_per_node: int = 1
-    mem_gb: Optional[float] = None
-    mem_per_gpu: Optional[str] = None
-    mem_per_cpu: Optional[str] = None
-    nodes: int = 1
-    name: str = "mfcl"
-    stderr_to_stdout: bool = False
-    signal_delay_s: int = 120
-    max_num_timeout: int = 3  # time-limit requeues per run (preemptions are not counted)
-    additional_parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    array_parallelism: Optional[int] = 256
-    setup: tuple = ()
-    srun_args: tuple = ()
-    # ours
-    torchrun: bool = False  # start every run with torchrun (nproc_per_node, else gpus_per_node, else 1)
-    nproc_per_node: Optional[int] = None  # torchrun processes per node; set = torchrun
-    rdzv_port: Optional[int] = None  # torchrun rendezvous port on the first node; default from the job id
-    requeue: bool = True  # sbatch --requeue (clusters may default to JobRequeue=0)
-    max_array_size: Optional[int] = None  # default: the cluster's MaxArraySize
-    python: Optional[str] = None  # interpreter on the nodes; default: the driver's
-    poll_min_s: float = 1.0
-    poll_max_s: float = 10.0
+# Option names, defaults and meanings are written once, in the launcher config (hydra_plugins/mfcl_sweeps/slurm_launcher.py).
+SlurmOptions = options_type("SlurmOptions", SlurmLauncherConf, name="mfcl")
 
 
 INT_OPTIONS = ("cpus_per_task", "cpus_per_gpu", "gpus_per_node", "gpus_per_task", "nproc_per_node")
