@@ -28,6 +28,8 @@ class TorchrunLauncherConf(CommonLauncherConf):
     idle_timeout: Optional[float] = None  # seconds without output
     gpus: Optional[List[Any]] = None  # GPU ids to pack runs onto; default: visible GPUs
     pack_gpus: Optional[bool] = None  # null: pack when GPUs are declared or visible
+    python: Optional[str] = None  # interpreter torchrun is started with; default: the driver's
+    kill_grace_s: float = 5.0  # on cancel/timeout: SIGTERM, then SIGKILL after this long
 
 
 class MfclTorchrunLauncher(MfclLauncherBase):

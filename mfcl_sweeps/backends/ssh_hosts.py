@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from hydra_plugins.mfcl_sweeps.ssh_launcher import SshLauncherConf
+from mfcl_sweeps.backends.base import options_type
 from mfcl_sweeps.errors import MfclError
 
 STRATEGIES = ("least_loaded", "round_robin", "random", "weighted")
@@ -54,51 +56,8 @@ class HostSpec:
         return f"{self.target}:{self.port}" if self.port else self.target
 
 
-@dataclass
-class SshOptions:
-    hosts: list = field(default_factory=list)
-    strategy: str = "least_loaded"
-    sync: str = "check"  # check | rsync | none
-    allow_out_of_sync: bool = False
-    python: str = "python3"
-    workdir: Optional[str] = None
-    env: dict = field(default_factory=dict)
-    project_dir: Optional[str] = None  # local project root; default: git top level of the launch cwd
-    identity_file: Optional[str] = None
-    known_hosts_file: Optional[str] = None
-    ssh_options: list = field(default_factory=list)  # extra `-o` values, e.g. ["ProxyJump=bastion"]
-    ssh_command: str = "ssh"
-    multiplex: bool = True
-    control_persist_s: int = 60
-    connect_timeout_s: int = 10
-    timeout: Optional[float] = None  # seconds per job, then killed
-    kill_grace_s: float = 5.0
-    max_consecutive_failures: int = 3
-    max_failure_rate: float = 0.4
-    min_jobs_for_rate: int = 5
-    health_check_interval_s: float = 30.0
-    dead_after_s: float = 60.0
-    all_down_timeout_s: float = 120.0
-    seed: Optional[int] = None  # for strategy=random
-
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise SshConfigError(f"hydra.launcher.strategy={self.strategy!r}: expected one of {', '.join(STRATEGIES)}")
-        if self.sync not in SYNC_MODES:
-            raise SshConfigError(f"hydra.launcher.sync={self.sync!r}: expected one of {', '.join(SYNC_MODES)}")
-        if not self.hosts:
-            raise SshConfigError("hydra.launcher.hosts is empty: give at least one host, "
-                                 "e.g. hydra.launcher.hosts=[gpu1:4] or [localhost:2]")
-        if not 0 < self.max_failure_rate <= 1:
-            raise SshConfigError(f"hydra.launcher.max_failure_rate={self.max_failure_rate}: expected a fraction in (0, 1]")
-        for opt in self.ssh_options:
-            check_ssh_option(opt, "hydra.launcher.ssh_options")
-        self.hosts = [parse_host(h, f"hydra.launcher.hosts[{i}]") for i, h in enumerate(self.hosts)]
-        labels = [h.label for h in self.hosts]
-        dupes = sorted({lb for lb in labels if labels.count(lb) > 1})
-        if dupes:
-            raise SshConfigError(f"hydra.launcher.hosts: {dupes[0]!r} is listed twice; give each entry a distinct "
-                                 "host/port or a distinct `name`")
+# Option names, defaults and meanings are written once, in the launcher config (hydra_plugins/mfcl_sweeps/ssh_launcher.py).
+SshOptions = options_type("SshOptions", SshLauncherConf)
 
 
 _SHORT = re.compile(r"^(?:(?P<user>[^@:\s]+)@)?(?P<host>[^@:\s]+)(?::(?P<port>\d*))?(?::(?P<slots>\d+))?$")
@@ -164,4 +123,22 @@ def parse_options(options: dict) -> SshOptions:
     unknown = sorted(set(options) - known)
     if unknown:
         raise SshConfigError(f"hydra.launcher.{unknown[0]}: unknown option of mfcl_ssh; expected one of {', '.join(sorted(known))}")
-    return SshOptions(**options)
+    opts = SshOptions(**options)
+    if opts.strategy not in STRATEGIES:
+        raise SshConfigError(f"hydra.launcher.strategy={opts.strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    if opts.sync not in SYNC_MODES:
+        raise SshConfigError(f"hydra.launcher.sync={opts.sync!r}: expected one of {', '.join(SYNC_MODES)}")
+    if not opts.hosts:
+        raise SshConfigError("hydra.launcher.hosts is empty: give at least one host, "
+                             "e.g. hydra.launcher.hosts=[gpu1:4] or [localhost:2]")
+    if not 0 < opts.max_failure_rate <= 1:
+        raise SshConfigError(f"hydra.launcher.max_failure_rate={opts.max_failure_rate}: expected a fraction in (0, 1]")
+    for opt in opts.ssh_options:
+        check_ssh_option(opt, "hydra.launcher.ssh_options")
+    hosts = [parse_host(h, f"hydra.launcher.hosts[{i}]") for i, h in enumerate(opts.hosts)]
+    labels = [h.label for h in hosts]
+    dupes = sorted({lb for lb in labels if labels.count(lb) > 1})
+    if dupes:
+        raise SshConfigError(f"hydra.launcher.hosts: {dupes[0]!r} is listed twice; give each entry a distinct "
+                             "host/port or a distinct `name`")
+    return dataclasses.replace(opts, hosts=hosts)

@@ -24,8 +24,22 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
-from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
-from mfcl_sweeps.backends.local import die_with_parent, overdue_reason, release_gpus, signal_name, visible_gpus
+from hydra_plugins.mfcl_sweeps.torchrun_launcher import TorchrunLauncherConf
+from mfcl_sweeps.backends.base import (
+    Backend,
+    JobHandle,
+    JobRequest,
+    JobState,
+    Submission,
+    options_type,
+)
+from mfcl_sweeps.backends.local import (
+    die_with_parent,
+    overdue_reason,
+    release_gpus,
+    signal_name,
+    visible_gpus,
+)
 from mfcl_sweeps.errors import MfclError
 from mfcl_sweeps.model import PlannedRun
 
@@ -33,27 +47,8 @@ NPROC_NAMES = ("auto", "cpu", "gpu", "xpu")  # torchrun's symbolic --nproc-per-n
 LOCALHOST = "127.0.0.1"
 
 
-@dataclasses.dataclass
-class TorchrunOptions:
-    nproc_per_node: Union[int, str] = 1
-    nnodes: int = 1
-    node_rank: Optional[int] = None  # start only this node's agent (one driver per node)
-    rdzv_backend: str = "c10d"
-    rdzv_endpoint: Optional[str] = None  # host[:port]; no port: a free one per run
-    rdzv_id: Optional[str] = None  # default: one id per run and attempt
-    rdzv_conf: Union[str, Mapping[str, Any], None] = None
-    max_restarts: int = 0
-    monitor_interval: float = 0.1
-    master_addr: str = LOCALHOST  # rendezvous host when rdzv_endpoint names none
-    master_port: Optional[int] = None  # rendezvous port for every run; default: MASTER_PORT, else free
-    extra_args: Sequence[str] = ()  # more torchrun flags, e.g. ["--tee", "3"]
-    max_concurrent: Optional[int] = None  # runs at once; default: CPU count // processes per run
-    timeout: Optional[float] = None
-    idle_timeout: Optional[float] = None
-    gpus: Optional[list] = None  # GPU ids to pack runs onto; default: visible GPUs
-    pack_gpus: Optional[bool] = None  # None: pack when GPUs are declared or visible
-    python: str = sys.executable
-    kill_grace_s: float = 5.0
+# Option names, defaults and meanings are written once, in the launcher config (hydra_plugins/mfcl_sweeps/torchrun_launcher.py).
+TorchrunOptions = options_type("TorchrunOptions", TorchrunLauncherConf)
 
 
 def _fail(key: str, value: Any, why: str) -> MfclError:
@@ -189,7 +184,7 @@ def resolve(o: TorchrunOptions, request: JobRequest, take_port: Callable[[], int
         rdzv_conf=conf_string(rdzv.get("conf") or o.rdzv_conf, f"{where}.rendezvous.conf"),
         max_restarts=o.max_restarts,
         monitor_interval=o.monitor_interval,
-        python=o.python,
+        python=o.python or sys.executable,
         session_path=request.spec.session_path,
         job_path=request.job_path,
         state_dir=state_dir,
