@@ -89,9 +89,17 @@ class LaunchCore:
             write_session(*self._session)
         return self._session
 
+    def backend_module(self) -> Any:
+        return importlib.import_module(f"mfcl_sweeps.backends.{self.backend_name}")
+
+    def check_options(self) -> None:
+        """Validate `hydra.launcher.*` through the backend's `check_options(options)`, where it has one."""
+        check = getattr(self.backend_module(), "check_options", None)
+        if check is not None:
+            check(self.backend_options())
+
     def make_backend(self, session: Session) -> Any:
-        module = importlib.import_module(f"mfcl_sweeps.backends.{self.backend_name}")
-        return module.make_backend(self.backend_options(), session=session)
+        return self.backend_module().make_backend(self.backend_options(), session=session)
 
     def requests(self, runs: Iterable[PlannedRun], sweep_id: str, extra_overrides: Sequence[str]) -> Iterator:
         """Job requests, built lazily as the driver loop pulls them."""

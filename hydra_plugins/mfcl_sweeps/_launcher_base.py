@@ -32,6 +32,7 @@ class MfclLauncherBase(Launcher):
                    for k, v in self.options.items() if k != "_target_"}
         self.core = LaunchCore(self.backend_name, options)
         self.core.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.core.check_options()  # a bad option fails before the sweep writes anything
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
         return self.core.launch(job_overrides, initial_job_idx)

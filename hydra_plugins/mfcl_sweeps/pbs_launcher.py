@@ -3,7 +3,7 @@
 # registering them in sys.modules, and dataclasses then cannot resolve string annotations.
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import List, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -39,12 +39,6 @@ class PbsLauncherConf(CommonLauncherConf):
 
 class MfclPbsLauncher(MfclLauncherBase):
     backend_name = "pbs"
-
-    def setup(self, **kwargs: Any) -> None:
-        super().setup(**kwargs)
-        from mfcl_sweeps.backends.pbs import pbs_options
-
-        pbs_options(self.core.backend_options())  # a bad option fails before the sweep writes anything
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="mfcl_pbs", node=PbsLauncherConf, provider="mfcl_sweeps")

@@ -54,11 +54,5 @@ class SlurmLauncherConf(CommonLauncherConf):
 class MfclSlurmLauncher(MfclLauncherBase):
     backend_name = "slurm"
 
-    def setup(self, **kwargs: Any) -> None:
-        super().setup(**kwargs)
-        from mfcl_sweeps.backends.slurm import slurm_options
-
-        slurm_options(self.core.backend_options())  # a bad option fails before the sweep writes anything
-
 
 ConfigStore.instance().store(group="hydra/launcher", name="mfcl_slurm", node=SlurmLauncherConf, provider="mfcl_sweeps")

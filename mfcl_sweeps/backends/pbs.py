@@ -544,3 +544,6 @@ def refresh_records(records: Sequence[Any]) -> dict[str, dict]:
 
 def make_backend(options: dict, *, session: Any) -> PbsBackend:
     return PbsBackend(pbs_options(options), sweep_dir=session.sweep_dir)
+
+
+check_options = pbs_options  # LaunchCore.check_options: bad options fail at launcher setup

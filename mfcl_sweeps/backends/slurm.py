@@ -393,3 +393,6 @@ def make_backend(options: dict, *, session: Any) -> SlurmBackend:
 
     detach = bool(OmegaConf.select(session.master_config, "hydra.launcher.detach", default=False))
     return SlurmBackend(slurm_options(options), sweep_dir=session.sweep_dir, detach=detach)
+
+
+check_options = slurm_options  # LaunchCore.check_options: bad options fail at launcher setup
