@@ -98,27 +98,14 @@ def _outcome(req: JobRequest, state: JobState) -> tuple[Any, bool]:
     return failed_return(req, error), False
 
 
-def job_dir_of_return(ret: Any) -> Any:
-    """The job's output dir (`working_dir` is the cwd, which is not it unless hydra.job.chdir)."""
-    try:
-        return ret.hydra_cfg.hydra.runtime.output_dir
-    except AttributeError:
-        return None
-
-
 def journal_outcome(journal: Journal, req: JobRequest, ret: Any, state: JobState) -> None:
     """Journal a finished job for a worker that could not (killed, or journal out of its reach)."""
-    from hydra.core.utils import JobStatus
+    from mfcl_sweeps.worker import outcome
 
-    from mfcl_sweeps.worker import last_error_line
-
-    fields = {"end_time": time.time(), "attempt": req.spec.attempt, **state.fields}
-    if ret.status == JobStatus.COMPLETED:
-        journal(req.run, model.COMPLETED, exit_code=0, return_value=repr(ret._return_value)[:1000],
-                job_dir=job_dir_of_return(ret), **fields)
-    else:
-        journal(req.run, model.FAILED, exit_code=state.exit_code if state.exit_code is not None else 1,
-                error=last_error_line(ret._return_value), **fields)
+    status, fields = outcome(ret)
+    if status == model.FAILED and state.exit_code is not None:
+        fields["exit_code"] = state.exit_code
+    journal(req.run, status, end_time=time.time(), attempt=req.spec.attempt, **{**fields, **state.fields})
 
 
 def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any = None,

@@ -206,18 +206,11 @@ class SweepCore:
     @staticmethod
     def journal_foreign(manifest: Any, runs: Sequence[PlannedRun], rets: Sequence[Any]) -> None:
         """Hydra's own launchers do not journal: record their outcomes here."""
-        from hydra.core.utils import JobStatus
-
-        from mfcl_sweeps.launching import job_dir_of_return
-        from mfcl_sweeps.worker import last_error_line
+        from mfcl_sweeps.worker import outcome
 
         for run, ret in zip(runs, rets):
-            if ret.status == JobStatus.COMPLETED:
-                manifest.transition(run, model.COMPLETED, job_dir=job_dir_of_return(ret), exit_code=0,
-                                    return_value=repr(ret._return_value)[:1000])
-            else:
-                manifest.transition(run, model.FAILED, job_dir=job_dir_of_return(ret), exit_code=1,
-                                    error=last_error_line(ret._return_value))
+            status, fields = outcome(ret)
+            manifest.transition(run, status, **fields)
 
     def finish(self, manifest: Any, batches: list[list[Any]], sweep_dir: str) -> list[list[Any]]:
         from hydra.core.utils import JobStatus

@@ -25,6 +25,25 @@ def last_error_line(exc: BaseException) -> str:
     return lines[-1].strip()[:500] if lines else repr(exc)[:500]
 
 
+def job_dir_of_return(ret: Any) -> Any:
+    """The job's output dir (`working_dir` is the cwd, which is not it unless hydra.job.chdir)."""
+    try:
+        return ret.hydra_cfg.hydra.runtime.output_dir
+    except AttributeError:
+        return None
+
+
+def outcome(ret: Any) -> tuple[str, dict]:
+    """A finished JobReturn as one journal transition: (status, fields)."""
+    from hydra.core.utils import JobStatus
+
+    job_dir = job_dir_of_return(ret)
+    fields = {"job_dir": job_dir} if job_dir else {}
+    if ret.status == JobStatus.COMPLETED:
+        return model.COMPLETED, {"exit_code": 0, "return_value": repr(ret._return_value)[:1000], **fields}
+    return model.FAILED, {"exit_code": EXIT_TASK_FAILED, "error": last_error_line(ret._return_value), **fields}
+
+
 def _journal(job: JobSpec, status: str, **fields: Any) -> None:
     from mfcl_sweeps.manifest import SweepManifest
 
@@ -81,7 +100,7 @@ def job_dir_of(cfg: Any) -> str:
 
 def run(session: Session, job: JobSpec, *, journal: bool = True) -> Any:
     """Run one job in this process and return its JobReturn (also written to job.result_path)."""
-    from hydra.core.utils import JobStatus, run_job, setup_globals
+    from hydra.core.utils import run_job, setup_globals
 
     setup_globals()
     os.environ[model.ENV_ATTEMPT] = str(job.attempt)
@@ -107,17 +126,10 @@ def run(session: Session, job: JobSpec, *, journal: bool = True) -> Any:
             job_dir_key="hydra.sweep.dir",
             job_subdir_key="hydra.sweep.subdir",
         )
-    failed = ret.status != JobStatus.COMPLETED
     write_result(job.result_path, ret)
     if journal:
-        fields: dict[str, Any] = {"end_time": time.time(), "exit_code": EXIT_TASK_FAILED if failed else 0}
-        if failed:
-            fields["error"] = last_error_line(ret._return_value)
-        else:
-            fields["return_value"] = repr(ret._return_value)[:1000]
-        if job_dir:
-            fields["job_dir"] = job_dir
-        _journal(job, model.FAILED if failed else model.COMPLETED, **fields)
+        status, fields = outcome(ret)
+        _journal(job, status, end_time=time.time(), **{**fields, **({"job_dir": job_dir} if job_dir else {})})
     return ret
 
 
