@@ -6,18 +6,28 @@ A golden file that no longer matches fails with a diff; `MFCL_UPDATE_GOLDEN=1 py
 tests/test_pbs_render.py` rewrites them (review the change with `git diff tests/golden/pbs`)."""
 from __future__ import annotations
 
-import difflib
 import os
 import subprocess
 from pathlib import Path
 
+import goldenfiles
 import pytest
 
-from mfcl_sweeps.backends.pbs import (PbsBackend, PbsError, PbsFrontend, array_range, detect_frontend,
-                                      parse_qstat_full, pbs_mem, pbs_options, pbs_task_state, unknown_ids,
-                                      walltime)
-from mfcl_sweeps.backends.pbs_compat import SlurmTorqueFrontend, ended_state, slurm_id
 from mfcl_sweeps.backends.base import JobRequest
+from mfcl_sweeps.backends.pbs import (
+    PbsBackend,
+    PbsError,
+    PbsFrontend,
+    array_range,
+    detect_frontend,
+    parse_qstat_full,
+    pbs_mem,
+    pbs_options,
+    pbs_task_state,
+    unknown_ids,
+    walltime,
+)
+from mfcl_sweeps.backends.pbs_compat import SlurmTorqueFrontend, ended_state, slurm_id
 from mfcl_sweeps.jobspec import JobSpec, run_to_dict
 from mfcl_sweeps.model import PlannedRun, RunResources
 
@@ -26,20 +36,7 @@ SWEEP = "/sweeps/demo"
 
 
 def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("MFCL_UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        return
-    if not path.exists():
-        pytest.fail(f"golden file {path} is missing; create it with MFCL_UPDATE_GOLDEN=1 pytest {__file__}")
-    expected = path.read_text()
-    if text != expected:
-        diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True),
-                                            f"{name} (golden)", f"{name} (rendered now)"))
-        pytest.fail(f"the rendered PBS script/command changed from golden file {path}.\n"
-                    f"If the change is intended, rewrite it with MFCL_UPDATE_GOLDEN=1 pytest {__file__} "
-                    f"and review `git diff {GOLDEN}`.\n{diff}", pytrace=False)
+    goldenfiles.check_golden("pbs", name, text, __file__)
 
 
 def requests(n: int, resources: dict[int, RunResources] | None = None) -> list:

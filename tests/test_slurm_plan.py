@@ -7,38 +7,35 @@ A golden file that no longer matches fails with a diff; `MFCL_UPDATE_GOLDEN=1 py
 tests/test_slurm_plan.py` rewrites them (review the change with `git diff tests/golden/slurm`)."""
 from __future__ import annotations
 
-import difflib
-import os
 from pathlib import Path
 
+import goldenfiles
 import pytest
 
 from mfcl_sweeps.backends.base import JobRequest
-from mfcl_sweeps.backends.slurm import SlurmBackend, SlurmError, array_resources, signal_delay, slurm_options
-from mfcl_sweeps.backends.slurm_sacct import SlurmQuery, ended, expand_ids, parse_sacct, parse_squeue
+from mfcl_sweeps.backends.slurm import (
+    SlurmBackend,
+    SlurmError,
+    array_resources,
+    signal_delay,
+    slurm_options,
+)
+from mfcl_sweeps.backends.slurm_sacct import (
+    SlurmQuery,
+    ended,
+    expand_ids,
+    parse_sacct,
+    parse_squeue,
+)
 from mfcl_sweeps.backends.slurm_task import rank_env, rendezvous_port, restarted
 from mfcl_sweeps.jobspec import JobSpec, run_to_dict
 from mfcl_sweeps.model import PlannedRun, RunResources
 
-GOLDEN = Path(__file__).parent / "golden" / "slurm"
 SWEEP = "/sweeps/demo"
 
 
 def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("MFCL_UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        return
-    if not path.exists():
-        pytest.fail(f"golden file {path} is missing; create it with MFCL_UPDATE_GOLDEN=1 pytest {__file__}")
-    expected = path.read_text()
-    if text != expected:
-        diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True),
-                                            f"{name} (golden)", f"{name} (generated now)"))
-        pytest.fail(f"the generated sbatch script/command changed from golden file {path}.\n"
-                    f"If the change is intended, rewrite it with MFCL_UPDATE_GOLDEN=1 pytest {__file__} "
-                    f"and review `git diff {GOLDEN}`.\n{diff}", pytrace=False)
+    goldenfiles.check_golden("slurm", name, text, __file__)
 
 
 def requests(n: int, resources: dict[int, RunResources] | None = None) -> list[JobRequest]:
