@@ -70,10 +70,15 @@ def write_result(path: str, ret: Any) -> None:
     atomic_write_bytes(path, payload, fsync=False)  # the journal, not this hand-off, is the durable record
 
 
-def compose(session: Session, job: JobSpec) -> Any:
+def compose(session: Session, job: JobSpec, prepared: Any = None) -> Any:
+    """The job's config: composed by Hydra's loader, or finished from a template forked with the
+    job (mfcl_sweeps.templates), then given the job's number and identity."""
     from omegaconf import open_dict
 
-    cfg = session.hydra_context.config_loader.load_sweep_config(session.master_config, list(job.overrides))
+    if prepared is not None:
+        cfg = prepared.compose()
+    else:
+        cfg = session.hydra_context.config_loader.load_sweep_config(session.master_config, list(job.overrides))
     with open_dict(cfg):
         cfg.hydra.job.id = job.index
         cfg.hydra.job.num = job.index
@@ -98,8 +103,9 @@ def job_dir_of(cfg: Any) -> str:
         return select()
 
 
-def run(session: Session, job: JobSpec, *, journal: bool = True) -> Any:
-    """Run one job in this process and return its JobReturn (also written to job.result_path)."""
+def run(session: Session, job: JobSpec, *, journal: bool = True, prepared: Any = None) -> Any:
+    """Run one job in this process and return its JobReturn (also written to job.result_path).
+    `prepared` (a templates.PreparedConfig) is only for a process forked to run this one job."""
     from hydra.core.utils import run_job, setup_globals
 
     setup_globals()
@@ -109,7 +115,7 @@ def run(session: Session, job: JobSpec, *, journal: bool = True) -> Any:
             **({"backend": job.backend} if job.backend else {})}
     journal = journal and job.journal
     try:
-        cfg = compose(session, job)
+        cfg = compose(session, job, prepared)
         job_dir = job_dir_of(cfg)
     except Exception as exc:  # composition failed: this run fails, the sweep goes on
         ret, job_dir = _failed_return(job, exc), None

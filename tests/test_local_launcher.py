@@ -180,3 +180,40 @@ def test_cancel_stops_a_running_sweep_and_resume_reruns_it(tmp_path: Path) -> No
                                        capture_output=True, text=True, check=True).stdout)
     assert status["counts"]["cancelled"] == 1, status
     assert not os.path.exists(f"/proc/{rec['pid']}")  # the job's process is gone, not orphaned
+
+
+def test_jobs_sharing_config_groups_get_hydras_own_configs(tmp_path: Path) -> None:
+    """Forked jobs finish their config from a template composed once per choice of groups
+    (mfcl_sweeps.templates); every file Hydra writes for a job matches Hydra's BasicLauncher."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    app = Path(__file__).parent / "apps" / "groups" / "app.py"
+    sweep = ["hydra/sweeper=mfcl", "model=mlp,cnn", "seed=1,2,3", "+x=a", "train.epochs=4",
+             "hydra.sweep.subdir=${hydra.job.override_dirname}", "hydra.verbose=mfcl_sweeps.templates"]
+    dirs = {}
+    for launcher in ("basic", "mfcl_local"):
+        dirs[launcher] = tmp_path / launcher
+        proc = subprocess.run([sys.executable, str(app), "--multirun", f"hydra.sweep.dir={dirs[launcher]}",
+                               f"hydra/launcher={launcher}", *sweep], capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("composed a config template") == 2, proc.stdout
+
+    def job_files(root: Path) -> dict:
+        out = {}
+        for job in sorted(p for p in root.iterdir() if (p / ".hydra").is_dir()):
+            hydra_cfg = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())["hydra"]
+            for key in ("launcher", "sweep", "overrides"):
+                hydra_cfg.pop(key)
+            hydra_cfg["runtime"].pop("output_dir")
+            hydra_cfg["runtime"]["choices"].pop("hydra/launcher")
+            hydra_cfg["job"].pop("env_set")  # identity variables: run ids differ by launcher
+            out[job.name] = {"config": (job / ".hydra" / "config.yaml").read_text(),
+                             "overrides": (job / ".hydra" / "overrides.yaml").read_text(), "hydra": hydra_cfg}
+        return out
+
+    basic, mine = job_files(dirs["basic"]), job_files(dirs["mfcl_local"])
+    assert len(basic) == 6 and "+x=a,model=cnn,seed=2,train.epochs=4" in basic
+    assert mine == basic

@@ -117,6 +117,7 @@ class LocalBackend(Backend):
         self.max_concurrent = options.max_concurrent or os.cpu_count() or 1
         self.gpus = visible_gpus(options.gpus) if options.gpus_per_job else []
         self.free_gpus = list(self.gpus)
+        self.templates: Any = None  # composed configs forked jobs finish from (mfcl_sweeps.templates)
         if options.gpus_per_job and len(self.free_gpus) < options.gpus_per_job:
             from mfcl_sweeps.errors import MfclError
 
@@ -175,7 +176,15 @@ class LocalBackend(Backend):
                                     env={**os.environ, **env}, start_new_session=True,
                                     preexec_fn=die_with_parent)
 
+    def _prepare(self, request: JobRequest) -> Any:
+        if self.templates is None:
+            from mfcl_sweeps.templates import ConfigTemplates
+
+            self.templates = ConfigTemplates(self.session)
+        return self.templates.prepare(request.spec.overrides)
+
     def _fork(self, request: JobRequest, env: dict[str, str]) -> int:
+        prepared = self._prepare(request)
         sys.stdout.flush()
         sys.stderr.flush()
         # Objects the driver holds are moved out of the collector's reach: a child's garbage
@@ -199,7 +208,7 @@ class LocalBackend(Backend):
 
             from mfcl_sweeps import worker
 
-            code = 0 if worker.run(self.session, request.spec).status == JobStatus.COMPLETED else worker.EXIT_TASK_FAILED
+            code = 0 if worker.run(self.session, request.spec, prepared=prepared).status == JobStatus.COMPLETED else worker.EXIT_TASK_FAILED
         except BaseException:
             traceback.print_exc()
         finally:
