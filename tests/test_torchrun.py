@@ -188,3 +188,71 @@ def test_timeout_kills_the_agent_and_every_rank(tmp_path: Path) -> None:
     for rec in ranks.values():  # ...and none outlived its killed agent
         stat = Path(f"/proc/{rec['pid']}/stat")
         assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+# -- node agents on SSH hosts (the loopback sshd instances of scripts/ssh-test-hosts.sh) ---------
+def ssh_hosts_overrides(tmp_path: Path, *hosts: str) -> list[str]:
+    from services import SSH_HOSTS, require_service
+
+    require_service("ssh")
+    known = SSH_HOSTS.write_known_hosts(tmp_path / "known_hosts")
+    return [f"hydra.launcher.hosts=[{','.join(hosts)}]", f"hydra.launcher.identity_file={SSH_HOSTS.key}",
+            f"hydra.launcher.known_hosts_file={known}", "hydra.launcher.ssh_options=['LogLevel=ERROR']"]
+
+
+def test_two_nodes_on_two_ssh_hosts(tmp_path: Path) -> None:
+    from services import SSH_PORTS
+
+    hosts = [f"127.0.0.1:{p}" for p in SSH_PORTS[:2]]
+    proc = run_app("ddp_app", tmp_path, *MFCL, "value=7,8", "hydra.launcher.nnodes=2", "hydra.launcher.nproc_per_node=1",
+                   *ssh_hosts_overrides(tmp_path, *hosts), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = manifest_runs(tmp_path / "sweep")
+    assert {r["status"] for r in runs.values()} == {"completed"} and len(runs) == 2
+    for run_id, ranks in rank_records(tmp_path).items():
+        assert sorted(ranks) == [0, 1] and {r["all_reduce"] for r in ranks.values()} == {3}
+        assert {r["env"]["NODE_RANK"] for r in ranks.values()} == {"0", "1"}
+        log = (tmp_path / "sweep" / "logs" / "runs" / f"{run_id}.log").read_text()
+        assert log.count("mfcl-ssh-pid") == 2  # each node's agent started by the supervisor over ssh
+
+
+def test_a_timeout_stops_the_agents_on_ssh_hosts(tmp_path: Path) -> None:
+    from services import SSH_PORTS
+
+    hosts = [f"127.0.0.1:{p}" for p in SSH_PORTS[:2]]
+    proc = run_app("ddp_app", tmp_path, *MFCL, "seconds=600", "hydra.launcher.nnodes=2", "hydra.launcher.nproc_per_node=1",
+                   "hydra.launcher.timeout=25", "hydra.launcher.kill_grace_s=1", "hydra.sweeper.fail_on_error=false",
+                   *ssh_hosts_overrides(tmp_path, *hosts), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = manifest_runs(tmp_path / "sweep").values()
+    assert run["status"] == "failed" and "timed out after 25s" in run["error"]
+    (ranks,) = rank_records(tmp_path).values()
+    assert sorted(ranks) == [0, 1]
+
+    def gone(pid: int) -> bool:
+        stat = Path(f"/proc/{pid}/stat")
+        return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+    from apprun import wait_for
+
+    wait_for(lambda: all(gone(r["pid"]) for r in ranks.values()), timeout=30, what="the remote ranks to stop")
+
+
+def test_a_host_that_cannot_run_agents_is_named_before_anything_starts(tmp_path: Path) -> None:
+    from services import SSH_PORTS
+
+    proc = run_app("ddp_app", tmp_path, *MFCL, "hydra.launcher.nnodes=2",
+                   *ssh_hosts_overrides(tmp_path, f"127.0.0.1:{SSH_PORTS[0]}",
+                                        f"{{host: 127.0.0.1, port: {SSH_PORTS[1]}, workdir: {tmp_path / 'nowhere'}}}"))
+    assert proc.returncode != 0
+    assert f"hydra.launcher.hosts[1] (127.0.0.1:{SSH_PORTS[1]}) has no directory {tmp_path / 'nowhere'}" in proc.stderr
+    assert not (tmp_path / "side").exists()
+
+
+def test_ssh_host_options_are_checked_before_launch(tmp_path: Path) -> None:
+    for bad, message in [("hydra.launcher.hosts=[a:b:c]", "hydra.launcher.hosts[0]='a:b:c': expected [user@]host[:port]"),
+                         ("hydra.launcher.hosts=[h1]", "hydra.launcher.nnodes=2: needs as many hosts"),
+                         ("hydra.launcher.ssh_options=[-oops]", "hydra.launcher.ssh_options: '-oops' is not an ssh option")]:
+        extra = ["hydra.launcher.hosts=[h1,h2]"] if "hosts" not in bad else []
+        proc = run_app("ddp_app", tmp_path, *MFCL, "hydra.launcher.nnodes=2", bad, *extra)
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]

@@ -3,6 +3,7 @@ GPU slices, and how a failed rank is reported. Nothing is started here; tests/te
 runs the real torchrun."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -166,3 +167,45 @@ Root Cause (first observed failure):
     assert failure_reason(str(tmp_path / "missing.json"), log) == \
         (-9, "rank 1 exited with code -9 (SIGKILL): Signal 9 (SIGKILL) received by PID 4242")
     assert failure_reason(str(tmp_path / "missing.json"), "nothing useful") is None
+
+
+def test_nodes_on_ssh_hosts_are_exact_ssh_commands(tmp_path: Path) -> None:
+    import shlex
+
+    opts = TorchrunOptions(nnodes=2, hosts=["gpu1", {"host": "gpu2", "port": 2222, "user": "me", "python": "/opt/py",
+                                                     "env": {"NCCL_SOCKET_IFNAME": "eth0"}}],
+                           identity_file="/k/id", workdir="/shared/proj")
+    backend = TorchrunBackend(opts, ports=fixed_ports(29511))
+    req = request(tmp_path)
+    (sub,) = backend.plan([req])
+    launch = sub.extra["launch"]
+    assert launch.rdzv_endpoint == "gpu1:29511"  # node 0's host, unless an endpoint is given
+    first, second = sub.commands
+    assert first[-2] == "gpu1" and "-i" in first and first[first.index("-i") + 1] == "/k/id"
+    assert second[second.index("-p") + 1] == "2222" and second[-2] == "me@gpu2"
+    remote = shlex.split(second[-1])  # the one shell line ssh runs there: every word quoted
+    assert remote[:3] == ["cd", "/shared/proj", "&&"]
+    assert remote[4:7] == ["env", "NCCL_SOCKET_IFNAME=eth0", "/opt/py"]
+    agent = remote[remote.index("--") + 1:]
+    assert agent == node_command(dataclasses.replace(launch, python="/opt/py"), 1, host="gpu2")
+    assert json.loads(remote[remote.index("--") - 1]) == json.loads(req.spec.to_json())
+    assert backend.max_concurrent == 1 and not backend.pack
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"nnodes": 3, "hosts": ["a", "b"]}, "hydra.launcher.nnodes=3: needs as many hosts; hydra.launcher.hosts lists 2"),
+    ({"nnodes": 2, "node_rank": 0, "hosts": ["a", "b"], "master_port": 1}, "hydra.launcher.node_rank=0 with hydra.launcher.hosts"),
+    ({"hosts": ["a"], "pack_gpus": True, "gpus": [0]}, "hydra.launcher.pack_gpus=true with hydra.launcher.hosts"),
+    ({"hosts": ["a@b@c"]}, "hydra.launcher.hosts[0]='a@b@c': expected [user@]host[:port]"),
+    ({"hosts": [{"host": "a", "sltos": 1}]}, "hydra.launcher.hosts[0].sltos: unknown host key"),
+])
+def test_bad_host_options_are_one_clear_line(options, message) -> None:
+    with pytest.raises(MfclError) as err:
+        TorchrunBackend(TorchrunOptions(**options))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_run_needing_more_nodes_than_hosts_is_named(tmp_path: Path) -> None:
+    backend = TorchrunBackend(TorchrunOptions(hosts=["a", "b"]), ports=fixed_ports(1))
+    with pytest.raises(MfclError, match="run 00000_default: nnodes=3 needs 3 hosts but hydra.launcher.hosts lists 2"):
+        backend.plan([request(tmp_path, nnodes=3)])

@@ -30,6 +30,15 @@ class TorchrunLauncherConf(CommonLauncherConf):
     pack_gpus: Optional[bool] = None  # null: pack when GPUs are declared or visible
     python: Optional[str] = None  # interpreter torchrun is started with; default: the driver's
     kill_grace_s: float = 5.0  # on cancel/timeout: SIGTERM, then SIGKILL after this long
+    # Node agents on other machines over SSH: node i of a run on hosts[i] ("[user@]host[:port]" or
+    # {host, port, user, python, workdir, env, ssh_options}); the sweep dir must be shared with them.
+    hosts: List[Any] = field(default_factory=list)
+    workdir: Optional[str] = None  # where agents start on the hosts; default: the driver's cwd
+    identity_file: Optional[str] = None  # the ssh client options below mean what they do for mfcl_ssh
+    known_hosts_file: Optional[str] = None
+    ssh_options: List[str] = field(default_factory=list)
+    ssh_command: str = "ssh"
+    connect_timeout_s: int = 10
 
 
 class MfclTorchrunLauncher(MfclLauncherBase):

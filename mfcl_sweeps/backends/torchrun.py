@@ -3,11 +3,11 @@
 
 Per run it starts one torchrun agent per node: every node of the run on this machine when no
 `node_rank` is given (nnodes > 1 then means several local agents meeting at one rendezvous
-endpoint), or only the given node's agent when one driver runs per node. Rank 0 runs the job
+endpoint), node i on `hosts[i]` over SSH when hosts are given (torchrun_hosts.py), or only the
+given node's agent when one driver runs per node. Rank 0 runs the job
 through Hydra's `run_job`; the other ranks run the task with the same config (ddp_worker.py).
 
-Commands are argv lists from pure functions (`resolve`, `node_command`); the per-node builder
-takes a host so an SSH launcher can run the same command on other machines. Rendezvous ports
+Commands are argv lists from pure functions (`resolve`, `node_command`, `remote_argv`). Rendezvous ports
 that the user did not fix are picked in `plan` by an injectable allocator, so a dry run prints
 the exact command, and back-to-back or concurrent runs never share a port.
 """
@@ -39,6 +39,14 @@ from mfcl_sweeps.backends.local import (
     release_gpus,
     signal_name,
     visible_gpus,
+)
+from mfcl_sweeps.backends.torchrun_hosts import (
+    check_host,
+    parse_hosts,
+    python_of,
+    remote_argv,
+    ssh_options,
+    workdir_of,
 )
 from mfcl_sweeps.errors import MfclError
 from mfcl_sweeps.model import PlannedRun
@@ -132,6 +140,7 @@ class RunLaunch:
     state_dir: str  # torchrun log dirs and error files of this attempt
     node_result: Optional[str]  # where node-local rank 0 writes its JobReturn (one driver per node)
     extra_args: tuple[str, ...] = ()
+    hosts: tuple[Any, ...] = ()  # HostSpec of each node in `nodes` when agents start over SSH
 
     @property
     def per_node_driver(self) -> bool:
@@ -145,9 +154,10 @@ class RunLaunch:
 
 
 def resolve(o: TorchrunOptions, request: JobRequest, take_port: Callable[[], int],
-            environ: Mapping[str, str]) -> RunLaunch:
+            environ: Mapping[str, str], hosts: Sequence[Any] = ()) -> RunLaunch:
     """The run's values where the sweep set them, the launcher's elsewhere; a free port where
-    neither the endpoint, `master_port` nor the driver's MASTER_PORT names one."""
+    neither the endpoint, `master_port` nor the driver's MASTER_PORT names one. With `hosts`,
+    node i runs on hosts[i] and the rendezvous is on node 0's host unless an endpoint is given."""
     run: PlannedRun = request.run
     res = run.resources
     rdzv = dict(res.rendezvous or {})
@@ -157,8 +167,12 @@ def resolve(o: TorchrunOptions, request: JobRequest, take_port: Callable[[], int
     node_rank = res.node_rank if res.node_rank is not None else o.node_rank
     if node_rank is not None and not 0 <= node_rank < nnodes:
         raise MfclError(f"{where}.node_rank={node_rank}: must be in [0, nnodes={nnodes})")
+    if hosts and nnodes > len(hosts):
+        raise MfclError(f"run {run.run_id}: nnodes={nnodes} needs {nnodes} hosts but hydra.launcher.hosts lists "
+                        f"{len(hosts)}; add hosts or lower nnodes")
     endpoint = rdzv.get("endpoint") or o.rdzv_endpoint
-    host, port = split_endpoint(endpoint, f"{where}.rendezvous.endpoint") if endpoint else (o.master_addr, None)
+    default_host = hosts[0].host if hosts else o.master_addr
+    host, port = split_endpoint(endpoint, f"{where}.rendezvous.endpoint") if endpoint else (default_host, None)
     if port is None and o.master_port is not None:
         port = o.master_port
     if port is None and environ.get("MASTER_PORT"):
@@ -190,6 +204,7 @@ def resolve(o: TorchrunOptions, request: JobRequest, take_port: Callable[[], int
         state_dir=state_dir,
         node_result=str(Path(state_dir) / f"node{node_rank}.result.pkl") if node_rank is not None else None,
         extra_args=tuple(o.extra_args),
+        hosts=tuple(hosts[:nnodes]),
     )
 
 
@@ -279,11 +294,16 @@ class TorchrunBackend(Backend):
                  ports: Optional[Callable[[], int]] = None, environ: Optional[Mapping[str, str]] = None) -> None:
         validate_options(options)
         self.options = options
+        self.hosts = parse_hosts(options)
+        if self.hosts and options.nnodes > len(self.hosts):
+            raise _fail("nnodes", options.nnodes, f"needs as many hosts; hydra.launcher.hosts lists {len(self.hosts)}")
+        self.ssh = ssh_options(options, self.hosts) if self.hosts else None
+        self.checked_hosts: set[int] = set()
         self.ports = ports or PORTS
         self.environ = os.environ if environ is None else environ
         self.running: dict[str, JobHandle] = {}
         self.waiting: list[JobHandle] = []  # accepted, waiting for GPUs (a run larger than the default)
-        declared_or_seen = visible_gpus(options.gpus) if options.pack_gpus is not False else []
+        declared_or_seen = visible_gpus(options.gpus) if options.pack_gpus is not False and not self.hosts else []
         self.pack = bool(declared_or_seen) if options.pack_gpus is None else options.pack_gpus
         self.gpus = list(declared_or_seen) if self.pack else []
         self.free_gpus = list(self.gpus)
@@ -296,7 +316,7 @@ class TorchrunBackend(Backend):
                             f"local node(s) needs {per_run} GPU(s) but {self.total_gpus} are visible ({self.free_gpus}); "
                             "lower nproc_per_node, set hydra.launcher.gpus=[...] or pack_gpus=false")
         self.max_concurrent = options.max_concurrent or (
-            self.total_gpus if self.pack else max(1, (os.cpu_count() or 1) // per_run))
+            1 if self.hosts else self.total_gpus if self.pack else max(1, (os.cpu_count() or 1) // per_run))
 
     def default_procs(self) -> int:
         o = self.options
@@ -308,17 +328,37 @@ class TorchrunBackend(Backend):
         subs = []
         free = list(self.free_gpus)  # the slices submit will take, so the printed commands are exact
         for request in requests:
-            launch = resolve(self.options, request, self.ports, self.environ)
+            launch = resolve(self.options, request, self.ports, self.environ, self.hosts)
             if self.pack and launch.gpus_needed() > self.total_gpus:
                 raise MfclError(f"run {launch.run_id}: nproc_per_node={launch.nproc_per_node} x {len(launch.nodes)} "
                                 f"local node(s) needs {launch.gpus_needed()} GPU(s); only {self.total_gpus} exist here")
             gpus = self._slices(launch, free) if self.pack and launch.gpus_needed() <= len(free) else None
             if gpus is not None:
                 del free[:launch.gpus_needed()]
-            commands = [node_command(launch, n, gpus=g) for n, g in zip(launch.nodes, gpus or [()] * len(launch.nodes))]
+            commands = (self._remote_commands(request, launch) if launch.hosts else
+                        [node_command(launch, n, gpus=g) for n, g in zip(launch.nodes, gpus or [()] * len(launch.nodes))])
             subs.append(Submission(requests=[self._for_driver(request, launch)], commands=commands,
                                    extra={"launch": launch, "gpus": gpus}))
         return subs
+
+    def _remote_commands(self, request: JobRequest, launch: RunLaunch) -> list[list[str]]:
+        """Each node's agent over ssh, under the supervisor that stops it when the connection ends."""
+        commands = []
+        for n, host in zip(launch.nodes, launch.hosts):
+            python = python_of(host, self.options)
+            agent = node_command(dataclasses.replace(launch, python=python), n, host=host.host)
+            commands.append(remote_argv(self.ssh, host, workdir=workdir_of(host, self.options), python=python,
+                                        agent_argv=agent, job_path=request.job_path, job_json=request.spec.to_json(),
+                                        grace_s=self.options.kill_grace_s))
+        return commands
+
+    def _check_hosts(self, launch: RunLaunch) -> None:
+        """Before a host's first agent: can it log in, find the workdir, read the sweep dir, import us?"""
+        for i, host in enumerate(launch.hosts):
+            if i not in self.checked_hosts:
+                check_host(self.ssh, host, i, workdir=workdir_of(host, self.options),
+                           python=python_of(host, self.options), session_path=launch.session_path)
+                self.checked_hosts.add(i)
 
     @staticmethod
     def _slices(launch: RunLaunch, free: list[str]) -> list[list[str]]:
@@ -342,6 +382,7 @@ class TorchrunBackend(Backend):
     def submit(self, submission: Submission) -> list[JobHandle]:
         (request,) = submission.requests
         launch: RunLaunch = submission.extra["launch"]
+        self._check_hosts(launch)
         handle = JobHandle(request=request, backend_job_id="", started=time.monotonic(),
                            data={"launch": launch, "pids": [], "codes": {}, "gpus": []})
         if self.pack and submission.extra["gpus"] is None:
@@ -361,9 +402,11 @@ class TorchrunBackend(Backend):
             Path(launch.error_file(n)).unlink(missing_ok=True)
         Path(handle.request.log_path).parent.mkdir(parents=True, exist_ok=True)
         procs = []
+        # over ssh, stdin stays open: the remote supervisor stops the agent when it closes
+        stdin = subprocess.PIPE if launch.hosts else subprocess.DEVNULL
         with open(handle.request.log_path, "ab") as out:
             for argv in commands:
-                procs.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                procs.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=stdin,
                                               start_new_session=True, preexec_fn=die_with_parent))
         # the Popen objects are kept: a dropped one is reaped by the next Popen, its exit code lost
         pids = [p.pid for p in procs]
@@ -424,6 +467,8 @@ class TorchrunBackend(Backend):
         if error is None:
             node, code = next((n, c) for n, c in zip(launch.nodes, codes) if c)
             error = f"torchrun agent of node {node} exited with {signal_name(code) if code < 0 else f'code {code}'}"
+            if launch.hosts and code == 255:
+                error += f" (ssh to {launch.hosts[launch.nodes.index(node)].describe()} failed; see the run's log)"
         return JobState(done=True, exit_code=code, error=error, run_failed=True, fields=fields)
 
     def _signal(self, h: JobHandle, sig: int) -> None:
@@ -436,6 +481,9 @@ class TorchrunBackend(Backend):
 
     def _release(self, h: JobHandle) -> None:
         self.running.pop(h.key, None)
+        for proc in h.data.get("procs", []):
+            if proc.stdin:
+                proc.stdin.close()
         release_gpus(self.free_gpus, h.data.get("gpus", []), self.gpus)
 
     def cancel(self, handles: Sequence[JobHandle]) -> None:
