@@ -166,6 +166,18 @@ def log_path_for(sweep_dir: str, run_id: str) -> str:
     return str(Path(sweep_dir) / "logs" / "runs" / f"{run_id}.log")
 
 
+def log_tail(path: str, lines: int = 20) -> str:
+    """The last `lines` lines of a log (at most its last 8 KB); "" when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 8192))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def read_result(path: str) -> Optional[Any]:
     """The JobReturn a worker wrote, or None if it wrote none."""
     import cloudpickle

@@ -13,9 +13,18 @@ from typing import Any, Iterable, Optional
 
 from mfcl_sweeps import model
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState
-from mfcl_sweeps.jobspec import JobSpec, job_path_for, log_path_for, read_result, result_path_for, run_to_dict
+from mfcl_sweeps.jobspec import (
+    JobSpec,
+    job_path_for,
+    log_path_for,
+    log_tail,
+    read_result,
+    result_path_for,
+    run_to_dict,
+)
 from mfcl_sweeps.model import PlannedRun
 from mfcl_sweeps.progress import Progress
+from mfcl_sweeps.worker import STDERR_TAIL_LINES
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +54,6 @@ def next_attempt(req: JobRequest) -> JobRequest:
         req.spec, attempt=req.spec.attempt + 1,
         result_path=result_path_for(req.spec.sweep_dir, req.run.run_id, req.spec.attempt + 1))
     return dataclasses.replace(req, spec=spec, job_path=job_path_for(req.spec.sweep_dir, req.run.run_id, spec.attempt))
-
-
-def log_tail(path: str, lines: int = 20) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 8192))
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def failed_return(req: JobRequest, error: str) -> Any:
@@ -103,8 +101,10 @@ def journal_outcome(journal: Journal, req: JobRequest, ret: Any, state: JobState
     from mfcl_sweeps.worker import outcome
 
     status, fields = outcome(ret)
-    if status == model.FAILED and state.exit_code is not None:
-        fields["exit_code"] = state.exit_code
+    if status == model.FAILED:
+        if state.exit_code is not None:
+            fields["exit_code"] = state.exit_code
+        fields["stderr_tail"] = log_tail(req.log_path, STDERR_TAIL_LINES) or None
     journal(req.run, status, end_time=time.time(), attempt=req.spec.attempt, **{**fields, **state.fields})
 
 

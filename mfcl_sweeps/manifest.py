@@ -47,7 +47,7 @@ CHECKPOINT_AFTER_OPS = 20_000
 
 # transition fields that set a RunRecord attribute; any other field is kept in `extra`
 _FIELDS = ("host", "pid", "pgid", "backend", "backend_job_id", "job_dir", "exit_code", "error", "attempt",
-           "return_value", "owner", "cluster", "start_time", "end_time")
+           "return_value", "owner", "cluster", "start_time", "end_time", "stderr_tail")
 _IDENTITY = ("run_id", "index", "group", "name", "overrides", "budget", "metadata")
 
 
@@ -197,7 +197,7 @@ class SweepManifest:
             return  # the kill that cancelled it, as reported by its driver: cancelled stays
         if status == model.RUNNING:
             rec.attempts += 1
-            rec.start_time, rec.end_time, rec.exit_code, rec.error = t, None, None, None
+            rec.start_time, rec.end_time, rec.exit_code, rec.error, rec.stderr_tail = t, None, None, None, None
         elif status == model.PREEMPTED:
             rec.preemptions += 1
         if status in model.FINAL_STATES or status == model.PREEMPTED:

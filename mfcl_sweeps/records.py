@@ -21,7 +21,7 @@ from typing import Iterable, Iterator, Optional
 from mfcl_sweeps import model
 
 CHECKPOINT_NAME = "replay.ckpt"
-_FORMAT = (1, sys.version_info[:2])  # marshal's format follows the Python version
+_FORMAT = (2, sys.version_info[:2])  # marshal's format follows the Python version
 _TAIL_BYTES = 256
 
 
@@ -54,13 +54,14 @@ class RunRecord:
     job_dir: Optional[str] = None
     cluster: Optional[str] = None
     return_value: Optional[str] = None
+    stderr_tail: Optional[str] = None  # a failed run's last log lines
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         out = {k: getattr(self, k) for k in (
             "run_id", "config_hash", "index", "group", "name", "overrides", "job_dir", "status", "attempts",
             "preemptions", "exit_code", "error", "start_time", "end_time", "host", "backend", "backend_job_id",
-            "cluster", "return_value", "budget", "metadata", "pid", "pgid", "owner")}
+            "cluster", "return_value", "stderr_tail", "budget", "metadata", "pid", "pgid", "owner")}
         if self.extra:
             out["extra"] = self.extra
         return out

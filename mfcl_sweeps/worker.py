@@ -18,6 +18,7 @@ from mfcl_sweeps import model
 from mfcl_sweeps.jobspec import JobSpec, Session, atomic_write_bytes, load_session
 
 EXIT_TASK_FAILED = 1
+STDERR_TAIL_LINES = 40  # of a failed run's log, kept in its manifest record
 
 
 def last_error_line(exc: BaseException) -> str:
@@ -42,6 +43,25 @@ def outcome(ret: Any) -> tuple[str, dict]:
     if ret.status == JobStatus.COMPLETED:
         return model.COMPLETED, {"exit_code": 0, "return_value": repr(ret._return_value)[:1000], **fields}
     return model.FAILED, {"exit_code": EXIT_TASK_FAILED, "error": last_error_line(ret._return_value), **fields}
+
+
+def report_failure(job: JobSpec, ret: Any) -> dict:
+    """Print a failed run's traceback to stderr (the run's log); return its journal fields with
+    the log's last lines when stderr is a file this process can read back."""
+    import stat
+
+    from mfcl_sweeps.jobspec import log_tail
+
+    exc = ret._return_value
+    if isinstance(exc, BaseException):
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    print(f"mfcl-sweeps: run {job.planned_run.run_id} failed: {last_error_line(exc)}", file=sys.stderr, flush=True)
+    try:
+        if stat.S_ISREG(os.fstat(2).st_mode):
+            return {"stderr_tail": log_tail("/proc/self/fd/2", STDERR_TAIL_LINES) or None}
+    except OSError:
+        pass
+    return {}
 
 
 def _journal(job: JobSpec, status: str, **fields: Any) -> None:
@@ -108,6 +128,9 @@ def run(session: Session, job: JobSpec, *, journal: bool = True, prepared: Any =
     `prepared` (a templates.PreparedConfig) is only for a process forked to run this one job."""
     from hydra.core.utils import run_job, setup_globals
 
+    import faulthandler
+
+    faulthandler.enable()  # a segfault or abort leaves the Python stack in the run's log
     setup_globals()
     os.environ[model.ENV_ATTEMPT] = str(job.attempt)
     started = time.time()
@@ -133,8 +156,10 @@ def run(session: Session, job: JobSpec, *, journal: bool = True, prepared: Any =
             job_subdir_key="hydra.sweep.subdir",
         )
     write_result(job.result_path, ret)
+    status, fields = outcome(ret)
+    if status == model.FAILED:
+        fields.update(report_failure(job, ret))
     if journal:
-        status, fields = outcome(ret)
         _journal(job, status, end_time=time.time(), **{**fields, **({"job_dir": job_dir} if job_dir else {})})
     return ret
 
@@ -176,10 +201,7 @@ def main(argv: list[str]) -> int:
     job = JobSpec.from_json(Path(job_path).read_text())
     Singleton.set_state(session.singleton_state)
     ret = run(session, job)
-    if ret.status != JobStatus.COMPLETED:
-        print(f"mfcl-sweeps: run {job.planned_run.run_id} failed: {last_error_line(ret._return_value)}", file=sys.stderr)
-        return EXIT_TASK_FAILED
-    return 0
+    return 0 if ret.status == JobStatus.COMPLETED else EXIT_TASK_FAILED
 
 
 if __name__ == "__main__":

@@ -52,6 +52,12 @@ def test_crashes_fail_only_their_run(tmp_path: Path) -> None:
     assert all(r["exit_code"] == 3 for r in by_mode["exit"])
     assert all("SIGSEGV" in r["error"] for r in by_mode["segfault"])
     assert all("SIGKILL" in r["error"] for r in by_mode["sigkill"])
+    # the last lines of each failed run's log: the traceback, or the stack faulthandler dumped
+    for r in by_mode["raise"]:
+        assert 'raise ValueError(f"boom on value {cfg.value}")' in r["stderr_tail"]
+        assert r["stderr_tail"].splitlines()[-1] == f"mfcl-sweeps: run {r['run_id']} failed: {r['error']}"
+    assert all("Fatal Python error: Segmentation fault" in r["stderr_tail"] for r in by_mode["segfault"])
+    assert all(r["stderr_tail"] is None for r in by_mode["ok"])
     # the driver names the failed runs in its one-line error
     failed_ids = [r["run_id"] for m in ("raise", "exit", "segfault", "sigkill") for r in by_mode[m]]
     assert "8 run(s) failed" in proc.stderr and failed_ids[0] in proc.stderr

@@ -153,7 +153,7 @@ def run_torchrun(args: argparse.Namespace, job: JobSpec, job_path: str, environ:
         return code
     ret = read_result(job.result_path)
     if ret is None or ret.status.name == "COMPLETED":
-        from mfcl_sweeps.launching import log_tail
+        from mfcl_sweeps.jobspec import log_tail
 
         log_text = log_tail(log_path_for(job.sweep_dir, run.run_id), 200)
         _, why = torchrun.failure_reason(launch.error_file(node), log_text) or (code, f"torchrun exited with code {code}")

@@ -459,7 +459,7 @@ class TorchrunBackend(Backend):
                             run_failed=True, fields=fields)
         if not any(codes):
             return JobState(done=True, exit_code=0, fields=fields)
-        from mfcl_sweeps.launching import log_tail
+        from mfcl_sweeps.jobspec import log_tail
 
         log_text = log_tail(h.request.log_path, 200)
         reasons = [failure_reason(launch.error_file(n), log_text) for n, c in zip(launch.nodes, codes) if c]
