@@ -126,9 +126,9 @@ def job_dir_of(cfg: Any) -> str:
 def run(session: Session, job: JobSpec, *, journal: bool = True, prepared: Any = None) -> Any:
     """Run one job in this process and return its JobReturn (also written to job.result_path).
     `prepared` (a templates.PreparedConfig) is only for a process forked to run this one job."""
-    from hydra.core.utils import run_job, setup_globals
-
     import faulthandler
+
+    from hydra.core.utils import run_job, setup_globals
 
     faulthandler.enable()  # a segfault or abort leaves the Python stack in the run's log
     setup_globals()

@@ -194,7 +194,8 @@ def test_nodes_on_ssh_hosts_are_exact_ssh_commands(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("options, message", [
     ({"nnodes": 3, "hosts": ["a", "b"]}, "hydra.launcher.nnodes=3: needs as many hosts; hydra.launcher.hosts lists 2"),
-    ({"nnodes": 2, "node_rank": 0, "hosts": ["a", "b"], "master_port": 1}, "hydra.launcher.node_rank=0 with hydra.launcher.hosts"),
+    ({"nnodes": 2, "node_rank": 0, "hosts": ["a", "b"], "master_port": 1},
+     "hydra.launcher.node_rank=0 with hydra.launcher.hosts"),
     ({"hosts": ["a"], "pack_gpus": True, "gpus": [0]}, "hydra.launcher.pack_gpus=true with hydra.launcher.hosts"),
     ({"hosts": ["a@b@c"]}, "hydra.launcher.hosts[0]='a@b@c': expected [user@]host[:port]"),
     ({"hosts": [{"host": "a", "sltos": 1}]}, "hydra.launcher.hosts[0].sltos: unknown host key"),

@@ -15,9 +15,13 @@ import sys
 from typing import Any, Sequence
 
 from mfcl_sweeps.backends import ssh_commands as cmd
-from mfcl_sweeps.backends.ssh_hosts import HostSpec, SshOptions, check_ssh_option, parse_host
+from mfcl_sweeps.backends.ssh_hosts import (
+    HostSpec,
+    SshOptions,
+    check_ssh_option,
+    parse_host,
+)
 from mfcl_sweeps.errors import MfclError
-
 
 _SHORT = re.compile(r"^(?:(?P<user>[^@:\s]+)@)?(?P<host>[^@:\s]+)(?::(?P<port>\d+))?$")
 
