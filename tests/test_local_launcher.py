@@ -223,3 +223,37 @@ def test_jobs_sharing_config_groups_get_hydras_own_configs(tmp_path: Path) -> No
     basic, mine = job_files(dirs["basic"]), job_files(dirs["mfcl_local"])
     assert len(basic) == 6 and "+x=a,model=cnn,seed=2,train.epochs=4" in basic
     assert mine == basic
+
+
+def test_the_cuda_driver_library_is_detected_in_the_process_maps() -> None:
+    from mfcl_sweeps.backends.local import cuda_driver_loaded
+
+    maps = ("7f0c1a000000-7f0c1a022000 r--p 00000000 08:01 1234  /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+            "7f0c1b000000-7f0c1b100000 r-xp 00000000 08:01 99  /usr/lib/x86_64-linux-gnu/libcuda.so.535.104.05\n")
+    assert cuda_driver_loaded(maps)
+    assert not cuda_driver_loaded(maps.splitlines()[0] + "\n7f0c1c000000-7f0c1c001000 rw-p 00000000 00:00 0 \n")
+    assert not cuda_driver_loaded()  # this test process has loaded no CUDA driver
+
+
+@pytest.mark.parametrize("cuda_at_import", [False, True])
+def test_jobs_start_fresh_when_the_app_initializes_cuda_at_import(tmp_path: Path, cuda_at_import: bool) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    if cuda_at_import:  # an empty library will do as the stand-in: only its name is looked at
+        fake = tmp_path / "libcuda.so.1"
+        (tmp_path / "empty.c").write_text("int mfcl_fake_cuda;\n")
+        subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(fake), str(tmp_path / "empty.c")],
+                       check=True)
+        env["FAKE_LIBCUDA"] = str(fake)
+    app = Path(__file__).parent / "apps" / "cuda_at_import" / "app.py"
+    proc = subprocess.run([sys.executable, str(app), "--multirun", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                           f"+side_dir={tmp_path / 'side'}", "+x=1,2", *MFCL], capture_output=True, text=True,
+                          env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    cmdlines = [(tmp_path / "side" / f"{x}.txt").read_text() for x in (1, 2)]
+    fresh = ["-m mfcl_sweeps.worker" in c for c in cmdlines]
+    assert fresh == [cuda_at_import] * 2, cmdlines
+    assert ("jobs start as fresh interpreters" in proc.stdout + proc.stderr) == cuda_at_import

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import gc
+import logging
 import os
 import select
 import signal
@@ -32,6 +33,7 @@ from mfcl_sweeps.backends.base import (
 from mfcl_sweeps.jobspec import worker_argv
 
 _PR_SET_PDEATHSIG = 1
+log = logging.getLogger(__name__)
 
 
 def die_with_parent() -> None:
@@ -42,12 +44,28 @@ def die_with_parent() -> None:
         pass
 
 
+def cuda_driver_loaded(maps: Optional[str] = None) -> bool:
+    """Whether this process has loaded the CUDA driver library. `torch.cuda.is_available()`, a
+    CUDA tensor, JAX and TensorFlow all load it (and call cuInit); from then on a fork is unsafe
+    and children ignore their CUDA_VISIBLE_DEVICES, while `torch.cuda.is_initialized()` can
+    still say False. `maps`: the text of /proc/self/maps (read when not given)."""
+    if maps is None:
+        try:
+            with open("/proc/self/maps") as f:
+                maps = f.read()
+        except OSError:  # not Linux
+            return False
+    return any(os.path.basename(line.rsplit(" ", 1)[-1]).startswith("libcuda.so") for line in maps.splitlines())
+
+
 def cuda_initialized() -> bool:
     torch = sys.modules.get("torch")
     try:
-        return bool(torch is not None and torch.cuda.is_initialized())
+        if torch is not None and torch.cuda.is_initialized():
+            return True
     except Exception:
-        return False
+        pass
+    return cuda_driver_loaded()
 
 
 def visible_gpus(declared: Optional[Sequence[int]] = None) -> list[str]:
@@ -118,6 +136,7 @@ class LocalBackend(Backend):
         self.gpus = visible_gpus(options.gpus) if options.gpus_per_job else []
         self.free_gpus = list(self.gpus)
         self.templates: Any = None  # composed configs forked jobs finish from (mfcl_sweeps.templates)
+        self._fork_safe: Optional[bool] = None
         if options.gpus_per_job and len(self.free_gpus) < options.gpus_per_job:
             from mfcl_sweeps.errors import MfclError
 
@@ -130,7 +149,11 @@ class LocalBackend(Backend):
         method = self.options.start_method
         if method == "spawn" or self.session is None:
             return False
-        return method == "fork" or not cuda_initialized()
+        if self._fork_safe is None:  # the driver runs no task code between jobs: once per launch
+            self._fork_safe = not cuda_initialized()
+            if not self._fork_safe and method == "auto":
+                log.info("mfcl_local: CUDA is initialized in this process, so jobs start as fresh interpreters")
+        return method == "fork" or self._fork_safe
 
     def argv(self, request: JobRequest) -> list[str]:
         return worker_argv((self.options.python or sys.executable), request.spec.session_path, request.job_path)
