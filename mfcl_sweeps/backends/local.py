@@ -231,7 +231,8 @@ class LocalBackend(Backend):
 
             from mfcl_sweeps import worker
 
-            code = 0 if worker.run(self.session, request.spec, prepared=prepared).status == JobStatus.COMPLETED else worker.EXIT_TASK_FAILED
+            ret = worker.run(self.session, request.spec, prepared=prepared)
+            code = 0 if ret.status == JobStatus.COMPLETED else worker.EXIT_TASK_FAILED
         except BaseException:
             traceback.print_exc()
         finally:
