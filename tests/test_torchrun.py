@@ -204,12 +204,19 @@ def test_two_nodes_on_two_ssh_hosts(tmp_path: Path) -> None:
     from services import SSH_PORTS
 
     hosts = [f"127.0.0.1:{p}" for p in SSH_PORTS[:2]]
-    proc = run_app("ddp_app", tmp_path, *MFCL, "value=7,8", "hydra.launcher.nnodes=2", "hydra.launcher.nproc_per_node=1",
-                   *ssh_hosts_overrides(tmp_path, *hosts), timeout=300)
+    marker = tmp_path / "pwned"  # the remote command is a shell line: values must not reach it
+    value = INJECTION.format(x=marker)
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(json.dumps({"grid": {"value": [value, "plain"]}}))
+    proc = run_app("ddp_app", tmp_path, *MFCL, f"hydra.sweeper.sweep_file={sweep_file}", "hydra.launcher.nnodes=2",
+                   "hydra.launcher.nproc_per_node=1", *ssh_hosts_overrides(tmp_path, *hosts), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = manifest_runs(tmp_path / "sweep")
     assert {r["status"] for r in runs.values()} == {"completed"} and len(runs) == 2
-    for run_id, ranks in rank_records(tmp_path).items():
+    assert not marker.exists()
+    seen = rank_records(tmp_path)
+    assert sorted(r["value"] for ranks in seen.values() for r in ranks.values()) == sorted([value, value, "plain", "plain"])
+    for run_id, ranks in seen.items():
         assert sorted(ranks) == [0, 1] and {r["all_reduce"] for r in ranks.values()} == {3}
         assert {r["env"]["NODE_RANK"] for r in ranks.values()} == {"0", "1"}
         log = (tmp_path / "sweep" / "logs" / "runs" / f"{run_id}.log").read_text()
