@@ -166,6 +166,9 @@ def log_path_for(sweep_dir: str, run_id: str) -> str:
     return str(Path(sweep_dir) / "logs" / "runs" / f"{run_id}.log")
 
 
+STDERR_TAIL_LINES = 40  # of a failed run's log, kept in its manifest record (`stderr_tail`)
+
+
 def log_tail(path: str, lines: int = 20) -> str:
     """The last `lines` lines of a log (at most its last 8 KB); "" when it cannot be read."""
     try:

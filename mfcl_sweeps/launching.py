@@ -14,6 +14,7 @@ from typing import Any, Iterable, Optional
 from mfcl_sweeps import model
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState
 from mfcl_sweeps.jobspec import (
+    STDERR_TAIL_LINES,
     JobSpec,
     job_path_for,
     log_path_for,
@@ -24,7 +25,6 @@ from mfcl_sweeps.jobspec import (
 )
 from mfcl_sweeps.model import PlannedRun
 from mfcl_sweeps.progress import Progress
-from mfcl_sweeps.worker import STDERR_TAIL_LINES
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ from mfcl_sweeps import model
 from mfcl_sweeps.jobspec import JobSpec, Session, atomic_write_bytes, load_session
 
 EXIT_TASK_FAILED = 1
-STDERR_TAIL_LINES = 40  # of a failed run's log, kept in its manifest record
 
 
 def last_error_line(exc: BaseException) -> str:
@@ -50,7 +49,7 @@ def report_failure(job: JobSpec, ret: Any) -> dict:
     the log's last lines when stderr is a file this process can read back."""
     import stat
 
-    from mfcl_sweeps.jobspec import log_tail
+    from mfcl_sweeps.jobspec import STDERR_TAIL_LINES, log_tail
 
     exc = ret._return_value
     if isinstance(exc, BaseException):
