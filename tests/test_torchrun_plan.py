@@ -210,3 +210,9 @@ def test_a_run_needing_more_nodes_than_hosts_is_named(tmp_path: Path) -> None:
     backend = TorchrunBackend(TorchrunOptions(hosts=["a", "b"]), ports=fixed_ports(1))
     with pytest.raises(MfclError, match="run 00000_default: nnodes=3 needs 3 hosts but hydra.launcher.hosts lists 2"):
         backend.plan([request(tmp_path, nnodes=3)])
+
+
+def test_a_run_with_its_own_node_rank_cannot_use_hosts(tmp_path: Path) -> None:
+    backend = TorchrunBackend(TorchrunOptions(nnodes=2, hosts=["a", "b"]), ports=fixed_ports(1))
+    with pytest.raises(MfclError, match=r"run 00000_default: resources.node_rank=1: not with hydra.launcher.hosts"):
+        backend.plan([request(tmp_path, node_rank=1)])

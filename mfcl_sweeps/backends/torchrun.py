@@ -4,12 +4,12 @@
 Per run it starts one torchrun agent per node: every node of the run on this machine when no
 `node_rank` is given (nnodes > 1 then means several local agents meeting at one rendezvous
 endpoint), node i on `hosts[i]` over SSH when hosts are given (torchrun_hosts.py), or only the
-given node's agent when one driver runs per node. Rank 0 runs the job
-through Hydra's `run_job`; the other ranks run the task with the same config (ddp_worker.py).
+given node's agent when one driver runs per node. Rank 0 runs the job through Hydra's
+`run_job`; the other ranks run the task with the same config (ddp_worker.py).
 
-Commands are argv lists from pure functions (`resolve`, `node_command`, `remote_argv`). Rendezvous ports
-that the user did not fix are picked in `plan` by an injectable allocator, so a dry run prints
-the exact command, and back-to-back or concurrent runs never share a port.
+Commands are argv lists from pure functions (`resolve`, `node_command`, `remote_argv`).
+Rendezvous ports that the user did not fix are picked in `plan` by an injectable allocator, so a
+dry run prints the exact command, and back-to-back or concurrent runs never share a port.
 """
 from __future__ import annotations
 
@@ -167,6 +167,9 @@ def resolve(o: TorchrunOptions, request: JobRequest, take_port: Callable[[], int
     node_rank = res.node_rank if res.node_rank is not None else o.node_rank
     if node_rank is not None and not 0 <= node_rank < nnodes:
         raise MfclError(f"{where}.node_rank={node_rank}: must be in [0, nnodes={nnodes})")
+    if hosts and node_rank is not None:
+        raise MfclError(f"{where}.node_rank={node_rank}: not with hydra.launcher.hosts, which start every node's agent "
+                        "from this driver; drop node_rank from the sweep or the hosts from the launcher")
     if hosts and nnodes > len(hosts):
         raise MfclError(f"run {run.run_id}: nnodes={nnodes} needs {nnodes} hosts but hydra.launcher.hosts lists "
                         f"{len(hosts)}; add hosts or lower nnodes")
