@@ -9,12 +9,12 @@ front ends that only imitate PBS (Debian's slurm-wlm-torque over Slurm).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
 import re
 import shlex
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -31,7 +31,7 @@ from mfcl_sweeps.backends.base import (
     options_type,
 )
 from mfcl_sweeps.backends.local import signal_name
-from mfcl_sweeps.backends.polling import BackoffPoller
+from mfcl_sweeps.backends.polling import BackoffPoller, TaskState, scheduler_command
 from mfcl_sweeps.errors import MfclError
 from mfcl_sweeps.jobspec import array_worker_argv, atomic_write_bytes, worker_argv
 from mfcl_sweeps.model import RunResources
@@ -252,22 +252,7 @@ def qsub_argv(ctx: ScriptContext, script_path: str) -> list[str]:
 
 
 # -- front ends: how the scheduler's commands are spoken --------------------------------------
-@dataclasses.dataclass
-class TaskState:
-    done: bool
-    running: bool = False
-    exit_code: Optional[int] = None
-    error: Optional[str] = None  # set when the scheduler ended it (signal, walltime, deletion)
-    status: str = ""  # the scheduler's word for the state, shown by `mfcl-sweeps status`
-
-
-def run_command(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except FileNotFoundError as err:
-        raise PbsError(f"{argv[0]}: command not found; is this a PBS login node? ({err})") from err
-    except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess(argv, 124, "", f"{argv[0]} timed out after {timeout:g}s")
+run_command = functools.partial(scheduler_command, error_type=PbsError, scheduler="PBS")
 
 
 JOB_ID = re.compile(r"(\d+)(?:\[(\d*)\])?((?:\.[\w.-]+)?)")

@@ -20,23 +20,17 @@ import re
 import time
 from typing import Optional, Sequence
 
-from mfcl_sweeps.backends.local import signal_name
-from mfcl_sweeps.backends.pbs import PbsError, PbsFrontend, TaskState, run_command, split_job_id
+from mfcl_sweeps.backends.pbs import PbsError, PbsFrontend, run_command, split_job_id
+from mfcl_sweeps.backends.polling import TaskState
+from mfcl_sweeps.backends.slurm_sacct import ENDED, SACCT_GRACE_S, ended, table_rows
 
 log = logging.getLogger(__name__)
 
-# Slurm states after which nothing of the job runs any more.
-ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
-         "BOOT_FAIL", "DEADLINE"}
-# Why the scheduler, not the task, ended a job: the error the driver records when no result exists.
+# Why the scheduler, not the task, ended a job, in PBS words: the run's error when no result exists.
 REASONS = {"CANCELLED": "deleted (qdel/scancel)", "TIMEOUT": "walltime exceeded", "OUT_OF_MEMORY": "out of memory",
            "NODE_FAIL": "node failure", "PREEMPTED": "preempted", "BOOT_FAIL": "node boot failure",
            "DEADLINE": "deadline reached"}
 SAFE_PATH = re.compile(r"[\w./+%-]+")
-# squeue forgets an array task within seconds of its end; sacct may record the end a moment
-# later. Until it does (or this long has passed) the task is not reported done, so its exit
-# code and reason are not lost.
-SACCT_GRACE_S = 30.0
 
 
 def slurm_id(task_id: str) -> str:
@@ -45,23 +39,9 @@ def slurm_id(task_id: str) -> str:
     return seq if index is None else f"{seq}_{index}"
 
 
-def parse_rows(text: str, width: int) -> list[list[str]]:
-    return [row for row in (line.split("|") for line in text.splitlines() if line.strip()) if len(row) >= width]
-
-
 def ended_state(state: str, exit_code: str, task_id: str) -> TaskState:
-    """A finished Slurm job's sacct state and `code:signal` -> TaskState."""
-    word = state.split()[0] if state else "?"
-    code, _, sig = exit_code.partition(":")
-    exit_status = int(code) if code.isdigit() else None
-    error = None
-    if sig.isdigit() and sig != "0":
-        exit_status = -int(sig)  # as the local backend records a signal
-    if word in REASONS:
-        error = f"PBS job {task_id} {REASONS[word]} (Slurm state {state})"
-    elif exit_status is not None and exit_status < 0:
-        error = f"PBS job {task_id} killed by {signal_name(exit_status)}"
-    return TaskState(done=True, exit_code=exit_status, error=error, status=word)
+    """A finished Slurm job's sacct state (`CANCELLED by 0`) and `code:signal` -> TaskState."""
+    return ended(task_id, state.split()[0] if state.strip() else "?", exit_code, job="PBS job", reasons=REASONS)
 
 
 class SlurmTorqueFrontend(PbsFrontend):
@@ -96,7 +76,7 @@ class SlurmTorqueFrontend(PbsFrontend):
         if proc.returncode and "invalid job id" not in proc.stderr.lower():
             log.warning("squeue failed (exit %s): %s", proc.returncode, proc.stderr.strip()[:300])
             return {}
-        listed = {sid: state for sid, state, *_ in parse_rows(proc.stdout, 2)}
+        listed = {sid: state for sid, state, *_ in table_rows(proc.stdout, 2)}
         out: dict[str, TaskState] = {}
         ended = []
         for sid, task in by_slurm.items():
@@ -107,7 +87,7 @@ class SlurmTorqueFrontend(PbsFrontend):
                 out[task] = TaskState(done=False, running=state in ("RUNNING", "COMPLETING"), status=state)
         if ended:
             acct = run_command(["sacct", "-n", "-P", "-X", "-j", ",".join(ended), "-o", "JobID,State,ExitCode"])
-            rows = {jid: (state, code) for jid, state, code, *_ in parse_rows(acct.stdout, 3)}
+            rows = {jid: (state, code) for jid, state, code, *_ in table_rows(acct.stdout, 3)}
             now = time.monotonic()
             for sid in ended:
                 state, code = rows.get(sid, (listed.get(sid, "gone"), ""))

@@ -1,21 +1,37 @@
-"""Batched, backing-off polling of a scheduler's queue, shared by the scheduler backends.
+"""What the scheduler backends (Slurm, PBS) share: a task's state as the scheduler tells it,
+running the scheduler's commands, and batched, backing-off polling of its queue.
 
 One query covers every handle; while nothing changes the interval grows (x1.5 up to a maximum),
 so a long sweep costs the scheduler little, and any change or new submission resets it.
 """
 from __future__ import annotations
 
+import subprocess
 import time
-from typing import Any, Callable, Protocol, Sequence
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
 
 from mfcl_sweeps.backends.base import JobHandle, JobState
 
 
-class TaskState(Protocol):
+@dataclass
+class TaskState:
     done: bool
-    running: bool
-    exit_code: Any
-    error: Any
+    running: bool = False
+    exit_code: Optional[int] = None
+    error: Optional[str] = None  # set when the scheduler ended it (signal, time limit, deletion, node)
+    status: str = ""  # the scheduler's word for the state, shown by `mfcl-sweeps status`
+
+
+def scheduler_command(argv: list[str], timeout: float = 60, *, error_type: type[Exception],
+                      scheduler: str) -> subprocess.CompletedProcess:
+    """Run a scheduler command; a timeout reads as exit 124, a missing command raises error_type."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except FileNotFoundError as err:
+        raise error_type(f"{argv[0]}: command not found; is this a {scheduler} login node? ({err})") from err
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(argv, 124, "", f"{argv[0]} timed out after {timeout:g}s")
 
 
 class BackoffPoller:

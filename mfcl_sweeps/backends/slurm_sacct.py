@@ -7,14 +7,14 @@ does not hold it (a requeued or preempted task waits there, PENDING, under the s
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
-import subprocess
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from mfcl_sweeps.backends.local import signal_name
+from mfcl_sweeps.backends.polling import TaskState, scheduler_command
 from mfcl_sweeps.errors import MfclError
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,6 @@ REASONS = {"CANCELLED": "was cancelled (scancel)", "TIMEOUT": "reached its time 
 # squeue forgets a task within seconds of its end, and sacct may record the end ~5 s later
 # (measured). Until sacct does, or this long has passed, the task is not reported done.
 SACCT_GRACE_S = 30.0
-COMMAND_TIMEOUT_S = 60
 
 TASK_ID = re.compile(r"(\d+)_(\d+)")
 COLLAPSED = re.compile(r"(\d+)_\[([\d,\-]+)(?:%\d+)?\]")
@@ -36,15 +35,6 @@ COLLAPSED = re.compile(r"(\d+)_\[([\d,\-]+)(?:%\d+)?\]")
 
 class SlurmError(MfclError):
     """A Slurm option is invalid or a Slurm command failed."""
-
-
-@dataclass
-class TaskState:
-    done: bool
-    running: bool = False
-    exit_code: Optional[int] = None
-    error: Optional[str] = None  # set when Slurm ended the task (signal, time limit, cancel, node)
-    status: str = ""  # Slurm's word, for `mfcl-sweeps status`
 
 
 def expand_ids(job_id: str) -> list[str]:
@@ -60,7 +50,8 @@ def expand_ids(job_id: str) -> list[str]:
     return [job_id] if TASK_ID.fullmatch(job_id) else []
 
 
-def _rows(text: str, width: int) -> Iterable[list[str]]:
+def table_rows(text: str, width: int) -> Iterable[list[str]]:
+    """The `|`-separated rows of `sacct -P` / `squeue -o a|b` output with at least `width` fields."""
     for line in text.splitlines():
         row = line.strip().split("|")
         if len(row) >= width:
@@ -72,7 +63,7 @@ def parse_sacct(text: str) -> dict[str, tuple[str, str]]:
     own row wins over the collapsed row of its pending array."""
     collapsed: dict[str, tuple[str, str]] = {}
     tasks: dict[str, tuple[str, str]] = {}
-    for job_id, state, code, *_ in _rows(text, 3):
+    for job_id, state, code, *_ in table_rows(text, 3):
         value = (state.split()[0] if state.strip() else "?", code)
         target = collapsed if "[" in job_id else tasks
         for tid in expand_ids(job_id):
@@ -83,34 +74,30 @@ def parse_sacct(text: str) -> dict[str, tuple[str, str]]:
 def parse_squeue(text: str) -> dict[str, str]:
     """`squeue -h -r -o %i|%T` -> {task id: state}."""
     out = {}
-    for job_id, state, *_ in _rows(text, 2):
+    for job_id, state, *_ in table_rows(text, 2):
         for tid in expand_ids(job_id):
             out[tid] = state
     return out
 
 
-def ended(task_id: str, state: str, exit_code: str) -> TaskState:
-    """A task sacct reports as ended -> TaskState; a signal exit is recorded as -N, as the local
-    backend does."""
+def ended(task_id: str, state: str, exit_code: str, *, job: str = "Slurm job",
+          reasons: Mapping[str, str] = REASONS) -> TaskState:
+    """A task sacct reports as ended (state word, `code:signal`) -> TaskState; a signal exit is
+    recorded as -N, as the local backend does. `job` and `reasons` word the error (the PBS front
+    end over Slurm speaks of PBS jobs)."""
     code, _, sig = exit_code.partition(":")
     status = int(code) if code.isdigit() else None
     if sig.isdigit() and sig != "0":
         status = -int(sig)
     error = None
-    if state in REASONS:
-        error = f"Slurm job {task_id} {REASONS[state]} ({state})"
+    if state in reasons:
+        error = f"{job} {task_id} {reasons[state]} ({state})"
     elif status is not None and status < 0:
-        error = f"Slurm job {task_id} was killed by {signal_name(status)}"
+        error = f"{job} {task_id} was killed by {signal_name(status)}"
     return TaskState(done=True, exit_code=status, error=error, status=state)
 
 
-def run_command(argv: list[str], timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except FileNotFoundError as err:
-        raise SlurmError(f"{argv[0]}: command not found; is this a Slurm login node? ({err})") from err
-    except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess(argv, 124, "", f"{argv[0]} timed out after {timeout:g}s")
+run_command = functools.partial(scheduler_command, error_type=SlurmError, scheduler="Slurm")
 
 
 def array_ids(task_ids: Iterable[str]) -> list[str]:
