@@ -52,14 +52,10 @@ def test_bad_option_fails_in_one_line_before_anything_is_written(tmp_path: Path)
     assert not (tmp_path / "sweep").exists()
 
 
-
-
 def array_id(runs: dict) -> str:
     ids = {r["backend_job_id"].split("[")[0] for r in runs.values()}
     assert len(ids) == 1, ids
     return ids.pop()
-
-
 
 
 @pytest.mark.slurm
@@ -96,8 +92,6 @@ def test_failing_runs_are_recorded_failed_with_their_error(tmp_path: Path) -> No
     assert states[task][0] == "FAILED"
 
 
-
-
 def journal_statuses(sweep_dir: Path) -> list[str]:
     from mfcl_sweeps.manifest import SweepManifest
 
@@ -126,8 +120,6 @@ def manifest_runs_from_journal(sweep_dir: Path) -> dict:
     from mfcl_sweeps.manifest import SweepManifest
 
     return {r.run_id: {"backend_job_id": r.backend_job_id} for r in SweepManifest(str(sweep_dir)).records().values()}
-
-
 
 
 @pytest.mark.slurm

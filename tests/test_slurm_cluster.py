@@ -57,8 +57,6 @@ def test_bad_option_fails_in_one_line_before_anything_is_written(tmp_path: Path)
     assert not (tmp_path / "sweep").exists()
 
 
-
-
 def array_of(runs: dict) -> str:
     ids = {r["backend_job_id"].split("_")[0] for r in runs.values()}
     assert len(ids) == 1, ids
@@ -172,8 +170,6 @@ def test_interrupting_the_driver_scancels_its_tasks(tmp_path: Path) -> None:
     assert {s for s, _ in wait_sacct_final(job, count=2, timeout=60).values()} == {"CANCELLED"}
 
 
-
-
 def journal_records(sweep: Path) -> dict:
     from mfcl_sweeps.manifest import SweepManifest
 
@@ -226,10 +222,6 @@ def test_requeue_and_usr2_preemption_resume_from_checkpoints_and_complete_once(t
         assert [line.split("|")[1].split()[0] for line in dup][-1] == "COMPLETED" and len(dup) >= 2, dup
     completions = [op for op in journal_ops(sweep) if op.get("s") == "completed"]
     assert len(completions) == 2  # each run completed exactly once
-
-
-
-
 
 
 @pytest.mark.slurm

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from services import REPO, SSH_DIR, SSH_HOSTS, SSH_SCRIPT, require_service
+from services import REPO, SSH_HOSTS, SSH_SCRIPT, require_service
 
 from mfcl_sweeps.jobspec import quote_override_value
 from mfcl_sweeps.manifest import SweepManifest
