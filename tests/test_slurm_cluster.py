@@ -68,6 +68,8 @@ def max_concurrency(job: str) -> int:
     out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job, "-o", "Start,End"], capture_output=True,
                          text=True, check=True).stdout
     spans = [tuple(datetime.fromisoformat(t).timestamp() for t in line.split("|")) for line in out.split()]
+    # sacct keeps whole seconds: a task shorter than that has Start == End and would count as never running
+    assert spans and all(e > s for s, e in spans), f"tasks of {job} too short to measure: {out}"
     return max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
 
 
@@ -133,7 +135,7 @@ def test_groups_with_different_resources_run_as_different_arrays(tmp_path: Path)
 @pytest.mark.slurm
 def test_arrays_split_at_max_array_size_run_one_after_another_under_a_parallelism_limit(tmp_path: Path) -> None:
     proc = run_app("behave", tmp_path, *SLURM, "hydra.launcher.max_array_size=2", "hydra.launcher.array_parallelism=1",
-                   "value=1,2,3")
+                   "mode=sleep", "seconds=2", "value=1,2,3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted(manifest_runs(tmp_path / "sweep").values(), key=lambda r: r["index"])
     assert all(r["status"] == "completed" for r in runs)
