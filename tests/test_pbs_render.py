@@ -12,6 +12,7 @@ from pathlib import Path
 
 import goldenfiles
 import pytest
+from slurm_doubles import FakeOutputQuery
 
 from mfcl_sweeps.backends.base import JobRequest
 from mfcl_sweeps.backends.pbs import (
@@ -27,7 +28,7 @@ from mfcl_sweeps.backends.pbs import (
     unknown_ids,
     walltime,
 )
-from mfcl_sweeps.backends.pbs_compat import SlurmTorqueFrontend, ended_state, slurm_id
+from mfcl_sweeps.backends.pbs_compat import SlurmTorqueFrontend, pbs_id, slurm_id
 from mfcl_sweeps.jobspec import JobSpec, run_to_dict
 from mfcl_sweeps.model import PlannedRun, RunResources
 
@@ -223,14 +224,20 @@ def test_task_ids_and_unknown_job_messages() -> None:
     assert SlurmTorqueFrontend("torque").task_id("31", 2) == "31[2]"
 
 
-def test_compat_ended_states() -> None:
-    assert ended_state("COMPLETED", "0:0", "1[0]").error is None
-    failed = ended_state("FAILED", "1:0", "1[0]")
-    assert failed.exit_code == 1 and failed.error is None  # the worker's own result says why
-    assert "deleted" in ended_state("CANCELLED by 0", "0:9", "1[0]").error
-    killed = ended_state("FAILED", "0:9", "1[0]")
-    assert killed.exit_code == -9 and "SIGKILL" in killed.error
-    assert "walltime exceeded" in ended_state("TIMEOUT", "0:15", "1[2]").error
+def test_compat_poll_reads_slurm_in_pbs_ids() -> None:
+    fe = SlurmTorqueFrontend("pbspro")
+    fe.query = FakeOutputQuery(
+        "1_0|COMPLETED|0:0\n1_1|FAILED|1:0\n1_2|CANCELLED by 0|0:9\n1|RUNNING|0:0\n2|FAILED|0:9\n3|TIMEOUT|0:15\n"
+        "4|RUNNING|0:0\n", "1_3|PENDING\n4|RUNNING\n", wording=fe.query.wording)
+    states = fe.poll(["1[0]", "1[1]", "1[2]", "1[3]", "2", "3", "4"])
+    assert states["1[0]"].done and states["1[0]"].error is None
+    assert states["1[1]"].exit_code == 1 and states["1[1]"].error is None  # the worker's own result says why
+    assert states["1[2]"].error == "PBS job 1[2] deleted (qdel/scancel) (CANCELLED)"
+    assert not states["1[3]"].done  # pending: only squeue knows it
+    assert states["2"].exit_code == -9 and states["2"].error == "PBS job 2 was killed by SIGKILL"
+    assert states["3"].error == "PBS job 3 walltime exceeded (TIMEOUT)"
+    assert states["4"].running and not states["4"].done  # a job without an array, by its bare id
+    assert pbs_id("31_2") == "31[2]" and pbs_id("31") == "31"
 
 
 def test_frontend_detection_reads_which_qsub_is_installed() -> None:

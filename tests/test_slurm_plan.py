@@ -11,6 +11,7 @@ from pathlib import Path
 
 import goldenfiles
 import pytest
+from slurm_doubles import FakeOutputQuery
 
 from mfcl_sweeps.backends.base import JobRequest
 from mfcl_sweeps.backends.slurm import (
@@ -20,13 +21,7 @@ from mfcl_sweeps.backends.slurm import (
     signal_delay,
     slurm_options,
 )
-from mfcl_sweeps.backends.slurm_sacct import (
-    SlurmQuery,
-    ended,
-    expand_ids,
-    parse_sacct,
-    parse_squeue,
-)
+from mfcl_sweeps.backends.slurm_sacct import ended, expand_ids, parse_sacct, parse_squeue
 from mfcl_sweeps.backends.slurm_task import rank_env, rendezvous_port, restarted
 from mfcl_sweeps.jobspec import JobSpec, run_to_dict
 from mfcl_sweeps.model import PlannedRun, RunResources
@@ -143,6 +138,8 @@ def test_sacct_rows_expand_collapsed_arrays_and_task_rows_win() -> None:
                     "43_3": ("PENDING", "0:0"), "43_5": ("PENDING", "0:0"), "44_0": ("CANCELLED", "0:0"),
                     "44_1": ("CANCELLED", "0:0")}  # a bare "45" (a task shown without its index) is not used
     assert expand_ids("7_[0-2%1]") == ["7_0", "7_1", "7_2"] and expand_ids("7") == []
+    # a job submitted without an array has only a bare id: used when the caller asks for it
+    assert parse_sacct(text, plain={"45"})["45"] == ("COMPLETED", "0:0") and expand_ids("7", {"7"}) == ["7"]
     assert parse_squeue("51_0|RUNNING\n51_1|PENDING\n") == {"51_0": "RUNNING", "51_1": "PENDING"}
 
 
@@ -152,21 +149,6 @@ def test_ended_states_carry_the_reason_and_signal_exits() -> None:
     assert t.exit_code == -15 and t.error == "Slurm job 4_1 reached its time limit (TIMEOUT)"
     assert "was killed by SIGKILL" in ended("4_1", "FAILED", "0:9").error
     assert "was cancelled" in ended("4_1", "CANCELLED", "0:15").error
-
-
-class FakeOutputQuery(SlurmQuery):
-    """A test double for the lag cases that the real cluster produces only by chance: sacct and
-    squeue answers are given, the decision logic is the real one."""
-
-    def __init__(self, acct: str, queue: str, **kw) -> None:
-        super().__init__(**kw)
-        self.acct, self.queue = acct, queue
-
-    def sacct(self, task_ids):
-        return parse_sacct(self.acct)
-
-    def squeue(self, task_ids):
-        return parse_squeue(self.queue)
 
 
 def test_a_task_missing_from_sacct_is_not_done_until_the_grace_ends() -> None:

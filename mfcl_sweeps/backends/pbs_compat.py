@@ -7,7 +7,8 @@ qsub/qstat/qdel are Perl scripts over Slurm. Measured there (slurm-wlm 22.05):
   characters. It always passes its own `-o/-e` (so in-script `#PBS -o/-e` lose); `-o` is given
   to sbatch as is, so Slurm's `%A`/`%a`/`%j` patterns name per-task files.
 - qstat lists array tasks under numeric Slurm ids with no array index and no exit status, so
-  task states come from Slurm itself: `squeue -r` while a task is known, `sacct` once it ended.
+  task states come from Slurm itself, through the Slurm backend's query (slurm_sacct.SlurmQuery:
+  sacct, then squeue for what sacct cannot settle), worded in PBS ids.
 - `qdel ID` kills a whole array (SIGKILL); `qdel` of one task's numeric id fails. Every caller
   cancels all unfinished tasks of an array at once, so whole arrays are deleted.
 
@@ -17,12 +18,11 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from typing import Optional, Sequence
 
 from mfcl_sweeps.backends.pbs import PbsError, PbsFrontend, run_command, split_job_id
 from mfcl_sweeps.backends.polling import TaskState
-from mfcl_sweeps.backends.slurm_sacct import ENDED, SACCT_GRACE_S, ended, table_rows
+from mfcl_sweeps.backends.slurm_sacct import SlurmQuery, Wording
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,13 @@ def slurm_id(task_id: str) -> str:
     return seq if index is None else f"{seq}_{index}"
 
 
-def ended_state(state: str, exit_code: str, task_id: str) -> TaskState:
-    """A finished Slurm job's sacct state (`CANCELLED by 0`) and `code:signal` -> TaskState."""
-    return ended(task_id, state.split()[0] if state.strip() else "?", exit_code, job="PBS job", reasons=REASONS)
+def pbs_id(slurm_task_id: str) -> str:
+    """`31_2` -> `31[2]`; `31` -> `31`."""
+    seq, _, index = slurm_task_id.partition("_")
+    return f"{seq}[{index}]" if index else seq
+
+
+PBS_WORDING = Wording(job="PBS job", reasons=REASONS, shown_id=pbs_id)
 
 
 class SlurmTorqueFrontend(PbsFrontend):
@@ -50,7 +54,9 @@ class SlurmTorqueFrontend(PbsFrontend):
 
     def __init__(self, dialect: str) -> None:
         super().__init__(dialect)
-        self._unrecorded: dict[str, float] = {}  # Slurm id -> when squeue stopped listing it
+        # A task gone from the queue without an accounting record is judged by its result file,
+        # as PbsFrontend.poll does for a job qstat no longer knows: no error of the scheduler's.
+        self.query = SlurmQuery(wording=PBS_WORDING, has_result=lambda _: True)
 
     def output_path(self, out_dir: str, job_name: str, array: bool) -> str:
         if not SAFE_PATH.fullmatch(out_dir):
@@ -69,34 +75,9 @@ class SlurmTorqueFrontend(PbsFrontend):
         return job_id if index is None else f"{job_id}[{index}]"
 
     def poll(self, task_ids: Sequence[str]) -> dict[str, TaskState]:
-        """One squeue call for every task's job; one sacct call for those squeue no longer lists."""
+        """Slurm's own answer (sacct, then squeue for what it cannot settle), in PBS ids."""
         by_slurm = {slurm_id(t): t for t in task_ids}
-        jobs = sorted({s.split("_")[0] for s in by_slurm}, key=int)
-        proc = run_command(["squeue", "-h", "-r", "-j", ",".join(jobs), "-o", "%i|%T"])
-        if proc.returncode and "invalid job id" not in proc.stderr.lower():
-            log.warning("squeue failed (exit %s): %s", proc.returncode, proc.stderr.strip()[:300])
-            return {}
-        listed = {sid: state for sid, state, *_ in table_rows(proc.stdout, 2)}
-        out: dict[str, TaskState] = {}
-        ended = []
-        for sid, task in by_slurm.items():
-            state = listed.get(sid)
-            if state is None or state in ENDED:
-                ended.append(sid)
-            else:
-                out[task] = TaskState(done=False, running=state in ("RUNNING", "COMPLETING"), status=state)
-        if ended:
-            acct = run_command(["sacct", "-n", "-P", "-X", "-j", ",".join(ended), "-o", "JobID,State,ExitCode"])
-            rows = {jid: (state, code) for jid, state, code, *_ in table_rows(acct.stdout, 3)}
-            now = time.monotonic()
-            for sid in ended:
-                state, code = rows.get(sid, (listed.get(sid, "gone"), ""))
-                if state.split()[0] not in ENDED and now - self._unrecorded.setdefault(sid, now) < SACCT_GRACE_S:
-                    out[by_slurm[sid]] = TaskState(done=False, status="ending")
-                    continue
-                self._unrecorded.pop(sid, None)
-                out[by_slurm[sid]] = ended_state(state, code, by_slurm[sid])
-        return out
+        return {by_slurm[sid]: state for sid, state in self.query.states(list(by_slurm)).items()}
 
     def cancel(self, task_ids: Sequence[str]) -> None:
         jobs = sorted({split_job_id(t)[0] for t in task_ids}, key=int)
