@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from mfcl_sweeps.backends import ssh_commands as cmd
-from mfcl_sweeps.backends.ssh_hosts import parse_options
-from mfcl_sweeps.backends.ssh_transport import HostConn
+from mfcl_sweeps.backends.ssh import commands as cmd
+from mfcl_sweeps.backends.ssh.hosts import parse_options
+from mfcl_sweeps.backends.ssh.transport import HostConn
 
 STATE = Path("/tmp/mfcl-ssh")
 

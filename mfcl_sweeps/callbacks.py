@@ -54,7 +54,7 @@ class MfclCallback(Callback):
         plan (it records its own plan)."""
         if _is_mfcl_sweeper(config):
             return
-        from mfcl_sweeps.manifest import SweepManifest
+        from mfcl_sweeps.state.manifest import SweepManifest
 
         spec = {"sweeper": OmegaConf.select(config, "hydra.sweeper._target_"),
                 "launcher": OmegaConf.select(config, "hydra.launcher._target_"),
@@ -63,14 +63,14 @@ class MfclCallback(Callback):
         SweepManifest(sweep_dir_of(config)).record_plan(spec, spec_hash, {"total": 0})
 
     def _run(self, config: DictConfig) -> model.PlannedRun:
-        from mfcl_sweeps.launcher import runs_from_overrides
+        from mfcl_sweeps.launch.core import runs_from_overrides
 
         return runs_from_overrides([list(config.hydra.overrides.task)], int(config.hydra.job.num))[0]
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if journaled_by_mfcl(config):
             return
-        from mfcl_sweeps.manifest import SweepManifest
+        from mfcl_sweeps.state.manifest import SweepManifest
 
         SweepManifest(sweep_dir_of(config)).transition(
             self._run(config), model.RUNNING, job_dir=str(config.hydra.runtime.output_dir),
@@ -81,8 +81,8 @@ class MfclCallback(Callback):
             return
         from hydra.core.utils import JobStatus
 
-        from mfcl_sweeps.manifest import SweepManifest
-        from mfcl_sweeps.worker import last_error_line
+        from mfcl_sweeps.state.manifest import SweepManifest
+        from mfcl_sweeps.job.worker import last_error_line
 
         manifest = SweepManifest(sweep_dir_of(config))
         run, job_dir = self._run(config), str(config.hydra.runtime.output_dir)
@@ -103,7 +103,7 @@ def finish_sweep(sweep_dir: str, *, detached: bool = False, report: bool = True,
 
     A report that cannot be written is logged, not raised: the runs themselves are done.
     """
-    from mfcl_sweeps.manifest import SweepManifest
+    from mfcl_sweeps.state.manifest import SweepManifest
 
     SweepManifest(sweep_dir).write_snapshot()
     if detached:

@@ -11,9 +11,9 @@ import itertools
 import random
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
-from mfcl_sweeps import overrides as ov
+from mfcl_sweeps.spec import overrides as ov
 from mfcl_sweeps.model import PlannedRun
-from mfcl_sweeps.spec import Block, Setting, SweepSpec
+from mfcl_sweeps.spec.load import Block, Setting, SweepSpec
 
 HASH_CHARS = 16
 INDEX_WIDTH = 5  # run ids sort by index up to 99,999 runs; larger indices just get longer

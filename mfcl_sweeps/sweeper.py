@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from mfcl_sweeps import model
 from mfcl_sweeps.errors import MfclError, SweepFailed
-from mfcl_sweeps.jobspec import identity_overrides, quote_override_value
+from mfcl_sweeps.job.jobspec import identity_overrides, quote_override_value
 from mfcl_sweeps.model import PlannedRun
 
 log = logging.getLogger("mfcl_sweeps")
@@ -77,7 +77,7 @@ class SweepCore:
     def load_spec(self, arguments: list[str]) -> Any:
         import dataclasses
 
-        from mfcl_sweeps.spec import SpecOptions, load_spec
+        from mfcl_sweeps.spec.load import SpecOptions, load_spec
 
         options = SpecOptions(**{f.name: self.opt(f.name) for f in dataclasses.fields(SpecOptions)})
         return load_spec(self.opt("sweep_file"), cli_overrides=list(arguments), params=self.opt("params", {}),
@@ -135,7 +135,7 @@ class SweepCore:
         return self.finish(manifest, batches, sweep_dir)
 
     def check_git(self) -> Optional[dict]:
-        from mfcl_sweeps.sysinfo import check_git, git_info
+        from mfcl_sweeps.state.sysinfo import check_git, git_info
 
         info = git_info(os.getcwd())
         problem = check_git(info, bool(self.opt("allow_behind", False)))
@@ -149,8 +149,8 @@ class SweepCore:
     def open_manifest(self, sweep_dir: str, spec: Any, total: int, git: Optional[dict]) -> Any:
         from omegaconf import OmegaConf
 
-        from mfcl_sweeps.manifest import SweepManifest
-        from mfcl_sweeps.sysinfo import command_info
+        from mfcl_sweeps.state.manifest import SweepManifest
+        from mfcl_sweeps.state.sysinfo import command_info
 
         Path(sweep_dir).mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, Path(sweep_dir) / "multirun.yaml")
@@ -206,7 +206,7 @@ class SweepCore:
     @staticmethod
     def journal_foreign(manifest: Any, runs: Sequence[PlannedRun], rets: Sequence[Any]) -> None:
         """Hydra's own launchers do not journal: record their outcomes here."""
-        from mfcl_sweeps.worker import outcome
+        from mfcl_sweeps.job.worker import outcome
 
         for run, ret in zip(runs, rets):
             status, fields = outcome(ret)

@@ -13,9 +13,9 @@ import copy
 from functools import lru_cache
 from typing import Any, Sequence
 
-from mfcl_sweeps import overrides as ov
+from mfcl_sweeps.spec import overrides as ov
 from mfcl_sweeps.errors import SweepSpecError
-from mfcl_sweeps.spec import Block, Setting, SweepSpec
+from mfcl_sweeps.spec.load import Block, Setting, SweepSpec
 
 
 def _reason(err: BaseException) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from mfcl_sweeps.cli import main
 from mfcl_sweeps.errors import SweepSpecError
-from mfcl_sweeps.spec import SpecOptions, load_spec
+from mfcl_sweeps.spec.load import SpecOptions, load_spec
 
 # (id, sweep file text, words the message must hold, line or None)
 FILES = [

@@ -15,7 +15,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
 from mfcl_sweeps.callbacks import MfclCallback
-from mfcl_sweeps.manifest import SweepManifest
+from mfcl_sweeps.state.manifest import SweepManifest
 
 STUB_APP = textwrap.dedent("""
     import hydra

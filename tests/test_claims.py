@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from mfcl_sweeps import model
-from mfcl_sweeps.manifest import SweepManifest
+from mfcl_sweeps.state.manifest import SweepManifest
 from mfcl_sweeps.model import PlannedRun
 
 
@@ -57,7 +57,7 @@ def test_racing_processes_claim_every_run_exactly_once(tmp_path):
 
 CLAIM_AS_OTHER_NODE = """
 import sys, time
-import mfcl_sweeps.journal as j, mfcl_sweeps.manifest as m
+import mfcl_sweeps.state.journal as j, mfcl_sweeps.state.manifest as m
 j.HOST = m.HOST = "node-b"  # a worker on another node: its pid cannot be checked from here
 from mfcl_sweeps.model import PlannedRun
 run = PlannedRun(overrides=("x=0",), config_hash="hash00000", index=0, run_id="0")
@@ -102,7 +102,7 @@ def test_heartbeat_keeps_a_claim_of_another_node(tmp_path):
 def test_claim_of_a_killed_local_worker_is_taken_at_once(tmp_path):
     sweep = tmp_path / "sweep"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from mfcl_sweeps.manifest import SweepManifest; from mfcl_sweeps.model import PlannedRun\n"
+        "import sys, time; from mfcl_sweeps.state.manifest import SweepManifest; from mfcl_sweeps.model import PlannedRun\n"
         "m = SweepManifest(sys.argv[1]); run = PlannedRun(overrides=('x=0',), config_hash='hash00000', index=0)\n"
         "assert m.claim(run, 'victim'); print('claimed', flush=True); time.sleep(60)"), str(sweep)],
         stdout=subprocess.PIPE, text=True)

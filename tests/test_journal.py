@@ -11,7 +11,7 @@ import time
 import pytest
 
 from mfcl_sweeps.errors import ManifestError
-from mfcl_sweeps.journal import Journal, LinkLock, self_test
+from mfcl_sweeps.state.journal import Journal, LinkLock, self_test
 
 
 def test_incremental_read_returns_only_new_ops(tmp_path):
@@ -82,7 +82,7 @@ def test_concurrent_appends_from_processes_lose_nothing(tmp_path):
 def test_lock_excludes_another_process_until_released(tmp_path):
     lock_path = tmp_path / "l.lock"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from mfcl_sweeps.journal import LinkLock\n"
+        "import sys, time; from pathlib import Path; from mfcl_sweeps.state.journal import LinkLock\n"
         f"l = LinkLock(Path({str(lock_path)!r})); l.acquire(); print('held', flush=True); time.sleep(1.0); l.release()")],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -97,7 +97,7 @@ def test_lock_excludes_another_process_until_released(tmp_path):
 def test_lock_left_by_a_killed_process_of_this_host_is_broken_at_once(tmp_path):
     lock_path = tmp_path / "l.lock"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from pathlib import Path; from mfcl_sweeps.journal import LinkLock\n"
+        "import time; from pathlib import Path; from mfcl_sweeps.state.journal import LinkLock\n"
         f"LinkLock(Path({str(lock_path)!r})).acquire(); print('held', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -111,7 +111,7 @@ def test_lock_left_by_a_killed_process_of_this_host_is_broken_at_once(tmp_path):
 def test_lock_of_another_host_is_broken_after_grace_on_the_waiters_clock(tmp_path):
     lock_path = tmp_path / "l.lock"
     other = LinkLock(lock_path)
-    import mfcl_sweeps.journal as journal_mod
+    import mfcl_sweeps.state.journal as journal_mod
 
     real_host = journal_mod.HOST
     journal_mod.HOST = "node-b"  # what a holder on another node leaves: a host we cannot check

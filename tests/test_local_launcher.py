@@ -190,7 +190,7 @@ def test_cancel_stops_a_running_sweep_and_resume_reruns_it(tmp_path: Path) -> No
 
 def test_jobs_sharing_config_groups_get_hydras_own_configs(tmp_path: Path) -> None:
     """Forked jobs finish their config from a template composed once per choice of groups
-    (mfcl_sweeps.templates); every file Hydra writes for a job matches Hydra's BasicLauncher."""
+    (mfcl_sweeps.job.config_templates); every file Hydra writes for a job matches Hydra's BasicLauncher."""
     import subprocess
     import sys
 
@@ -198,7 +198,7 @@ def test_jobs_sharing_config_groups_get_hydras_own_configs(tmp_path: Path) -> No
 
     app = Path(__file__).parent / "apps" / "groups" / "app.py"
     sweep = ["hydra/sweeper=mfcl", "model=mlp,cnn", "seed=1,2,3", "+x=a", "train.epochs=4",
-             "hydra.sweep.subdir=${hydra.job.override_dirname}", "hydra.verbose=mfcl_sweeps.templates"]
+             "hydra.sweep.subdir=${hydra.job.override_dirname}", "hydra.verbose=mfcl_sweeps.job.config_templates"]
     dirs = {}
     for launcher in ("basic", "mfcl_local"):
         dirs[launcher] = tmp_path / launcher

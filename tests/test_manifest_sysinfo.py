@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import subprocess
 
-from mfcl_sweeps.sysinfo import check_git, git_info, git_warning, redacted_argv, redacted_env
+from mfcl_sweeps.state.sysinfo import check_git, git_info, git_warning, redacted_argv, redacted_env
 
 
 def git(cwd, *args):

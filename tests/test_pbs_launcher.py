@@ -93,7 +93,7 @@ def test_failing_runs_are_recorded_failed_with_their_error(tmp_path: Path) -> No
 
 
 def journal_statuses(sweep_dir: Path) -> list[str]:
-    from mfcl_sweeps.manifest import SweepManifest
+    from mfcl_sweeps.state.manifest import SweepManifest
 
     return [r.status for r in SweepManifest(str(sweep_dir)).records().values()]
 
@@ -117,7 +117,7 @@ def test_interrupting_the_driver_cancels_its_pbs_jobs(tmp_path: Path) -> None:
 
 
 def manifest_runs_from_journal(sweep_dir: Path) -> dict:
-    from mfcl_sweeps.manifest import SweepManifest
+    from mfcl_sweeps.state.manifest import SweepManifest
 
     return {r.run_id: {"backend_job_id": r.backend_job_id} for r in SweepManifest(str(sweep_dir)).records().values()}
 

@@ -15,7 +15,7 @@ import pytest
 from slurm_doubles import FakeOutputQuery
 
 from mfcl_sweeps.backends.base import JobRequest
-from mfcl_sweeps.backends.pbs import (
+from mfcl_sweeps.backends.pbs.backend import (
     PbsBackend,
     PbsError,
     PbsFrontend,
@@ -28,8 +28,8 @@ from mfcl_sweeps.backends.pbs import (
     unknown_ids,
     walltime,
 )
-from mfcl_sweeps.backends.pbs_compat import SlurmTorqueFrontend, pbs_id, slurm_id
-from mfcl_sweeps.jobspec import JobSpec, run_to_dict
+from mfcl_sweeps.backends.pbs.frontends import SlurmTorqueFrontend, pbs_id, slurm_id
+from mfcl_sweeps.job.jobspec import JobSpec, run_to_dict
 from mfcl_sweeps.model import PlannedRun, RunResources
 
 GOLDEN = Path(__file__).parent / "golden" / "pbs"

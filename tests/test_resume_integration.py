@@ -16,7 +16,7 @@ import pytest
 
 from apprun import APPS
 from mfcl_sweeps import model
-from mfcl_sweeps.manifest import SweepManifest
+from mfcl_sweeps.state.manifest import SweepManifest
 
 pytestmark = pytest.mark.slow
 

@@ -173,7 +173,7 @@ def test_interrupting_the_driver_scancels_its_tasks(tmp_path: Path) -> None:
 
 
 def journal_records(sweep: Path) -> dict:
-    from mfcl_sweeps.manifest import SweepManifest
+    from mfcl_sweeps.state.manifest import SweepManifest
 
     if not (sweep / ".mfcl" / "journal.jsonl").exists():
         return {}

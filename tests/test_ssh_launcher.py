@@ -17,8 +17,8 @@ import cloudpickle
 import pytest
 from services import REPO, SSH_HOSTS, SSH_SCRIPT, require_service
 
-from mfcl_sweeps.jobspec import quote_override_value
-from mfcl_sweeps.manifest import SweepManifest
+from mfcl_sweeps.job.jobspec import quote_override_value
+from mfcl_sweeps.state.manifest import SweepManifest
 
 pytestmark = pytest.mark.ssh
 
@@ -181,7 +181,7 @@ def test_unknown_host_key_is_refused_with_a_clear_error(project: Path):
 
 
 def test_cancel_records_kills_the_remote_group(project: Path):
-    from mfcl_sweeps.backends.ssh import cancel_records
+    from mfcl_sweeps.backends.ssh.backend import cancel_records
 
     tmp = project.parent
     proc = subprocess.Popen(sweep_argv(project, [host(PORT_A, tmp / "host_a", "a", slots=1)], "x=0", "sleep_s=120"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from test_ssh_launcher import APP, git, lines
 
-from mfcl_sweeps.manifest import SweepManifest
+from mfcl_sweeps.state.manifest import SweepManifest
 
 
 def test_localhost_host_uses_its_workdir_and_collects(tmp_path: Path):

@@ -13,12 +13,12 @@ import time
 
 import pytest
 
-from mfcl_sweeps.backends import ssh_commands as cmd
-from mfcl_sweeps.backends.ssh_health import HealthRules, HostHealth
-from mfcl_sweeps.backends.ssh_hosts import SshConfigError, parse_options, parse_short
-from mfcl_sweeps.backends.ssh_paths import PathMap, RemoteLayout, remote_spec
-from mfcl_sweeps.backends.ssh_strategy import HostLoad, choose
-from mfcl_sweeps.jobspec import JobSpec
+from mfcl_sweeps.backends.ssh import commands as cmd
+from mfcl_sweeps.backends.ssh.health import HealthRules, HostHealth
+from mfcl_sweeps.backends.ssh.hosts import SshConfigError, parse_options, parse_short
+from mfcl_sweeps.backends.ssh.paths import PathMap, RemoteLayout, remote_spec
+from mfcl_sweeps.backends.ssh.strategy import HostLoad, choose
+from mfcl_sweeps.job.jobspec import JobSpec
 
 INJECTION = "; $(touch /tmp/mfcl-pwned) ' \" \\ `id`\nline2 && rm -rf /nope"
 

@@ -17,7 +17,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from mfcl_sweeps.templates import ConfigTemplates
+from mfcl_sweeps.job.config_templates import ConfigTemplates
 
 APP = Path(__file__).parent / "fixtures" / "app"
 sys.path.insert(0, str(APP))

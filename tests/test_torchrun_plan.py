@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mfcl_sweeps.backends.torchrun import (PortAllocator, TorchrunBackend, TorchrunOptions, failure_reason,
+from mfcl_sweeps.backends.torchrun.backend import (PortAllocator, TorchrunBackend, TorchrunOptions, failure_reason,
                                            make_backend, node_command, resolve)
 from mfcl_sweeps.errors import MfclError
-from mfcl_sweeps.launching import make_request
+from mfcl_sweeps.launch.driver import make_request
 from mfcl_sweeps.model import PlannedRun, RunResources
 
 PY = sys.executable

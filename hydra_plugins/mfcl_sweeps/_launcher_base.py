@@ -1,5 +1,5 @@
 """What every mfcl launcher plugin shares. Kept out of Hydra's start-up scan (leading `_`) and
-free of heavy imports: the work starts in `mfcl_sweeps.launcher` at `setup()`."""
+free of heavy imports: the work starts in `mfcl_sweeps.launch.core` at `setup()`."""
 
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -26,7 +26,7 @@ class MfclLauncherBase(Launcher):
     def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
         from omegaconf import OmegaConf
 
-        from mfcl_sweeps.launcher import LaunchCore
+        from mfcl_sweeps.launch.core import LaunchCore
 
         options = {k: (OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v)
                    for k, v in self.options.items() if k != "_target_"}

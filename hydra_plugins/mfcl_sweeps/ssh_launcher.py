@@ -1,5 +1,5 @@
 """`hydra/launcher=mfcl_ssh`: a pool of SSH hosts with sync checks, health, failover and result
-collection. The work lives in `mfcl_sweeps.backends.ssh`; see docs/ssh.md."""
+collection. The work lives in `mfcl_sweeps.backends.ssh.backend`; see docs/ssh.md."""
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 

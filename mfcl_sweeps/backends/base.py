@@ -2,7 +2,7 @@
 
 `plan` is pure (it builds the exact scripts/commands, printable in a dry run); `submit` is the
 only place a backend starts anything; `poll` and `cancel` act on handles. The driver loop in
-`mfcl_sweeps.launching` does everything else (rolling submission, results, retries, journal).
+`mfcl_sweeps.launch.driver` does everything else (rolling submission, results, retries, journal).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
-from mfcl_sweeps.jobspec import JobSpec
+from mfcl_sweeps.job.jobspec import JobSpec
 from mfcl_sweeps.model import PlannedRun
 
 
@@ -114,7 +114,7 @@ def options_type(type_name: str, conf: type, /, **defaults: Any) -> type:
     place where an option's name, default and meaning are written. The options every mfcl
     launcher shares (handled by the driver) are left out; lists become tuples; `defaults`
     replaces config defaults that are Hydra interpolations (e.g. `${hydra.job.name}`)."""
-    from mfcl_sweeps.launcher import COMMON_OPTIONS
+    from mfcl_sweeps.launch.core import COMMON_OPTIONS
 
     fields = []
     for f in dataclasses.fields(conf):

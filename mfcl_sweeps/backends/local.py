@@ -30,7 +30,7 @@ from mfcl_sweeps.backends.base import (
     Submission,
     options_type,
 )
-from mfcl_sweeps.jobspec import worker_argv
+from mfcl_sweeps.job.jobspec import worker_argv
 
 _PR_SET_PDEATHSIG = 1
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class LocalBackend(Backend):
         self.max_concurrent = options.max_concurrent or os.cpu_count() or 1
         self.gpus = visible_gpus(options.gpus) if options.gpus_per_job else []
         self.free_gpus = list(self.gpus)
-        self.templates: Any = None  # composed configs forked jobs finish from (mfcl_sweeps.templates)
+        self.templates: Any = None  # composed configs forked jobs finish from (mfcl_sweeps.job.config_templates)
         self._fork_safe: Optional[bool] = None
         if options.gpus_per_job and len(self.free_gpus) < options.gpus_per_job:
             from mfcl_sweeps.errors import MfclError
@@ -201,7 +201,7 @@ class LocalBackend(Backend):
 
     def _prepare(self, request: JobRequest) -> Any:
         if self.templates is None:
-            from mfcl_sweeps.templates import ConfigTemplates
+            from mfcl_sweeps.job.config_templates import ConfigTemplates
 
             self.templates = ConfigTemplates(self.session)
         return self.templates.prepare(request.spec.overrides)
@@ -229,7 +229,7 @@ class LocalBackend(Backend):
             os.environ.update(env)
             from hydra.core.utils import JobStatus
 
-            from mfcl_sweeps import worker
+            from mfcl_sweeps.job import worker
 
             ret = worker.run(self.session, request.spec, prepared=prepared)
             code = 0 if ret.status == JobStatus.COMPLETED else worker.EXIT_TASK_FAILED
@@ -315,7 +315,7 @@ class LocalBackend(Backend):
 
 def cancel_records(records: Sequence[Any]) -> Any:
     """`mfcl-sweeps cancel` for runs this backend started (they lead their own process groups)."""
-    from mfcl_sweeps.proc import cancel_records as cancel_process_groups
+    from mfcl_sweeps.backends.procs import cancel_records as cancel_process_groups
 
     return cancel_process_groups(records)
 

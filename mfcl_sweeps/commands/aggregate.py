@@ -18,8 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from mfcl_sweeps.journal import state_dir
-    from mfcl_sweeps.manifest import SweepManifest
+    from mfcl_sweeps.state.journal import state_dir
+    from mfcl_sweeps.state.manifest import SweepManifest
     from mfcl_sweeps.report import write_report
 
     if (state_dir(os.path.abspath(args.sweep_dir)) / "journal.jsonl").exists():

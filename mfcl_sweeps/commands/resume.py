@@ -27,8 +27,8 @@ def _key(arg: str) -> str:
 def resume_command(snapshot: dict, extra: Sequence[str] = ()) -> list[str]:
     """The recorded command (interpreter, its options, script or module, arguments) pointed at
     the snapshot's sweep dir, resuming; `extra` overrides win over recorded ones."""
-    from mfcl_sweeps.jobspec import quote_override_value
-    from mfcl_sweeps.sysinfo import REDACTED
+    from mfcl_sweeps.job.jobspec import quote_override_value
+    from mfcl_sweeps.state.sysinfo import REDACTED
 
     command = snapshot.get("command") or {}
     if not command.get("argv") or not command.get("python"):

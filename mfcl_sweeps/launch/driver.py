@@ -13,7 +13,7 @@ from typing import Any, Iterable, Optional
 
 from mfcl_sweeps import model
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState
-from mfcl_sweeps.jobspec import (
+from mfcl_sweeps.job.jobspec import (
     STDERR_TAIL_LINES,
     JobSpec,
     job_path_for,
@@ -24,7 +24,7 @@ from mfcl_sweeps.jobspec import (
     run_to_dict,
 )
 from mfcl_sweeps.model import PlannedRun
-from mfcl_sweeps.progress import Progress
+from mfcl_sweeps.launch.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def _outcome(req: JobRequest, state: JobState) -> tuple[Any, bool]:
 
 def journal_outcome(journal: Journal, req: JobRequest, ret: Any, state: JobState) -> None:
     """Journal a finished job for a worker that could not (killed, or journal out of its reach)."""
-    from mfcl_sweeps.worker import outcome
+    from mfcl_sweeps.job.worker import outcome
 
     status, fields = outcome(ret)
     if status == model.FAILED:

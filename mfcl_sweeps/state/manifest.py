@@ -16,7 +16,6 @@ so a hash planned but never started still keeps its index after an edit.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 import re
@@ -30,10 +29,10 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Union
 
 from mfcl_sweeps import model
 from mfcl_sweeps.errors import ManifestError
-from mfcl_sweeps.journal import (HOST, Journal, link_exclusive, pid_start_time, process_alive, read_json_file,
+from mfcl_sweeps.state.journal import (HOST, Journal, link_exclusive, pid_start_time, process_alive, read_json_file,
                                  self_test, state_dir)
 from mfcl_sweeps.model import PlannedRun
-from mfcl_sweeps.records import Checkpoint, RecordStore, RunRecord, journal_tail, read_checkpoint, write_checkpoint
+from mfcl_sweeps.state.records import Checkpoint, RecordStore, RunRecord, journal_tail, read_checkpoint, write_checkpoint
 
 __all__ = ["SweepManifest", "RunRecord", "PlanInfo", "load_snapshot", "transition_op", "identity_of"]
 
@@ -99,16 +98,10 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def backend_hook(backend: Optional[str], name: str) -> Optional[Callable]:
-    """`mfcl_sweeps.backends.<backend>.<name>`, or None when that backend has no such hook."""
-    if not backend or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", backend):
-        return None
-    try:
-        module = importlib.import_module(f"mfcl_sweeps.backends.{backend}")
-    except ModuleNotFoundError as err:
-        if err.name and err.name.startswith("mfcl_sweeps.backends"):
-            return None
-        raise
-    return getattr(module, name, None)
+    """`name` of backend `backend`, or None when that backend has no such hook."""
+    from mfcl_sweeps import backends
+
+    return backends.hook(backend, name)
 
 
 class SweepManifest:
@@ -245,7 +238,7 @@ class SweepManifest:
         """Journal the plan once per distinct spec (one line whatever its size) and make it the
         plan that `assign` numbers. `counts` is runs per group, optionally with a "total" key
         (or just a total)."""
-        from mfcl_sweeps import sysinfo
+        from mfcl_sweeps.state import sysinfo
 
         self.refresh()
         if spec_hash not in self._plans:

@@ -6,17 +6,16 @@ Backends are looked up lazily by name: module `mfcl_sweeps.backends.<name>` prov
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from mfcl_sweeps.errors import MfclError
-from mfcl_sweeps.jobspec import Session, identity_env, write_session
-from mfcl_sweeps.launching import RetryPolicy, make_request, run_jobs
+from mfcl_sweeps.job.jobspec import Session, identity_env, write_session
+from mfcl_sweeps.launch.driver import RetryPolicy, make_request, run_jobs
 from mfcl_sweeps.model import PlannedRun
-from mfcl_sweeps.progress import Progress
+from mfcl_sweeps.launch.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,9 @@ class LaunchCore:
         return self._session
 
     def backend_module(self) -> Any:
-        return importlib.import_module(f"mfcl_sweeps.backends.{self.backend_name}")
+        from mfcl_sweeps import backends
+
+        return backends.load(self.backend_name)
 
     def check_options(self) -> None:
         """Validate `hydra.launcher.*` through the backend's `check_options(options)`, where it has one."""
@@ -114,7 +115,7 @@ class LaunchCore:
         if self.options.get("detach"):
             raise MfclError("hydra.launcher.detach=true needs hydra/sweeper=mfcl (other sweepers wait for "
                             "results that a detached launch does not produce); add hydra/sweeper=mfcl or set detach=false")
-        from mfcl_sweeps.manifest import SweepManifest
+        from mfcl_sweeps.state.manifest import SweepManifest
 
         runs = runs_from_overrides(job_overrides, initial_job_idx)
         extra = [[o for o in ov if o.lstrip("+~").startswith("hydra.")] for ov in job_overrides]

@@ -20,9 +20,9 @@ import logging
 import re
 from typing import Optional, Sequence
 
-from mfcl_sweeps.backends.pbs import PbsError, PbsFrontend, run_command, split_job_id
+from mfcl_sweeps.backends.pbs.backend import PbsError, PbsFrontend, run_command, split_job_id
 from mfcl_sweeps.backends.polling import TaskState
-from mfcl_sweeps.backends.slurm_sacct import SlurmQuery, Wording
+from mfcl_sweeps.backends.slurm.query import SlurmQuery, Wording
 
 log = logging.getLogger(__name__)
 

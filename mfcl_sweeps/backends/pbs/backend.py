@@ -3,7 +3,7 @@ template, for PBS Pro (`-J`, `select=`) or Torque (`-t`, `nodes=`).
 
 Planning is pure (`pbs_options`, `directives`, `render_script`, `qsub_argv`); `PbsBackend.submit`
 is the only place qsub runs. Scheduler commands go through a *front end*: `PbsFrontend` below speaks
-real PBS (`qstat -f -t`, `qdel ID[i]`); `mfcl_sweeps.backends.pbs_compat` holds what differs on
+real PBS (`qstat -f -t`, `qdel ID[i]`); `mfcl_sweeps.backends.pbs.frontends` holds what differs on
 front ends that only imitate PBS (Debian's slurm-wlm-torque over Slurm).
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from mfcl_sweeps.backends.base import (
 from mfcl_sweeps.backends.local import signal_name
 from mfcl_sweeps.backends.polling import BackoffPoller, TaskState, scheduler_command
 from mfcl_sweeps.errors import MfclError
-from mfcl_sweeps.jobspec import array_worker_argv, atomic_write_bytes, worker_argv
+from mfcl_sweeps.job.jobspec import array_worker_argv, atomic_write_bytes, worker_argv
 from mfcl_sweeps.model import RunResources
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 DIALECTS = ("pbspro", "torque")
 FRONTENDS = ("auto", "pbs", "slurm")
 SUBJOB_LIMITS = ("suffix", "max_run_subjobs")
-TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "pbs.sh.j2"
+TEMPLATE = Path(__file__).resolve().parent / "pbs.sh.j2"
 # PBS Pro: up to 236 characters starting with a letter; Torque clients may truncate long names.
 JOB_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.+-]{0,235}")
 QSUB_TIMEOUT_S = 120
@@ -398,7 +398,7 @@ def detect_frontend(choice: str = "auto") -> str:
 
 def make_frontend(choice: str, dialect: str) -> PbsFrontend:
     if detect_frontend(choice) == "slurm":
-        from mfcl_sweeps.backends.pbs_compat import SlurmTorqueFrontend
+        from mfcl_sweeps.backends.pbs.frontends import SlurmTorqueFrontend
 
         return SlurmTorqueFrontend(dialect)
     return PbsFrontend(dialect)

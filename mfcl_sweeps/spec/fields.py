@@ -6,11 +6,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from mfcl_sweeps import overrides as ov
-from mfcl_sweeps import sweepfile
+from mfcl_sweeps.spec import overrides as ov
+from mfcl_sweeps.spec import sweepfile
 from mfcl_sweeps.errors import SweepSpecError
 from mfcl_sweeps.model import Budget, RunResources
-from mfcl_sweeps.spec_types import Setting
+from mfcl_sweeps.spec.types import Setting
 
 DEFAULT_ALIASES: dict[str, Any] = {
     "model": {"kind": "group", "target": "model"},

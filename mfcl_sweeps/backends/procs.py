@@ -10,7 +10,7 @@ import signal
 import time
 from typing import Any, Iterable, Optional
 
-from mfcl_sweeps.journal import HOST
+from mfcl_sweeps.state.journal import HOST
 
 DEFAULT_GRACE_S = 10.0
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from mfcl_sweeps import model
-from mfcl_sweeps.backends.ssh_commands import REMOTE_DIR
-from mfcl_sweeps.jobspec import JobSpec, Session, quote_override_value
+from mfcl_sweeps.backends.ssh.commands import REMOTE_DIR
+from mfcl_sweeps.job.jobspec import JobSpec, Session, quote_override_value
 
 
 def sweep_key(local_sweep_dir: str) -> str:

@@ -13,8 +13,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Optional
 
-from mfcl_sweeps.backends import ssh_commands as cmd
-from mfcl_sweeps.backends.ssh_transport import HostConn
+from mfcl_sweeps.backends.ssh import commands as cmd
+from mfcl_sweeps.backends.ssh.transport import HostConn
 from mfcl_sweeps.errors import MfclError
 
 log = logging.getLogger(__name__)

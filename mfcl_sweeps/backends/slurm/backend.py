@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from hydra_plugins.mfcl_sweeps.slurm_launcher import SlurmLauncherConf
-from mfcl_sweeps.backends import slurm_sacct
+from mfcl_sweeps.backends.slurm import query as slurm_sacct
 from mfcl_sweeps.backends.base import (
     Backend,
     JobHandle,
@@ -36,8 +36,8 @@ from mfcl_sweeps.backends.base import (
     options_type,
 )
 from mfcl_sweeps.backends.polling import BackoffPoller
-from mfcl_sweeps.backends.slurm_sacct import SlurmError
-from mfcl_sweeps.jobspec import atomic_write_bytes
+from mfcl_sweeps.backends.slurm.query import SlurmError
+from mfcl_sweeps.job.jobspec import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import IO, Optional
 
-from mfcl_sweeps.backends import ssh_commands as cmd
-from mfcl_sweeps.backends.ssh_hosts import HostSpec, SshOptions
+from mfcl_sweeps.backends.ssh import commands as cmd
+from mfcl_sweeps.backends.ssh.hosts import HostSpec, SshOptions
 from mfcl_sweeps.errors import MfclError
 
 SSH_FAILED = 255  # ssh's own exit code: connection or authentication failed

@@ -13,13 +13,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
-from mfcl_sweeps import overrides as ov
-from mfcl_sweeps import sweepfile, wandb_sweep
+from mfcl_sweeps.spec import overrides as ov
+from mfcl_sweeps.spec import sweepfile
+from mfcl_sweeps.spec import wandb as wandb_sweep
 from mfcl_sweeps.errors import SweepSpecError
 from mfcl_sweeps.model import RunResources
-from mfcl_sweeps.spec_fields import (FP32_NAMES, RESOURCE_KEYS, Ctx, need_list, need_mapping, parse_aliases, parse_budget,
+from mfcl_sweeps.spec.fields import (FP32_NAMES, RESOURCE_KEYS, Ctx, need_list, need_mapping, parse_aliases, parse_budget,
                                      parse_resources, parse_seeds, positive_int, valid_key)
-from mfcl_sweeps.spec_types import Axis, Block, Setting, SpecOptions, SweepSpec
+from mfcl_sweeps.spec.types import Axis, Block, Setting, SpecOptions, SweepSpec
 
 __all__ = ["Axis", "Block", "Setting", "SpecOptions", "SweepSpec", "load_spec"]
 

@@ -40,7 +40,7 @@ from mfcl_sweeps.backends.local import (
     signal_name,
     visible_gpus,
 )
-from mfcl_sweeps.backends.torchrun_hosts import (
+from mfcl_sweeps.backends.torchrun.hosts import (
     check_host,
     parse_hosts,
     python_of,
@@ -462,7 +462,7 @@ class TorchrunBackend(Backend):
                             run_failed=True, fields=fields)
         if not any(codes):
             return JobState(done=True, exit_code=0, fields=fields)
-        from mfcl_sweeps.jobspec import log_tail
+        from mfcl_sweeps.job.jobspec import log_tail
 
         log_text = log_tail(h.request.log_path, 200)
         reasons = [failure_reason(launch.error_file(n), log_text) for n, c in zip(launch.nodes, codes) if c]
@@ -517,7 +517,7 @@ class TorchrunBackend(Backend):
 def cancel_records(records: Sequence[Any]) -> Any:
     """`mfcl-sweeps cancel`: stops rank 0's process group (journaled by the worker); its torchrun
     agent then stops the run's other ranks. Returns the config hashes stopped."""
-    from mfcl_sweeps.proc import cancel_records as cancel_process_groups
+    from mfcl_sweeps.backends.procs import cancel_records as cancel_process_groups
 
     return cancel_process_groups(records)
 
