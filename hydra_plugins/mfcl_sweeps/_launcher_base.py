@@ -1,6 +1,7 @@
 """What every mfcl launcher plugin shares. Kept out of Hydra's start-up scan (leading `_`) and
 free of heavy imports: the work starts in `mfcl_sweeps.launch.core` at `setup()`."""
 
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -17,7 +18,11 @@ class CommonLauncherConf:
 
 
 class MfclLauncherBase(Launcher):
-    backend_name = "?"
+    @property
+    @abstractmethod
+    def backend_name(self) -> str:
+        """Set by each launcher (a class attribute). Abstract so that Hydra's plugin scan, which
+        lists every concrete Launcher subclass it meets in a plugin module, skips this base."""
 
     def __init__(self, **options: Any) -> None:
         self.options = options
