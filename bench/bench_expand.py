@@ -37,7 +37,7 @@ PROLOGUE = """
 import json, resource, time
 t0 = time.perf_counter()
 from mfcl_sweeps.expand import count, iter_runs
-from mfcl_sweeps.spec.load import SpecOptions, load_spec
+from mfcl_sweeps.spec import SpecOptions, load_spec
 t1 = time.perf_counter()
 """
 EPILOGUE = """

@@ -12,8 +12,9 @@ import random
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 from mfcl_sweeps.spec import overrides as ov
+from mfcl_sweeps.errors import SweepSpecError
 from mfcl_sweeps.model import PlannedRun
-from mfcl_sweeps.spec.load import Block, Setting, SweepSpec
+from mfcl_sweeps.spec.types import Block, Setting, SweepSpec
 
 HASH_CHARS = 16
 INDEX_WIDTH = 5  # run ids sort by index up to 99,999 runs; larger indices just get longer
@@ -113,6 +114,14 @@ def count(spec: SweepSpec) -> int:
     """The number of runs `iter_runs(spec)` yields, computed without expanding plain grids."""
     total = sum(_block_count(block, spec.exclude) for block in spec.blocks)
     return total if spec.max_runs is None else min(total, spec.max_runs)
+
+
+def check_not_empty(spec: SweepSpec) -> None:
+    """A one-line error, at the exclude entries, when they remove every run of `spec`."""
+    if spec.exclude and count(spec) == 0:
+        key, file, line = spec.exclude_at
+        raise SweepSpecError("the exclude entries remove every run: nothing left to sweep",
+                             key=key, file=file, line=line)
 
 
 # ----------------------------------------------------------------------------- expansion

@@ -77,11 +77,14 @@ class SweepCore:
     def load_spec(self, arguments: list[str]) -> Any:
         import dataclasses
 
-        from mfcl_sweeps.spec.load import SpecOptions, load_spec
+        from mfcl_sweeps.expand import check_not_empty
+        from mfcl_sweeps.spec import SpecOptions, load_spec
 
         options = SpecOptions(**{f.name: self.opt(f.name) for f in dataclasses.fields(SpecOptions)})
-        return load_spec(self.opt("sweep_file"), cli_overrides=list(arguments), params=self.opt("params", {}),
+        spec = load_spec(self.opt("sweep_file"), cli_overrides=list(arguments), params=self.opt("params", {}),
                          options=options, config_loader=self.hydra_context.config_loader)
+        check_not_empty(spec)
+        return spec
 
     def resume_mode(self) -> str:
         mode = self.opt("resume")

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from mfcl_sweeps.spec import overrides as ov
 from mfcl_sweeps.errors import SweepSpecError
-from mfcl_sweeps.spec.load import Block, Setting, SweepSpec
+from mfcl_sweeps.spec.types import Block, Setting, SweepSpec
 
 
 def _reason(err: BaseException) -> str:

@@ -9,7 +9,8 @@ import pytest
 
 from mfcl_sweeps.cli import main
 from mfcl_sweeps.errors import SweepSpecError
-from mfcl_sweeps.spec.load import SpecOptions, load_spec
+from mfcl_sweeps.expand import check_not_empty
+from mfcl_sweeps.spec import SpecOptions, load_spec
 
 # (id, sweep file text, words the message must hold, line or None)
 FILES = [
@@ -69,7 +70,7 @@ def test_malformed_sweep_file(tmp_path, name, text, words, line):
     path = tmp_path / ("bad.json" if text.startswith("{") else "bad.yaml")
     path.write_text(text)
     with pytest.raises(SweepSpecError) as err:
-        load_spec(str(path))
+        check_not_empty(load_spec(str(path)))
     message = str(err.value)
     assert "\n" not in message
     for word in words:

@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mfcl_sweeps.spec import overrides as ov
-from mfcl_sweeps.expand import config_hash, count, iter_runs, make_run_id
-from mfcl_sweeps.spec.load import SpecOptions, load_spec
+from mfcl_sweeps.expand import check_not_empty, config_hash, count, iter_runs, make_run_id
+from mfcl_sweeps.spec import SpecOptions, load_spec
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -44,7 +44,9 @@ def load(options, cli):
     from mfcl_sweeps.errors import SweepSpecError
 
     try:
-        return load_spec(None, cli_overrides=cli, options=SpecOptions(**options))
+        spec = load_spec(None, cli_overrides=cli, options=SpecOptions(**options))
+        check_not_empty(spec)
+        return spec
     except SweepSpecError as err:
         assert "remove every run" in str(err)
         return None

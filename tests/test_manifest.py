@@ -13,7 +13,7 @@ from mfcl_sweeps import model
 from mfcl_sweeps.errors import ManifestError
 from mfcl_sweeps.expand import count, iter_runs
 from mfcl_sweeps.state.manifest import SNAPSHOT_NAME, SweepManifest, load_snapshot
-from mfcl_sweeps.spec.load import load_spec
+from mfcl_sweeps.spec import load_spec
 
 
 def spec_of(*overrides: str):
@@ -159,7 +159,7 @@ def test_assign_needs_a_plan(tmp_path):
 def test_snapshot_matches_the_journal_and_redacts_secrets(tmp_path):
     script = f"""
 from mfcl_sweeps.state.manifest import SweepManifest
-from mfcl_sweeps.spec.load import load_spec
+from mfcl_sweeps.spec import load_spec
 from mfcl_sweeps.expand import count, iter_runs
 spec = load_spec(None, cli_overrides=["a=1,2,3"])
 m = SweepManifest({str(tmp_path)!r})

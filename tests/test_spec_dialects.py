@@ -7,7 +7,7 @@ import pytest
 
 from mfcl_sweeps.expand import count, iter_runs, make_run_id
 from mfcl_sweeps.model import Budget
-from mfcl_sweeps.spec.load import SpecOptions, load_spec
+from mfcl_sweeps.spec import SpecOptions, load_spec
 
 SWEEPS = Path(__file__).parent / "fixtures" / "sweeps"
 

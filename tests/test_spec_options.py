@@ -10,7 +10,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from mfcl_sweeps.errors import SweepSpecError
 from mfcl_sweeps.expand import count, iter_runs
-from mfcl_sweeps.spec.load import SpecOptions, load_spec
+from mfcl_sweeps.spec import SpecOptions, load_spec
 
 APP_CONF = Path(__file__).parent / "fixtures" / "app" / "conf"
 

@@ -17,7 +17,7 @@ from mfcl_sweeps.expand import iter_runs
 from mfcl_sweeps.state.journal import HOST
 from mfcl_sweeps.state.manifest import SweepManifest
 from mfcl_sweeps.backends.procs import cancel_records, group_members
-from mfcl_sweeps.spec.load import load_spec
+from mfcl_sweeps.spec import load_spec
 
 
 def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -129,7 +129,7 @@ def test_local_cancel_leaves_other_hosts_runs_alone(tmp_path):
 RECORDING_APP = """
 import json, sys
 from mfcl_sweeps.state.manifest import SweepManifest
-from mfcl_sweeps.spec.load import load_spec
+from mfcl_sweeps.spec import load_spec
 sweep_dir = [a.split("=", 1)[1].strip("'") for a in sys.argv if a.startswith("hydra.sweep.dir=")]
 if not sweep_dir:  # the first run: record a plan like the sweeper does
     spec = load_spec(None, cli_overrides=["a=1,2"])

@@ -11,7 +11,7 @@ from hydra.core.singleton import Singleton
 from hydra.types import RunMode
 
 from mfcl_sweeps.errors import SweepSpecError
-from mfcl_sweeps.spec.load import SpecOptions, load_spec
+from mfcl_sweeps.spec import SpecOptions, load_spec
 from mfcl_sweeps.validate import validate_spec
 
 APP = Path(__file__).parent / "fixtures" / "app"

@@ -46,7 +46,8 @@ def _split_options(args: argparse.Namespace) -> None:
 
 def load_from_args(args: argparse.Namespace) -> Any:
     from mfcl_sweeps.spec import overrides as ov
-    from mfcl_sweeps.spec.load import SpecOptions, load_spec
+    from mfcl_sweeps.expand import check_not_empty
+    from mfcl_sweeps.spec import SpecOptions, load_spec
 
     _split_options(args)
     knobs = {f.name for f in dataclasses.fields(SpecOptions)}
@@ -69,4 +70,6 @@ def load_from_args(args: argparse.Namespace) -> Any:
         except Exception as err:
             raise SweepSpecError(f"cannot parse value {value!r}: {str(err).splitlines()[0]}",
                                  key=text.split("=", 1)[0]) from None
-    return load_spec(args.sweep_file, cli_overrides=task, params=params, options=SpecOptions(**options))
+    spec = load_spec(args.sweep_file, cli_overrides=task, params=params, options=SpecOptions(**options))
+    check_not_empty(spec)
+    return spec

@@ -6,10 +6,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from mfcl_sweeps.spec import overrides as ov
-from mfcl_sweeps.spec import sweepfile
 from mfcl_sweeps.errors import SweepSpecError
 from mfcl_sweeps.model import Budget, RunResources
+from mfcl_sweeps.spec import overrides as ov
+from mfcl_sweeps.spec import sweepfile
 from mfcl_sweeps.spec.types import Setting
 
 DEFAULT_ALIASES: dict[str, Any] = {

@@ -74,6 +74,8 @@ class SweepSpec:
     dialect: str = "native"
     source: Optional[str] = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    # where the exclude entries were given, as SweepSpecError's (key, file, line); not hashed
+    exclude_at: tuple = field(default=(None, None, None), compare=False)
 
     def to_dict(self) -> dict:
         return {
