@@ -111,9 +111,10 @@ class SweepCore:
 
     # -- the sweep -----------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:
-        from mfcl_sweeps import expand
+        from mfcl_sweeps import expand, notify
 
         spec = self.load_spec(arguments)
+        notify_options = notify.parse_options(self.opt("notify"))  # a bad setting fails before launching
         total = expand.count(spec)
         if self.opt("validate", True):
             from mfcl_sweeps.validate import validate_spec
@@ -129,13 +130,18 @@ class SweepCore:
         self.claim_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # A claim worker heart-beats while it lives; stopping retires it, which frees its claims at once.
         stop_heartbeat = manifest.start_heartbeat(self.claim_owner) if self.opt("claim", False) else None
+        notifier = notify.SweepNotifier.start(notify_options, sweep_dir, manifest.sweep_id, self.config)
         try:
             batches = self.launch(self.runs_to_do(manifest, spec, resume), manifest, manifest.sweep_id, total, extra)
         finally:
+            notifier.stop()
             if stop_heartbeat is not None:
                 stop_heartbeat()
         manifest.write_snapshot()
-        return self.finish(manifest, batches, sweep_dir)
+        try:
+            return self.finish(manifest, batches, sweep_dir)
+        finally:
+            notifier.ended()
 
     def check_git(self) -> Optional[dict]:
         from mfcl_sweeps.state.sysinfo import check_git, git_info

@@ -11,6 +11,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
+from hydra_plugins.mfcl_sweeps._notify_conf import NotifyConf
+
 
 @dataclass
 class MfclSweeperConf:
@@ -42,6 +44,7 @@ class MfclSweeperConf:
     cluster: Optional[str] = None  # default: $MFCL_CLUSTER, else "local"
     fail_on_error: bool = True  # exit non-zero when runs failed (after running all of them)
     allow_behind: bool = False  # launch even if the project's git branch is behind its upstream
+    notify: NotifyConf = field(default_factory=NotifyConf)  # webhook/email at the end and first failure
 
 
 _IDENTITY = {

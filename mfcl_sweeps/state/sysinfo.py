@@ -9,7 +9,7 @@ import subprocess
 import sys
 from typing import Mapping, Optional, Sequence
 
-SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
+SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "WEBHOOK")
 REDACTED = "***"
 # user:password@ in URLs such as HTTPS_PROXY=http://me:pw@proxy:3128
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")

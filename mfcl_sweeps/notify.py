@@ -1,0 +1,305 @@
+"""Sweep notifications: a Slack-compatible webhook and/or email (SMTP with STARTTLS), sent when
+the sweep ends and at its first failed run (`hydra.sweeper.notify`, docs/first-ten-minutes.md).
+
+Secrets never sit in the config: the webhook URL and the SMTP login are read from environment
+variables named by the config, at send time, so neither `multirun.yaml` nor the manifest (which
+records the command line) can hold them. A notification that cannot be sent is a warning: the
+sweep's outcome never depends on it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from mfcl_sweeps import model
+from mfcl_sweeps.errors import MfclError
+
+log = logging.getLogger("mfcl_sweeps")
+
+EVENTS = ("end", "failure")
+SEND_TIMEOUT_S = 10.0
+WATCH_INTERVAL_S = 2.0
+MAX_FAILURES_LISTED = 10
+_KEYS = {"webhook_env", "email", "on", "metric", "title"}
+_EMAIL_KEYS = {"to", "sender", "host", "port", "starttls", "user_env", "password_env", "ca_file"}
+
+
+@dataclass(frozen=True)
+class EmailTarget:
+    to: tuple[str, ...]
+    sender: str
+    host: str = "localhost"
+    port: int = 587
+    starttls: bool = True
+    user_env: Optional[str] = None  # names of env vars holding the login, never the login itself
+    password_env: Optional[str] = None
+    ca_file: Optional[str] = None  # a private CA for the server's certificate (default: the system's)
+
+
+@dataclass(frozen=True)
+class NotifyOptions:
+    webhook_env: Optional[str] = None  # env var holding the webhook URL
+    email: Optional[EmailTarget] = None
+    on: tuple[str, ...] = EVENTS
+    metric: str = "accuracy"  # the best run is the one with the best value of this metric
+    title: str = "mfcl sweep"
+
+
+@dataclass
+class Summary:
+    """What a notification says; built from the manifest's records."""
+    event: str  # end | failure
+    sweep_id: str
+    sweep_dir: str
+    counts: dict[str, int]
+    failures: list[dict] = field(default_factory=list)  # {run_id, error}
+    best: Optional[dict] = None  # {run_id, metric, value}
+    report: Optional[str] = None
+
+
+def parse_options(raw: Any) -> Optional[NotifyOptions]:
+    """`hydra.sweeper.notify` as a plain dict -> options; None when it names no target (no
+    webhook_env, no email recipient)."""
+    if not raw:
+        return None
+    if not isinstance(raw, dict):
+        raise MfclError(f"hydra.sweeper.notify={raw!r}: expected a mapping such as {{webhook_env: SLACK_WEBHOOK_URL}}")
+    unknown = set(raw) - _KEYS
+    if unknown:
+        raise MfclError(f"hydra.sweeper.notify.{sorted(unknown)[0]}: unknown key; use {', '.join(sorted(_KEYS))}")
+    on = tuple(raw.get("on") or EVENTS)
+    bad = [e for e in on if e not in EVENTS]
+    if bad:
+        raise MfclError(f"hydra.sweeper.notify.on: {bad[0]!r} is not an event; use {', '.join(EVENTS)}")
+    email = {k: v for k, v in (raw.get("email") or {}).items() if v is not None}
+    target = None
+    if email.get("to"):
+        unknown = set(email) - _EMAIL_KEYS
+        if unknown:
+            raise MfclError(f"hydra.sweeper.notify.email.{sorted(unknown)[0]}: unknown key; "
+                            f"use {', '.join(sorted(_EMAIL_KEYS))}")
+        if not email.get("sender"):
+            raise MfclError("hydra.sweeper.notify.email.sender: required with email.to (the From: address)")
+        if email.get("user_env") and email.get("starttls") is False:
+            raise MfclError("hydra.sweeper.notify.email.user_env: a login needs starttls: true (it would cross in clear)")
+        to = email["to"] if isinstance(email["to"], (list, tuple)) else [email["to"]]
+        target = EmailTarget(**{**email, "to": tuple(str(t) for t in to)})
+    if not raw.get("webhook_env") and target is None:
+        return None
+    _check_secret_names({"webhook_env": raw.get("webhook_env"), "email.password_env": email.get("password_env")})
+    return NotifyOptions(webhook_env=raw.get("webhook_env"), email=target, on=on,
+                         metric=str(raw.get("metric") or "accuracy"), title=str(raw.get("title") or "mfcl sweep"))
+
+
+def _check_secret_names(names: dict[str, Optional[str]]) -> None:
+    """The manifest records the environment with secret-looking names hidden: a secret's
+    variable must look secret, or its value would be written there in clear."""
+    from mfcl_sweeps.state.sysinfo import SECRET_MARKERS, is_secret_name
+
+    for key, name in names.items():
+        if name and not is_secret_name(name):
+            raise MfclError(f"hydra.sweeper.notify.{key}={name}: the manifest records the environment and hides only "
+                            f"variables whose name contains {', '.join(SECRET_MARKERS)}; rename it "
+                            f"(e.g. MFCL_NOTIFY_{'WEBHOOK' if key == 'webhook_env' else 'SMTP_PASSWORD'})")
+
+
+# -- the message ------------------------------------------------------------------------------
+def error_line(record: Any) -> str:
+    """A failed run's error in one line: its recorded error, else the last line of its log."""
+    for text in (record.error, record.stderr_tail):
+        lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()[:300]
+    return ""
+
+
+def summarize(records: dict, sweep_id: str, sweep_dir: str, event: str) -> Summary:
+    """Counts per state and the failed runs with their error line, from manifest records."""
+    ordered = sorted(records.values(), key=lambda r: r.index)
+    counts: dict[str, int] = {}
+    for rec in ordered:
+        counts[rec.status] = counts.get(rec.status, 0) + 1
+    counts["total"] = len(ordered)
+    failures = [{"run_id": r.run_id, "error": error_line(r)} for r in ordered if r.status == model.FAILED]
+    return Summary(event=event, sweep_id=sweep_id, sweep_dir=sweep_dir, counts=counts, failures=failures)
+
+
+def metric_of(return_value: Optional[str], metric: str) -> Optional[float]:
+    """The metric in a journaled return value (the task's repr): a number, or `metric` in a dict."""
+    import ast
+    import math
+
+    try:
+        value = ast.literal_eval(return_value) if return_value else None
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if isinstance(value, dict):
+        value = value.get(metric)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def best_run(records: dict, metric: str) -> Optional[dict]:
+    """The completed run with the best value of `metric` (lower is better for losses), if any."""
+    from mfcl_sweeps.aggregate import lower_is_better
+
+    scored = [(v, r.index, r.run_id) for r in records.values() if r.status == model.COMPLETED
+              for v in [metric_of(r.return_value, metric)] if v is not None]
+    if not scored:
+        return None
+    sign = 1 if lower_is_better(metric) else -1
+    value, _, run_id = min(scored, key=lambda t: (sign * t[0], t[1]))  # ties: the lowest index
+    return {"run_id": run_id, "metric": metric, "value": value}
+
+
+def text_of(s: Summary, title: str) -> str:
+    head = {"end": "finished", "failure": "has its first failed run"}[s.event]
+    counts = ", ".join(f"{v} {k}" for k, v in s.counts.items() if k != "total")
+    lines = [f"{title} {s.sweep_id} {head}: {s.counts.get('total', 0)} run(s): {counts or 'none'}"]
+    for f in s.failures[:MAX_FAILURES_LISTED]:
+        lines.append(f"  failed {f['run_id']}: {f['error'] or '(no error line)'}")
+    if len(s.failures) > MAX_FAILURES_LISTED:
+        lines.append(f"  ... and {len(s.failures) - MAX_FAILURES_LISTED} more")
+    if s.best:
+        lines.append(f"best: {s.best['run_id']} ({s.best['metric']} = {s.best['value']:.6g})")
+    lines.append(f"report: {s.report}" if s.report else f"status: mfcl-sweeps status {s.sweep_dir}")
+    return "\n".join(lines)
+
+
+def webhook_payload(s: Summary, title: str) -> dict:
+    """Slack's incoming-webhook body (`text`) plus the same facts as fields for other receivers."""
+    return {"text": text_of(s, title), "event": s.event, "sweep_id": s.sweep_id, "sweep_dir": s.sweep_dir,
+            "counts": s.counts, "failures": s.failures[:MAX_FAILURES_LISTED], "best": s.best, "report": s.report}
+
+
+# -- sending ----------------------------------------------------------------------------------
+def _env(name: Optional[str], what: str) -> Optional[str]:
+    if not name:
+        return None
+    value = os.environ.get(name)
+    if not value:
+        raise OSError(f"{what}: environment variable {name} is not set")
+    return value
+
+
+def send_webhook(url: str, payload: dict) -> None:
+    import urllib.request
+
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=SEND_TIMEOUT_S) as resp:
+        resp.read()
+
+
+def send_email(target: EmailTarget, subject: str, body: str) -> None:
+    import smtplib
+    import ssl
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["Subject"], msg["From"], msg["To"] = subject, target.sender, ", ".join(target.to)
+    msg.set_content(body)
+    user = _env(target.user_env, "notify.email.user_env")
+    password = _env(target.password_env, "notify.email.password_env")
+    with smtplib.SMTP(target.host, int(target.port), timeout=SEND_TIMEOUT_S) as smtp:
+        if target.starttls:
+            # smtplib's default context verifies nothing; a login must not go to an impostor
+            smtp.starttls(context=ssl.create_default_context(cafile=target.ca_file))
+        if user:
+            smtp.login(user, password or "")
+        smtp.send_message(msg)
+
+
+def send(options: NotifyOptions, s: Summary) -> list[str]:
+    """Send to every target; returns the warnings (one per target that failed), never raises."""
+    warnings = []
+    if options.webhook_env:
+        try:
+            send_webhook(_env(options.webhook_env, "notify.webhook_env"), webhook_payload(s, options.title))
+        except Exception as err:  # any failure to deliver is the receiver's problem, not the sweep's
+            warnings.append(f"webhook not sent ({type(err).__name__}: {err})")
+    if options.email:
+        subject = text_of(s, options.title).splitlines()[0]
+        try:
+            send_email(options.email, subject, text_of(s, options.title))
+        except Exception as err:
+            warnings.append(f"email not sent ({type(err).__name__}: {err})")
+    for w in warnings:
+        log.warning("mfcl notify: %s", w)
+    return warnings
+
+
+class SweepNotifier:
+    """The sweeper's side: watch the manifest for the first failure, then report the end."""
+
+    def __init__(self, options: Optional[NotifyOptions], sweep_dir: str, sweep_id: str, report: Optional[str],
+                 interval_s: float = WATCH_INTERVAL_S) -> None:
+        self.options, self.sweep_dir, self.sweep_id, self.report = options, sweep_dir, sweep_id, report
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.failure_sent = False
+        self._manifest: Any = None
+
+    @classmethod
+    def start(cls, options: Optional[NotifyOptions], sweep_dir: str, sweep_id: str, config: Any) -> "SweepNotifier":
+        """A started notifier (one that does nothing without options). The report is named when
+        `hydra/callbacks=mfcl` will write it, right after the sweeper returns."""
+        callbacks = config.hydra.get("callbacks") or {}
+        with_report = any("mfcl" in str(cb.get("_target_", "")) for cb in callbacks.values())
+        notifier = cls(options, sweep_dir, sweep_id, os.path.join(sweep_dir, "reports", "summary.md") if with_report else None)
+        if options is not None and "failure" in options.on:
+            notifier._thread = threading.Thread(target=notifier._watch, name="mfcl-notify", daemon=True)
+            notifier._thread.start()
+        return notifier
+
+    def _records(self) -> dict:
+        from mfcl_sweeps.state.manifest import SweepManifest
+
+        if self._manifest is None:  # one reader, refreshed incrementally at each look
+            self._manifest = SweepManifest(self.sweep_dir)
+        return self._manifest.records()
+
+    def check_failure(self) -> bool:
+        """Send the first-failure message if a run has failed and none was sent yet."""
+        if self.options is None or self.failure_sent or "failure" not in self.options.on:
+            return self.failure_sent
+        records = self._records()
+        if any(r.status == model.FAILED for r in records.values()):
+            self.failure_sent = True
+            send(self.options, summarize(records, self.sweep_id, self.sweep_dir, "failure"))
+        return self.failure_sent
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                if self.check_failure():
+                    return
+            except Exception as err:  # a journal being rewritten: try again next time
+                log.debug("mfcl notify: watch: %s", err)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            self.check_failure()  # a failure in the last interval still gets its message
+        except Exception as err:
+            log.warning("mfcl notify: %s", err)
+
+    def ended(self) -> None:
+        if self.options is None or "end" not in self.options.on:
+            return
+        try:
+            records = self._records()
+        except Exception as err:
+            log.warning("mfcl notify: end of sweep not sent: %s", err)
+            return
+        s = summarize(records, self.sweep_id, self.sweep_dir, "end")
+        s.best, s.report = best_run(records, self.options.metric), self.report
+        send(self.options, s)

@@ -1,0 +1,237 @@
+"""`hydra.sweeper.notify`: real sweeps (Hydra subprocesses) notifying a local HTTP server (a
+Slack-compatible webhook) and a local SMTP server (aiosmtpd, STARTTLS required, AUTH checked)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from mfcl_sweeps import notify
+from mfcl_sweeps.errors import MfclError
+from mfcl_sweeps.state.records import RunRecord
+
+APP = textwrap.dedent("""
+    import hydra
+
+    @hydra.main(config_path="conf", config_name="config", version_base="1.3")
+    def main(cfg):
+        if cfg.x == "fail":
+            raise RuntimeError("boom: x was fail")
+        return {"loss": 10.0 / float(cfg.x), "accuracy": float(cfg.x) / 10}
+
+    if __name__ == "__main__":
+        main()
+""")
+SECRET_URL_PART = "hooks/T000-SECRET-TOKEN"
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.yaml").write_text("x: 1\n")
+    (tmp_path / "app.py").write_text(APP)
+    return tmp_path
+
+
+class _Hook(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.received.append((self.path, self.headers["Content-Type"], json.loads(body)))
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    server.received = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sweep(app: Path, env: dict, *overrides: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "app.py", "--multirun", "hydra/sweeper=mfcl", "hydra.sweeper.name=s",
+           "hydra.sweeper.notify.webhook_env=MFCL_TEST_WEBHOOK", *overrides]
+    return subprocess.run(cmd, cwd=app, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_sweep_notifies_first_failure_then_end_and_keeps_the_url_out_of_the_sweep_dir(app, webhook):
+    url = f"http://127.0.0.1:{webhook.server_port}/{SECRET_URL_PART}"
+    proc = sweep(app, {"MFCL_TEST_WEBHOOK": url}, "x=2,fail,5", "hydra/callbacks=mfcl")
+    assert proc.returncode != 0 and "1 run(s) failed" in proc.stderr  # the sweep's own outcome is unchanged
+    events = [payload["event"] for _, _, payload in webhook.received]
+    assert events == ["failure", "end"], proc.stderr
+    path, content_type, end = webhook.received[-1]
+    assert path == "/" + SECRET_URL_PART and content_type == "application/json"
+    assert end["counts"] == {"completed": 2, "failed": 1, "total": 3}
+    [failure] = end["failures"]
+    assert failure["run_id"].startswith("00001_") and "boom: x was fail" in failure["error"]
+    assert end["best"]["metric"] == "accuracy" and end["best"]["value"] == pytest.approx(0.5)
+    assert end["best"]["run_id"].startswith("00002_")
+    sweep_dir = app / "multirun" / "s"
+    assert end["report"] == str(sweep_dir / "reports" / "summary.md")
+    assert end["sweep_dir"] == str(sweep_dir) and end["sweep_id"] == "s"
+    for line in ("3 run(s)", "failed 00001_", "boom: x was fail", "best: 00002_", "report: "):
+        assert line in end["text"]  # Slack shows `text`
+    leaked = [p for p in sweep_dir.rglob("*") if p.is_file() and SECRET_URL_PART.encode() in p.read_bytes()]
+    assert not leaked
+
+
+@pytest.mark.slow
+def test_metric_lower_is_better_and_end_only(app, webhook):
+    url = f"http://127.0.0.1:{webhook.server_port}/hook"
+    proc = sweep(app, {"MFCL_TEST_WEBHOOK": url}, "x=2,fail,5", "hydra.sweeper.notify.metric=loss",
+                 "hydra.sweeper.notify.on=[end]", "hydra.sweeper.fail_on_error=false")
+    assert proc.returncode == 0, proc.stderr
+    [(_, _, end)] = webhook.received
+    assert end["event"] == "end" and end["report"] is None
+    assert end["best"] == {"run_id": end["best"]["run_id"], "metric": "loss", "value": pytest.approx(2.0)}
+    assert end["best"]["run_id"].startswith("00002_")
+    assert "mfcl-sweeps status" in end["text"]
+
+
+@pytest.mark.slow
+def test_unreachable_webhook_only_warns(app):
+    proc = sweep(app, {"MFCL_TEST_WEBHOOK": f"http://127.0.0.1:{closed_port()}/hook"}, "x=1,2")
+    assert proc.returncode == 0, proc.stderr
+    assert "mfcl notify: webhook not sent (URLError" in proc.stdout + proc.stderr  # Hydra logs to stdout
+
+
+@pytest.mark.slow
+def test_a_bad_notify_option_fails_before_launching(app):
+    proc = sweep(app, {}, "x=1,2", "hydra.sweeper.notify.on=[end,start]")
+    assert proc.returncode != 0
+    assert "hydra.sweeper.notify.on: 'start' is not an event" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (app / "multirun" / "s").exists()
+
+
+# -- email -------------------------------------------------------------------------------------
+@pytest.fixture
+def smtp_server(tmp_path: Path):
+    """aiosmtpd requiring STARTTLS before AUTH and MAIL, with a self-signed certificate."""
+    import ssl
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    class Handler:
+        def __init__(self) -> None:
+            self.messages, self.logins = [], []
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+            self.messages.append((envelope.mail_from, envelope.rcpt_tos, envelope.content.decode()))
+            return "250 OK"
+
+    handler = Handler()
+
+    def authenticate(server, session, envelope, mechanism, auth_data):
+        handler.logins.append((auth_data.login.decode(), auth_data.password.decode()))
+        return AuthResult(success=auth_data.login == b"sweeper" and auth_data.password == b"s3cret")
+
+    controller = Controller(handler, hostname="127.0.0.1", port=closed_port(), tls_context=context, require_starttls=True,
+                            authenticator=authenticate, auth_require_tls=True)
+    controller.start()
+    controller.cert = str(cert)
+    yield controller
+    controller.stop()
+
+
+def _summary() -> notify.Summary:
+    records = {
+        "a": RunRecord("a", run_id="00000_default_x-1", index=0, status="completed", return_value="0.25"),
+        "b": RunRecord("b", run_id="00001_default_x-fail", index=1, status="failed",
+                       stderr_tail="Traceback ...\nRuntimeError: boom\n"),
+        "c": RunRecord("c", run_id="00002_default_x-2", index=2, status="completed", return_value="{'accuracy': 0.75}"),
+    }
+    s = notify.summarize(records, "lr_scan", "/data/multirun/lr_scan", "end")
+    s.best = notify.best_run(records, "accuracy")
+    return s
+
+
+def test_email_over_starttls_with_login_from_env(smtp_server, monkeypatch):
+    monkeypatch.setenv("MFCL_TEST_SMTP_USER", "sweeper")
+    monkeypatch.setenv("MFCL_TEST_SMTP_PASSWORD", "s3cret")
+    options = notify.parse_options({"email": {
+        "to": ["me@example.org", "you@example.org"], "sender": "sweeps@example.org", "host": "127.0.0.1",
+        "port": smtp_server.port, "user_env": "MFCL_TEST_SMTP_USER", "password_env": "MFCL_TEST_SMTP_PASSWORD",
+        "ca_file": smtp_server.cert}})
+    assert notify.send(options, _summary()) == []
+    [(sender, rcpts, content)] = smtp_server.handler.messages
+    assert sender == "sweeps@example.org" and rcpts == ["me@example.org", "you@example.org"]
+    assert "Subject: mfcl sweep lr_scan finished: 3 run(s): 2 completed, 1 failed" in content
+    assert "failed 00001_default_x-fail: RuntimeError: boom" in content
+    assert "best: 00002_default_x-2 (accuracy = 0.75)" in content
+    assert smtp_server.handler.logins == [("sweeper", "s3cret")]
+
+
+def test_email_failures_are_warnings(smtp_server, monkeypatch):
+    monkeypatch.setenv("MFCL_TEST_SMTP_USER", "sweeper")
+    monkeypatch.setenv("MFCL_TEST_SMTP_PASSWORD", "wrong")
+    base = {"to": "me@example.org", "sender": "s@example.org", "host": "127.0.0.1", "port": smtp_server.port,
+            "user_env": "MFCL_TEST_SMTP_USER", "password_env": "MFCL_TEST_SMTP_PASSWORD"}
+    cases = {
+        "untrusted certificate": base,  # the system CAs do not know the test server's certificate
+        "nothing listening": {**base, "port": closed_port()},
+    }
+    for why, email in cases.items():
+        [warning] = notify.send(notify.parse_options({"email": email}), _summary())
+        assert warning.startswith("email not sent"), why
+    assert smtp_server.handler.messages == []
+
+
+@pytest.mark.slow  # smtplib retries the refused login with LOGIN, which aiosmtpd answers only at the timeout
+def test_a_refused_login_is_a_warning(smtp_server, monkeypatch):
+    monkeypatch.setenv("MFCL_TEST_SMTP_USER", "sweeper")
+    monkeypatch.setenv("MFCL_TEST_SMTP_PASSWORD", "wrong")
+    email = {"to": "me@example.org", "sender": "s@example.org", "host": "127.0.0.1", "port": smtp_server.port,
+             "user_env": "MFCL_TEST_SMTP_USER", "password_env": "MFCL_TEST_SMTP_PASSWORD", "ca_file": smtp_server.cert}
+    [warning] = notify.send(notify.parse_options({"email": email}), _summary())
+    assert warning.startswith("email not sent")
+    assert smtp_server.handler.logins[0] == ("sweeper", "wrong") and smtp_server.handler.messages == []
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"webhook": "http://x"}, "notify.webhook: unknown key"),
+    ({"webhook_env": "X", "on": ["start"]}, "'start' is not an event"),
+    ({"email": {"to": "a@b"}}, "email.sender: required"),
+    ({"email": {"to": "a@b", "sender": "c@d", "tls": True}}, "email.tls: unknown key"),
+    ({"email": {"to": "a@b", "sender": "c@d", "user_env": "U", "starttls": False}}, "a login needs starttls"),
+    ({"webhook_env": "SLACK_URL"}, "webhook_env=SLACK_URL: the manifest records the environment"),
+    ({"email": {"to": "a@b", "sender": "c@d", "password_env": "SMTP_PW"}}, "rename it"),
+])
+def test_bad_options_are_one_line_errors(raw, message):
+    with pytest.raises(MfclError, match=message):
+        notify.parse_options(raw)
+
+
+def test_no_target_means_no_notifier():
+    assert notify.parse_options({"webhook_env": None, "email": {"to": []}, "on": ["end"]}) is None
