@@ -18,7 +18,7 @@ import time
 
 from mfcl_sweeps import model
 from mfcl_sweeps.expand import count, iter_runs
-from mfcl_sweeps.state.journal import HOST
+from mfcl_sweeps.liveness import HOST
 from mfcl_sweeps.state.manifest import SweepManifest, identity_of, transition_op
 from mfcl_sweeps.spec import load_spec
 

@@ -57,8 +57,8 @@ def test_racing_processes_claim_every_run_exactly_once(tmp_path):
 
 CLAIM_AS_OTHER_NODE = """
 import sys, time
-import mfcl_sweeps.state.journal as j, mfcl_sweeps.state.manifest as m
-j.HOST = m.HOST = "node-b"  # a worker on another node: its pid cannot be checked from here
+import mfcl_sweeps.liveness as lv, mfcl_sweeps.state.claims as c, mfcl_sweeps.state.manifest as m
+lv.HOST = c.HOST = m.HOST = "node-b"  # a worker on another node: its pid cannot be checked from here
 from mfcl_sweeps.model import PlannedRun
 run = PlannedRun(overrides=("x=0",), config_hash="hash00000", index=0, run_id="0")
 man = m.SweepManifest(sys.argv[1])
@@ -92,7 +92,7 @@ def test_heartbeat_keeps_a_claim_of_another_node(tmp_path):
     sweep = tmp_path / "sweep"
     subprocess.run([sys.executable, "-c", CLAIM_AS_OTHER_NODE, str(sweep)], check=True, capture_output=True)
     manifest = SweepManifest(sweep, claim_timeout=0.5)
-    owner_file = manifest._owner_path("node-b-worker")
+    owner_file = manifest.claims._owner_path("node-b-worker")
     for _ in range(4):  # the owner keeps beating: its file is rewritten by the filesystem clock
         time.sleep(0.25)
         owner_file.write_text(owner_file.read_text())

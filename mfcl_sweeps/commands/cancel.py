@@ -30,7 +30,7 @@ def cancellable(records: dict[str, Any]) -> list[Any]:
 
 def run(args: argparse.Namespace) -> int:
     from mfcl_sweeps.commands.status import open_manifest
-    from mfcl_sweeps.state.manifest import backend_hook
+    from mfcl_sweeps.backends import hook as backend_hook
 
     manifest = open_manifest(args.sweep_dir)
     targets = cancellable(manifest.records())

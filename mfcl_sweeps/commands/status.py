@@ -35,7 +35,7 @@ def open_manifest(sweep_dir: str) -> Any:
 
 def refresh_from_backends(records: list[Any]) -> None:
     """Apply what backends report about the active runs they started (`refresh_records` hook)."""
-    from mfcl_sweeps.state.manifest import backend_hook
+    from mfcl_sweeps.backends import hook as backend_hook
 
     by_backend: dict[str, list] = defaultdict(list)
     for rec in records:
@@ -56,7 +56,7 @@ def refresh_from_backends(records: list[Any]) -> None:
 def status_report(manifest: Any, now: Optional[float] = None) -> dict:
     """Plain data for the table and for --json. Only active and failed runs are unpacked: the
     rest is counted from the replay's summary columns (fast on a checkpointed 100,000-run sweep)."""
-    from mfcl_sweeps.state.manifest import ACTIVE_STATES
+    from mfcl_sweeps.model import ACTIVE_STATES
 
     now = time.time() if now is None else now
     # records are live objects of the manifest's replay: refreshed states show in the counts too

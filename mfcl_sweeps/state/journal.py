@@ -13,42 +13,21 @@ from __future__ import annotations
 import errno
 import json
 import os
-import socket
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from mfcl_sweeps.errors import ManifestError
+from mfcl_sweeps.liveness import HOST, pid_start_time, process_alive
 
 JOURNAL_NAME = "journal.jsonl"
 ENV_LOCK_GRACE = "MFCL_LOCK_GRACE_S"
 DEFAULT_LOCK_GRACE_S = 30.0
-HOST = socket.gethostname()
 
 
 def state_dir(sweep_dir: str | os.PathLike) -> Path:
     return Path(sweep_dir) / ".mfcl"
-
-
-def pid_start_time(pid: int) -> Optional[str]:
-    """Start time of `pid` in clock ticks since boot (None when it is gone): with the pid it
-    names one process, so a reused pid is not mistaken for the recorded one."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # the command name (field 2) may hold spaces and ')'; fields after the last ')' are fixed
-    return stat[stat.rindex(b")") + 2:].split()[19].decode()
-
-
-def process_alive(host: Optional[str], pid: Optional[int], start: Optional[str]) -> Optional[bool]:
-    """True/False for a process of this host, None when it lives elsewhere (cannot be checked)."""
-    if host != HOST or not pid:
-        return None
-    now = pid_start_time(int(pid))
-    return now is not None and (start is None or now == start)
 
 
 def link_exclusive(path: Path, payload: dict) -> bool:

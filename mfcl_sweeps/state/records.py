@@ -13,12 +13,12 @@ from __future__ import annotations
 import marshal
 import os
 import sys
-import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from mfcl_sweeps import model
+from mfcl_sweeps.fsio import atomic_write
 
 CHECKPOINT_NAME = "replay.ckpt"
 _FORMAT = (2, sys.version_info[:2])  # marshal's format follows the Python version
@@ -153,10 +153,7 @@ class Checkpoint:
 def write_checkpoint(state_dir: Path, journal_path: Path, cp: Checkpoint) -> None:
     payload = marshal.dumps({"format": _FORMAT, "ino": cp.ino, "offset": cp.offset, "lines": cp.lines,
                              "tail": cp.tail, "state": cp.state, **cp.records.dump()})
-    tmp = state_dir / f".{CHECKPOINT_NAME}.{uuid.uuid4().hex}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(payload)
-    os.replace(tmp, state_dir / CHECKPOINT_NAME)
+    atomic_write(state_dir / CHECKPOINT_NAME, payload, fsync=False)  # a cache: a lost one is rebuilt
 
 
 def journal_tail(journal_path: Path, offset: int) -> bytes:
