@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import socket
-from typing import Any
+from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -45,9 +45,23 @@ def _is_mfcl_sweeper(config: DictConfig) -> bool:
 
 
 class MfclCallback(Callback):
-    def __init__(self, report: bool = True, html: bool = False, plots: bool = True,
-                 metric: str = "accuracy") -> None:
-        self.report, self.html, self.plots, self.metric = report, html, plots, metric
+    def __init__(self, report: bool = True, html: bool = True, plots: bool = True,
+                 metric: Optional[str] = None, mode: Optional[str] = None, live: bool = True,
+                 live_interval_s: float = 30.0) -> None:
+        self.report, self.html, self.plots, self.metric, self.mode = report, html, plots, metric, mode
+        self.live, self.live_interval_s = live, live_interval_s
+
+    def _refresh_live(self, config: DictConfig) -> None:
+        """Keep reports/index.html current while the sweep runs (a detached, throttled refresher).
+        Runs where the job ran: a refresher killed with its job is replaced at the next job's end."""
+        if not (self.report and self.live and self.html):
+            return
+        from mfcl_sweeps.report import live
+
+        try:
+            live.kick(sweep_dir_of(config), interval_s=self.live_interval_s, metric=self.metric, mode=self.mode)
+        except OSError as err:  # a read-only or full sweep dir must not fail the job
+            log.warning("mfcl: live report not started: %s", err)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Records the command, git state and environment for a sweep the mfcl sweeper does not
@@ -77,8 +91,11 @@ class MfclCallback(Callback):
             host=socket.gethostname(), pid=os.getpid(), backend="hydra")
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        if journaled_by_mfcl(config):
-            return
+        if not journaled_by_mfcl(config):
+            self._journal_end(config, job_return)
+        self._refresh_live(config)
+
+    def _journal_end(self, config: DictConfig, job_return: Any) -> None:
         from hydra.core.utils import JobStatus
 
         from mfcl_sweeps.state.manifest import SweepManifest
@@ -95,7 +112,7 @@ class MfclCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         finish_sweep(sweep_dir_of(config), detached=bool(OmegaConf.select(config, "hydra.launcher.detach")),
-                     report=self.report, html=self.html, plots=self.plots, metric=self.metric)
+                     report=self.report, html=self.html, plots=self.plots, metric=self.metric, mode=self.mode)
 
 
 def finish_sweep(sweep_dir: str, *, detached: bool = False, report: bool = True, **report_options: Any) -> None:
@@ -112,11 +129,12 @@ def finish_sweep(sweep_dir: str, *, detached: bool = False, report: bool = True,
         return
     if not report:
         return
-    from mfcl_sweeps.report import write_report
+    from mfcl_sweeps.report import live, write_report
 
+    live.stop(sweep_dir)  # a live refresher must not overwrite the final page
     try:
         files = write_report(sweep_dir, **report_options)
     except MfclError as err:
         log.error("mfcl: report not written: %s", err)
         return
-    log.info("mfcl: report %s", files.markdown)
+    log.info("mfcl: report %s", files.html or files.markdown)

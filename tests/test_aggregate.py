@@ -79,9 +79,9 @@ def test_summary_values_are_exact(sweep):
     first = rows.loc[0]
     assert first["ips_mean"] == pytest.approx(64 / 3.0)
     assert first["step_time_ms"] == 3000.0 and first["bytes_per_step"] == 2048.0
-    assert first["accuracy_value"] == 0.4
+    assert first["accuracy"] == 0.4
     assert math.isnan(first["time_to_target_min"])  # 0.4 < 0.5: never reached
-    assert rows.loc[1, "accuracy_value"] == 0.8
+    assert rows.loc[1, "accuracy"] == 0.8
     assert rows.loc[1, "time_to_target_min"] == pytest.approx(9.0 / 60)  # 0.6 at step 3, 9 s
     assert rows.loc[2, "time_to_target_min"] == pytest.approx(6.0 / 60)  # 0.6 at step 2, 6 s
     assert (rows.loc[0, "budget_mode"], rows.loc[0, "budget_limit"], rows.loc[0, "budget_used"]) == ("iso_steps", 4.0, 4.0)
@@ -101,7 +101,8 @@ def test_failed_run_stays_with_status_error_and_its_error_line(sweep):
 def test_run_without_telemetry_contributes_status_overrides_return_value(sweep):
     bare = summarize(str(sweep)).set_index("index").loc[4]
     assert (bare["status"], bare["overrides"], bare["return_value"]) == ("completed", "lr=0.5 model=cnn", "0.77")
-    assert math.isnan(bare["ips_mean"]) and math.isnan(bare["accuracy_value"])
+    assert math.isnan(bare["ips_mean"])
+    assert bare["accuracy"] == 0.77  # no eval.csv: the number it returned is its metric
 
 
 def test_completed_run_missing_declared_artifact_fails_naming_run_and_file(sweep, capsys):
@@ -130,7 +131,7 @@ def test_lower_is_better_metric_reaches_target_from_above(tmp_path):
     write_run(root / "0", lr=-0.1, metric="val_loss")  # -0.1, -0.2, ...
     write_manifest(root, [record(0, root / "0", budget={**BUDGET, "target_metric": "val_loss", "target_value": -0.25})])
     row = summarize(str(root)).iloc[0]
-    assert row["accuracy_value"] == -0.4 and row["time_to_target_min"] == pytest.approx(9.0 / 60)
+    assert row["val_loss"] == -0.4 and row["time_to_target_min"] == pytest.approx(9.0 / 60)
 
 
 def test_target_from_budget_json_when_the_manifest_has_none(tmp_path):
@@ -144,13 +145,13 @@ def test_target_from_budget_json_when_the_manifest_has_none(tmp_path):
     tel.close()
     write_manifest(root, [record(0, root / "0")])
     row = summarize(str(root)).iloc[0]
-    assert (row["target_metric"], row["accuracy_value"], row["time_to_target_min"]) == ("acc", 0.4, 1.0)
+    assert (row["target_metric"], row["acc"], row["time_to_target_min"]) == ("acc", 0.4, 1.0)
 
 
 def test_moved_sweep_dir_finds_its_runs(sweep, tmp_path):
     moved = tmp_path / "elsewhere"
     sweep.rename(moved)
-    assert summarize(str(moved)).set_index("index").loc[1, "accuracy_value"] == 0.8
+    assert summarize(str(moved)).set_index("index").loc[1, "accuracy"] == 0.8
 
 
 def test_no_manifest_is_a_clear_error(tmp_path):
@@ -167,13 +168,16 @@ def test_report_has_tables_failures_plots_and_html(sweep):
     assert len(csv) == 5 and csv.loc[1, "time_to_target_min"] == pytest.approx(0.15)
     md = open(files.markdown).read()
     assert "## Group `sgd` (2 runs)" in md and "## Group `adam` (1 runs)" in md
-    assert "| run_id | status | param:lr | param:model |" in md
-    assert "## Best runs" in md and md.index("00002_adam") < md.index("| 00001_sgd")  # 1.2 beats 0.8
+    assert "| run_id | status | lr | model | accuracy | time to target |" in md
+    assert "| [00000_sgd](../0/) | completed | 0.1 | mlp | 0.4 |  | 21.33 | 3 s | 2048 | 4 / 4 steps |" in md
+    assert "## Best runs" in md and md.index("00002_adam") < md.index("| [00001_sgd]")  # 1.2 beats 0.8
     assert "- `00003_default` (lr=0.4 model=mlp): ValueError: diverged" in md
     names = sorted(p.rsplit("/", 1)[1] for p in files.plots)
-    assert names == ["accuracy_vs_lr.png", "accuracy_vs_model.png", "budget_used.png", "step_time_ms.png"]
+    assert names == ["accuracy_curves.png", "accuracy_vs_lr.png", "accuracy_vs_model.png", "budget_use.png",
+                     "parallel_coordinates.png", "step_time_curves.png"]
     for path in files.plots:
         image = matplotlib.image.imread(path)
-        assert image.ndim == 3 and image.shape[0] > 100
+        assert image.ndim == 3 and image.shape[1] >= 800
         assert f"]({path.rsplit('/', 1)[1]})" in md
-    assert "<table>" in open(files.html).read()
+    page = open(files.html).read()
+    assert page.count('<figure class="plot"') == len(files.plots) and 'id="data-runs"' in page

@@ -79,7 +79,7 @@ def test_basic_sweeper_sweep_gets_manifest_and_exact_report(tmp_path):
     assert list(rows["step_time_ms"]) == [6000.0] * 3
     assert list(rows["bytes_per_step"]) == [100.0, 200.0, 300.0]
     # 5 steps of 6 s exhaust 0.5 minutes; accuracy = lr * step, target 0.5
-    assert list(rows["accuracy_value"]) == [0.5, 1.0, 1.0]
+    assert list(rows["accuracy"]) == [0.5, 1.0, 1.0]
     assert list(rows["time_to_target_min"]) == pytest.approx([0.5, 0.3, 0.2])
     assert list(rows["budget_mode"]) == ["iso_time"] * 3
     assert list(rows["budget_limit"]) == [0.5] * 3 and list(rows["budget_used"]) == pytest.approx([0.5] * 3)
@@ -91,14 +91,14 @@ def test_failed_job_journaled_and_reported_by_aggregate_command(tmp_path):
     proc = run_stub(tmp_path, "lr=0.2,0.4", "hydra/callbacks=mfcl", check=False)
     assert proc.returncode != 0  # BasicSweeper raises, so Hydra never calls on_multirun_end
     sweep = tmp_path / "sweep"
-    assert not (sweep / "reports").exists()
+    assert not (sweep / "reports" / "summary.md").exists()  # only the live page (reports/index.html)
     cli = subprocess.run([sys.executable, "-m", "mfcl_sweeps.cli", "aggregate", str(sweep)],
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stderr
     rows = summary(sweep)
     assert list(rows["status"]) == ["completed", "error"]
     assert rows.loc[1, "error"] == "ValueError: diverged at lr=0.4"
-    assert rows.loc[1, "accuracy_value"] == 1.0  # its telemetry is still read
+    assert rows.loc[1, "accuracy"] == 1.0  # its telemetry is still read
     assert "ValueError: diverged at lr=0.4" in (sweep / "reports" / "summary.md").read_text()
 
 
@@ -112,7 +112,7 @@ def test_optuna_sweeper_sweep_gets_manifest_and_report(tmp_path):
     lrs = [float(o.split("=")[1]) for o in rows["overrides"]]
     assert list(rows["return_value"]) == pytest.approx([lr * 10 for lr in lrs])
     assert list(rows["bytes_per_step"]) == [float(int(1000 * lr)) for lr in lrs]
-    assert list(rows["accuracy_value"]) == pytest.approx([min(1.0, round(lr * 5, 6)) for lr in lrs])
+    assert list(rows["accuracy"]) == pytest.approx([min(1.0, round(lr * 5, 6)) for lr in lrs])
 
 
 def test_user_callbacks_and_mfcl_together(tmp_path):
@@ -179,4 +179,4 @@ def test_submitit_launcher_jobs_journal_from_their_own_processes(tmp_path):
     runs = json.loads((sweep / "sweep_manifest.json").read_text())["runs"]
     assert [r["status"] for r in runs] == ["completed", "completed"]
     assert len({r["pid"] for r in runs}) == 2  # each journaled by its own submitit job process
-    assert list(summary(sweep)["accuracy_value"]) == [0.5, 1.0]
+    assert list(summary(sweep)["accuracy"]) == [0.5, 1.0]

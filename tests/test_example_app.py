@@ -142,7 +142,7 @@ def test_example_sweep_report_matches_the_runs_csvs(tmp_path):
         result = json.loads((job / "result.json").read_text())
         assert row.ips_mean == pytest.approx(timings["ips"].mean())
         assert row.step_time_ms == pytest.approx(timings["step_time_ms"].mean())
-        assert row.accuracy_value == evals[evals.metric == "accuracy"]["value"].iloc[-1] == result["accuracy"]
+        assert row.accuracy == evals[evals.metric == "accuracy"]["value"].iloc[-1] == result["accuracy"]
         assert row.budget_used == pytest.approx(budget["used"]) and row.budget_mode == budget["mode"]
         assert float(row.return_value) == pytest.approx(result["accuracy"])
         reached = evals[(evals.metric == "accuracy") & (evals.value >= 0.8)]

@@ -3,9 +3,10 @@
 
     python train.py --multirun lr=0.1,0.2 hydra/callbacks=mfcl
     python train.py --multirun lr=0.1,0.2 'hydra/callbacks=[mine,mfcl]'   # keep your own callbacks
-    python train.py --multirun lr=0.1,0.2 hydra/callbacks=mfcl hydra.callbacks.mfcl.html=true
+    python train.py --multirun lr=0.1,0.2 hydra/callbacks=mfcl hydra.callbacks.mfcl.metric=val_loss
 """
 from dataclasses import dataclass
+from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -14,9 +15,12 @@ from hydra.core.config_store import ConfigStore
 class MfclCallbackConf:
     _target_: str = "mfcl_sweeps.callbacks.MfclCallback"
     report: bool = True  # write reports/ at the end of the multirun
-    html: bool = False  # also reports/summary.html
-    plots: bool = True  # PNG plots next to summary.md
-    metric: str = "accuracy"  # target metric for runs whose budget names none
+    html: bool = True  # reports/index.html (self-contained page)
+    plots: bool = True  # figures (PNG next to summary.md, SVG in index.html)
+    metric: Optional[str] = None  # rank by this metric (default: the budget's target_metric, else found)
+    mode: Optional[str] = None  # min | max (default: min for *loss/*error/*perplexity/*ppl)
+    live: bool = True  # rewrite reports/index.html as runs finish (at most every live_interval_s)
+    live_interval_s: float = 30.0
 
 
 # the option's node sits under hydra.callbacks (the group's package), keyed by callback name

@@ -1,0 +1,140 @@
+"""Live report: `reports/index.html` rewritten while a sweep runs, at most every `interval_s`.
+
+`kick(sweep_dir)` is cheap and safe to call from every job's end (the callback does): it starts
+one detached refresher process unless one is already running (`reports/.live.lock` holds its
+pid). The refresher replays the journal, writes the page, waits `interval_s`, and goes again
+while the journal keeps changing; it exits after one quiet interval. So a burst of finishing
+runs costs one refresh per interval, and the last runs of a burst are shown too. The page
+reloads itself while runs are active (see html.REFRESH_S).
+
+    python -m mfcl_sweeps.report.live SWEEP_DIR [--interval 30] [--metric M] [--mode min|max]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Optional
+
+from mfcl_sweeps.report import REPORTS_DIR
+
+LOCK = ".live.lock"
+LOG = "live.log"
+
+
+def _lock_path(sweep_dir: str) -> str:
+    return os.path.join(sweep_dir, REPORTS_DIR, LOCK)
+
+
+def _holder_alive(path: str) -> bool:
+    try:
+        with open(path) as fh:
+            pid = int(json.load(fh)["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError):
+        return False
+    return True
+
+
+def _acquire(sweep_dir: str) -> bool:
+    """Take the refresher lock (O_EXCL), replacing one whose process is gone."""
+    path = _lock_path(sweep_dir)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if _holder_alive(path):
+                return False
+            try:
+                os.unlink(path)  # its refresher died (killed with its job): take over
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"pid": os.getpid(), "t": time.time()}, fh)
+        return True
+    return False
+
+
+def kick(sweep_dir: str, *, interval_s: float = 30.0, metric: Optional[str] = None,
+         mode: Optional[str] = None) -> bool:
+    """Start a detached refresher unless one runs; True when one was started."""
+    if _holder_alive(_lock_path(sweep_dir)):
+        return False
+    argv = [sys.executable, "-m", "mfcl_sweeps.report.live", sweep_dir, "--interval", str(interval_s)]
+    argv += ["--metric", metric] if metric else []
+    argv += ["--mode", mode] if mode else []
+    os.makedirs(os.path.join(sweep_dir, REPORTS_DIR), exist_ok=True)
+    with open(os.path.join(sweep_dir, REPORTS_DIR, LOG), "ab") as log:
+        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                         close_fds=True)
+    return True
+
+
+def _journal_mtime(sweep_dir: str) -> float:
+    try:
+        return os.stat(os.path.join(sweep_dir, ".mfcl", "journal.jsonl")).st_mtime_ns
+    except FileNotFoundError:
+        return 0
+
+
+def refresh_while_changing(sweep_dir: str, *, interval_s: float, metric: Optional[str] = None,
+                           mode: Optional[str] = None) -> int:
+    """The refresher's loop; returns the number of pages written (0 when another refresher runs)."""
+    from mfcl_sweeps.errors import MfclError
+    from mfcl_sweeps.report import write_report
+
+    if not _acquire(sweep_dir):
+        return 0
+    written = 0
+    try:
+        while True:
+            seen = _journal_mtime(sweep_dir)
+            try:
+                write_report(sweep_dir, live=True, metric=metric, mode=mode)
+                written += 1
+            except MfclError as err:  # e.g. an artifact not flushed yet: try again next round
+                print(f"mfcl live report: {err}", file=sys.stderr, flush=True)
+            time.sleep(interval_s)
+            if _journal_mtime(sweep_dir) == seen:
+                return written
+    finally:
+        try:
+            os.unlink(_lock_path(sweep_dir))
+        except FileNotFoundError:
+            pass
+
+
+def stop(sweep_dir: str, timeout_s: float = 10.0) -> None:
+    """End the sweep's refresher (before the final report, which it must not overwrite)."""
+    path = _lock_path(sweep_dir)
+    try:
+        with open(path) as fh:
+            pid = int(json.load(fh)["pid"])
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError, KeyError):
+        return
+    deadline = time.monotonic() + timeout_s
+    while os.path.exists(path) and _holder_alive(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def main(argv: Optional[list] = None) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run the `finally` that frees the lock
+    parser = argparse.ArgumentParser(prog="python -m mfcl_sweeps.report.live", description=__doc__.split("\n")[0])
+    parser.add_argument("sweep_dir")
+    parser.add_argument("--interval", type=float, default=30.0)
+    parser.add_argument("--metric")
+    parser.add_argument("--mode", choices=("min", "max"))
+    args = parser.parse_args(argv)
+    refresh_while_changing(args.sweep_dir, interval_s=args.interval, metric=args.metric, mode=args.mode)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
