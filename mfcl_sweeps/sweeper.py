@@ -17,12 +17,13 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from mfcl_sweeps import model
 from mfcl_sweeps.errors import MfclError, SweepFailed
-from mfcl_sweeps.job.jobspec import identity_overrides, quote_override_value
+from mfcl_sweeps.job.jobspec import declare_env_keys, identity_overrides, quote_override_value
 from mfcl_sweeps.model import PlannedRun
 
 log = logging.getLogger("mfcl_sweeps")
 
 RESUME_MODES = ("none", "skip_completed", "rerun_failed_only")
+HYDRA_DEFAULT_SWEEP_DIR = "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}"
 
 
 def storage_dir(name: str, cwd: str) -> str:
@@ -57,6 +58,7 @@ class SweepCore:
         self.hydra_context: Any = None
         self.config: Any = None
         self.launcher: Any = None
+        self.repeats = 0  # runs of the spec dropped as repeats of an earlier run's config
 
     def opt(self, key: str, default: Any = None) -> Any:
         from omegaconf import OmegaConf
@@ -97,10 +99,13 @@ class SweepCore:
         return mode
 
     def sweep_dir(self) -> str:
-        from omegaconf import open_dict
+        from omegaconf import OmegaConf, open_dict
 
         name = self.opt("name")
-        if name:
+        # Hydra's default dir is a timestamp; one the user set (command line or config) wins over
+        # the named-sweep default, as hydra.sweep.dir always does in Hydra.
+        explicit = OmegaConf.to_container(self.config.hydra.sweep, resolve=False)["dir"] != HYDRA_DEFAULT_SWEEP_DIR
+        if name and not explicit:
             path = storage_dir(name, os.getcwd())
             with open_dict(self.config):
                 self.config.hydra.sweep.dir = path  # launchers read it from the shared config
@@ -111,11 +116,10 @@ class SweepCore:
 
     # -- the sweep -----------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:
-        from mfcl_sweeps import expand, notify
+        from mfcl_sweeps import expand
 
         spec = self.load_spec(arguments)
-        notify_options = notify.parse_options(self.opt("notify"))  # a bad setting fails before launching
-        total = expand.count(spec)
+        total = expand.count(spec) - self.drop_repeats(spec)
         if self.opt("validate", True):
             from mfcl_sweeps.validate import validate_spec
 
@@ -130,29 +134,38 @@ class SweepCore:
         self.claim_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # A claim worker heart-beats while it lives; stopping retires it, which frees its claims at once.
         stop_heartbeat = manifest.start_heartbeat(self.claim_owner) if self.opt("claim", False) else None
-        notifier = notify.SweepNotifier.start(notify_options, sweep_dir, manifest.sweep_id, self.config)
         try:
             batches = self.launch(self.runs_to_do(manifest, spec, resume), manifest, manifest.sweep_id, total, extra)
         finally:
-            notifier.stop()
             if stop_heartbeat is not None:
                 stop_heartbeat()
         manifest.write_snapshot()
-        try:
-            return self.finish(manifest, batches, sweep_dir)
-        finally:
-            notifier.ended()
+        return self.finish(manifest, batches, sweep_dir)
+
+    def drop_repeats(self, spec: Any) -> int:
+        """Count the runs repeating an earlier run's config, which `runs_to_do` then skips: one
+        record per config, so the manifest's total is the number of jobs run."""
+        from mfcl_sweeps.duplicates import count_repeats
+
+        self.repeats = count_repeats(spec)
+        if self.repeats:
+            log.info("mfcl: %d repeated run(s) dropped: same config as an earlier run (each config runs once)",
+                     self.repeats)
+        return self.repeats
 
     def check_git(self) -> Optional[dict]:
-        from mfcl_sweeps.state.sysinfo import check_git, git_info
+        from mfcl_sweeps.state.sysinfo import check_git, git_info, git_warnings
 
         info = git_info(os.getcwd())
-        problem = check_git(info, bool(self.opt("allow_behind", False)))
+        # Refusing when behind protects a sweep that several checkouts share (claim workers,
+        # clusters told apart by name); a local sweep runs as Hydra would run it, with a warning.
+        required = bool(self.opt("require_up_to_date", False) or self.opt("claim", False)
+                        or self.opt("cluster") or os.environ.get("MFCL_CLUSTER"))
+        problem = check_git(info, bool(self.opt("allow_behind", False)), required=required)
         if problem:
             raise MfclError(problem)
-        if info and info.get("dirty"):
-            log.warning("mfcl: the project's git tree has uncommitted changes (commit %s); the manifest records it",
-                        str(info.get("commit"))[:12])
+        for warning in git_warnings(info or {}):
+            log.warning("mfcl: %s; the manifest records it", warning)
         return info
 
     def open_manifest(self, sweep_dir: str, spec: Any, total: int, git: Optional[dict]) -> Any:
@@ -171,18 +184,18 @@ class SweepCore:
 
     def runs_to_do(self, manifest: Any, spec: Any, resume: str) -> Iterator[PlannedRun]:
         """Runs still to execute, lazily; in claim mode each is claimed just before it runs."""
-        from mfcl_sweeps.expand import iter_runs
+        from mfcl_sweeps.duplicates import unique_runs
 
         if resume != "none" and manifest.records():
             # Resuming: say up front what will be skipped and why (a fresh sweep skips nothing,
             # so its first job is not held back by this pass).
-            skipped = Counter(reason for run in manifest.assign(iter_runs(spec))
+            skipped = Counter(reason for run in manifest.assign(unique_runs(spec, self.repeats))
                               for ok, reason in [manifest.should_run(run, resume)] if not ok)
             log.info("mfcl: resume=%s: skipping %d run(s)%s", resume, sum(skipped.values()),
                      "".join(f"; {n} {why}" for why, n in skipped.items()))
         claim = bool(self.opt("claim", False))
         lost = 0
-        for run in manifest.assign(iter_runs(spec)):
+        for run in manifest.assign(unique_runs(spec, self.repeats)):
             if not manifest.should_run(run, resume)[0]:
                 continue
             if claim and not manifest.claim(run, self.claim_owner, node_rank=run.resources.node_rank):
@@ -205,7 +218,9 @@ class SweepCore:
         for batch in batched(todo, max_batch):
             rets: list[Any] = []
             for chunk in contiguous_chunks(batch):
-                overrides = [[*r.overrides, *identity_overrides(r, sweep_id, manifest.sweep_dir), *extra] for r in chunk]
+                identity = [identity_overrides(r, sweep_id, manifest.sweep_dir) for r in chunk]
+                declare_env_keys(self.config, {o.split("=", 1)[0].rsplit(".", 1)[1] for i in identity for o in i})
+                overrides = [[*r.overrides, *i, *extra] for r, i in zip(chunk, identity)]
                 chunk_rets = self.launcher.launch(overrides, initial_job_idx=chunk[0].index)
                 self.journal_foreign(manifest, chunk, chunk_rets)
                 rets.extend(chunk_rets)
@@ -243,10 +258,12 @@ class SweepCore:
             log.error("mfcl: report not written: %s", err)
 
     def dry_run(self, spec: Any, total: int) -> None:
-        from mfcl_sweeps.expand import iter_runs, make_run_id
+        from mfcl_sweeps.duplicates import unique_runs
+        from mfcl_sweeps.expand import make_run_id
 
         print(f"mfcl dry run: {total} run(s); nothing launched")
-        runs = [r.with_identity(r.position, make_run_id(r.position, r.group, r.combo)) for r in iter_runs(spec)]
+        runs = [r.with_identity(r.position, make_run_id(r.position, r.group, r.combo))
+                for r in unique_runs(spec, self.repeats)]
         for run in runs:
             print(f"{run.index:>6}  {run.run_id}  {run.config_hash}  {' '.join(run.overrides)}")
         if self.is_mfcl_launcher() and runs:

@@ -13,12 +13,14 @@ APPS = Path(__file__).parent / "apps"
 
 def run_app(app: str, tmp_path: Path, *overrides: str, timeout: float = 180, env: Optional[dict] = None,
             sweep_dir: Optional[Path] = None) -> subprocess.CompletedProcess:
-    """`python tests/apps/<app>/app.py --multirun <overrides>` with its sweep dir under tmp_path."""
+    """`python tests/apps/<app>/app.py --multirun <overrides>` with its sweep dir under tmp_path
+    (unless a `hydra.sweeper.name` picks it: an explicit hydra.sweep.dir would win over the name)."""
     import os
 
     sweep_dir = sweep_dir or tmp_path / "sweep"
-    cmd = [sys.executable, str(APPS / app / "app.py"), "--multirun", f"hydra.sweep.dir={sweep_dir}",
-           f"side_dir={tmp_path / 'side'}", *overrides]
+    named = any(o.startswith("hydra.sweeper.name=") for o in overrides)
+    cmd = [sys.executable, str(APPS / app / "app.py"), "--multirun",
+           *([] if named else [f"hydra.sweep.dir={sweep_dir}"]), f"side_dir={tmp_path / 'side'}", *overrides]
     return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
 

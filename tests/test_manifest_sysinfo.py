@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import subprocess
 
-from mfcl_sweeps.state.sysinfo import check_git, git_info, git_warning, redacted_argv, redacted_env
+from mfcl_sweeps.state.sysinfo import check_git, git_info, git_warnings, redacted_argv, redacted_env
 
 
 def git(cwd, *args):
@@ -35,7 +35,9 @@ def test_git_info_commit_dirty_and_behind_upstream(tmp_path):
     problem = check_git(info, allow_behind=False)
     assert "1 commit(s) behind origin/main" in problem and "hydra.sweeper.allow_behind=true" in problem
     assert check_git(info, allow_behind=True) is None
-    assert "uncommitted changes" in git_warning(info)
+    assert check_git(info, allow_behind=False, required=False) is None  # a local sweep only warns
+    warnings = git_warnings(info)
+    assert "uncommitted changes" in warnings[0] and "1 commit(s) behind origin/main" in warnings[1]
 
 
 def test_git_info_outside_a_repository(tmp_path):

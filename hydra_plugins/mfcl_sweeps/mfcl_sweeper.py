@@ -11,7 +11,6 @@ from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
-from hydra_plugins.mfcl_sweeps._notify_conf import NotifyConf
 
 
 @dataclass
@@ -44,7 +43,7 @@ class MfclSweeperConf:
     cluster: Optional[str] = None  # default: $MFCL_CLUSTER, else "local"
     fail_on_error: bool = True  # exit non-zero when runs failed (after running all of them)
     allow_behind: bool = False  # launch even if the project's git branch is behind its upstream
-    notify: NotifyConf = field(default_factory=NotifyConf)  # webhook/email at the end and first failure
+    require_up_to_date: bool = False  # refuse when behind upstream (always so with claim or a cluster name)
 
 
 _IDENTITY = {

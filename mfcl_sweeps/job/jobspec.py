@@ -10,7 +10,7 @@ import shlex
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from mfcl_sweeps import model
 from mfcl_sweeps.model import Budget, PlannedRun, RunResources
@@ -97,12 +97,25 @@ def identity_env(run: PlannedRun, sweep_id: str, sweep_dir: str) -> dict[str, st
 def identity_overrides(run: PlannedRun, sweep_id: str, sweep_dir: str) -> list[str]:
     """Hydra overrides (not task overrides) that carry a run's identity into a job that Hydra's
     own launchers start. They land in `hydra.job.env_set`, so the job's `overrides` stay exactly
-    the user's. (mfcl launchers set `JobSpec.env_set` directly: no override parsing per job.)
+    the user's. Written `hydra.job.env_set.K=v`, without `++`, because Hydra's launchers print a
+    job's overrides minus those starting with `hydra.`: the identity is not shown in their
+    `#i : ...` lines. Such an override needs the key to exist: `declare_env_keys` does that.
+    (mfcl launchers set `JobSpec.env_set` directly: no override parsing per job.)
     """
-    return [
-        f"++hydra.job.env_set.{k}={quote_override_value(v)}"
-        for k, v in identity_env(run, sweep_id, sweep_dir).items()
-    ]
+    return [f"hydra.job.env_set.{k}={quote_override_value(v)}"
+            for k, v in identity_env(run, sweep_id, sweep_dir).items()]
+
+
+def declare_env_keys(config: Any, keys: Iterable[str]) -> None:
+    """Add `++hydra.job.env_set.K=''` for each new key to the sweep's own hydra overrides, which
+    Hydra's `load_sweep_config` replays before each job's overrides (so `identity_overrides`
+    then only assign existing keys)."""
+    from omegaconf import open_dict, read_write
+
+    overrides = config.hydra.overrides.hydra
+    have = set(overrides)
+    with read_write(config.hydra), open_dict(config.hydra):
+        overrides.extend([o for o in (f"++hydra.job.env_set.{k}=''" for k in sorted(keys)) if o not in have])
 
 
 @dataclass

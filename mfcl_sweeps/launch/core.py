@@ -50,7 +50,10 @@ def runs_from_overrides(job_overrides: Sequence[Sequence[str]], initial_job_idx:
     for i, overrides in enumerate(job_overrides):
         index = initial_job_idx + i
         task = tuple(o for o in overrides if not o.lstrip("+~").startswith("hydra."))
-        runs.append(PlannedRun(overrides=task, config_hash=config_hash(task), group="job", position=index,
+        # Keyed by job number too: a foreign sweeper may repeat a config (BasicSweeper a,a,b;
+        # Optuna re-sampling a point) and each of its jobs is a record of its own.
+        runs.append(PlannedRun(overrides=task, config_hash=config_hash(task, {"job": str(index)}), group="job",
+                               position=index,
                                index=index, run_id=make_run_id(index, "job", "")))
     return runs
 

@@ -82,7 +82,7 @@ def read(path: str) -> Any:
     loader = _Loader(text)
     loader.name = path
     try:
-        return loader.get_single_data()
+        data = loader.get_single_data()
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         what = " ".join(str(p) for p in (err.context, err.problem) if p)
@@ -92,6 +92,11 @@ def read(path: str) -> Any:
         raise SweepSpecError(f"YAML error: {str(err).splitlines()[0]}", file=path) from None
     finally:
         loader.dispose()
+    if data is None or data == {} or data == []:
+        # Running the one default job for an empty file would hide a wrong path or an unsaved file.
+        raise SweepSpecError("the sweep file is empty; give it grid/paired/runs/params, or drop "
+                             "hydra.sweeper.sweep_file to sweep only the command line's values", file=path)
+    return data
 
 
 def line_of(container: Any, key: Any = None) -> Optional[int]:

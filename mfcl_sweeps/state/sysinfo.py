@@ -9,7 +9,7 @@ import subprocess
 import sys
 from typing import Mapping, Optional, Sequence
 
-SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "WEBHOOK")
+SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
 REDACTED = "***"
 # user:password@ in URLs such as HTTPS_PROXY=http://me:pw@proxy:3128
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
@@ -95,17 +95,26 @@ def git_info(cwd: Optional[str] = None) -> dict:
             "behind": int(behind) if behind else None, "upstream": upstream}
 
 
-def check_git(info: Mapping, allow_behind: bool) -> Optional[str]:
+def check_git(info: Mapping, allow_behind: bool, *, required: bool = True) -> Optional[str]:
     """The reason to refuse launching, or None. Being behind the upstream means the runs would
-    measure old code; a dirty tree only earns a warning (the caller logs `git_warning`)."""
-    if info.get("behind") and not allow_behind:
-        return (f"the project is {info['behind']} commit(s) behind {info.get('upstream')}; "
-                "pull first, or set hydra.sweeper.allow_behind=true to launch anyway")
+    measure old code. That refuses only where `required` (claim workers, multi-cluster sweeps,
+    hydra.sweeper.require_up_to_date=true: there two checkouts would split one sweep between two
+    versions of the code); elsewhere, as a dirty tree, it is a warning (`git_warnings`)."""
+    if info.get("behind") and required and not allow_behind:
+        return (f"{_behind(info)}; pull first, or set hydra.sweeper.allow_behind=true to launch anyway")
     return None
 
 
-def git_warning(info: Mapping) -> Optional[str]:
+def _behind(info: Mapping) -> str:
+    return f"the project is {info['behind']} commit(s) behind {info.get('upstream')}"
+
+
+def git_warnings(info: Mapping) -> list[str]:
+    """What the caller logs about the checkout: uncommitted changes, commits not pulled."""
+    out = []
     if info.get("dirty"):
-        return (f"the git tree has uncommitted changes (recorded commit {str(info.get('commit'))[:12]} "
-                "does not describe the code that runs)")
-    return None
+        out.append(f"the git tree has uncommitted changes (recorded commit {str(info.get('commit'))[:12]} "
+                   "does not describe the code that runs)")
+    if info.get("behind"):
+        out.append(f"{_behind(info)} (as last fetched); the runs measure this checkout's code")
+    return out
