@@ -17,6 +17,7 @@ COMMANDS = {
     "cancel": "cancel the running runs of a sweep dir through the backend that started them",
     "resume": "re-run a sweep's recorded command on its sweep dir; only missing runs run",
     "aggregate": "write reports/summary_<time>.csv and reports/summary.md for a sweep dir",
+    "init": "detect the project's Hydra app, schedulers and GPUs; write sweeps/example.yaml and launcher presets",
 }
 
 

@@ -85,7 +85,8 @@ def parse_options(raw: Any) -> Optional[NotifyOptions]:
         if not email.get("sender"):
             raise MfclError("hydra.sweeper.notify.email.sender: required with email.to (the From: address)")
         if email.get("user_env") and email.get("starttls") is False:
-            raise MfclError("hydra.sweeper.notify.email.user_env: a login needs starttls: true (it would cross in clear)")
+            raise MfclError("hydra.sweeper.notify.email.user_env: a login needs starttls: true "
+                            "(it would cross in clear)")
         to = email["to"] if isinstance(email["to"], (list, tuple)) else [email["to"]]
         target = EmailTarget(**{**email, "to": tuple(str(t) for t in to)})
     if not raw.get("webhook_env") and target is None:
@@ -252,7 +253,8 @@ class SweepNotifier:
         `hydra/callbacks=mfcl` will write it, right after the sweeper returns."""
         callbacks = config.hydra.get("callbacks") or {}
         with_report = any("mfcl" in str(cb.get("_target_", "")) for cb in callbacks.values())
-        notifier = cls(options, sweep_dir, sweep_id, os.path.join(sweep_dir, "reports", "summary.md") if with_report else None)
+        report = os.path.join(sweep_dir, "reports", "summary.md") if with_report else None
+        notifier = cls(options, sweep_dir, sweep_id, report)
         if options is not None and "failure" in options.on:
             notifier._thread = threading.Thread(target=notifier._watch, name="mfcl-notify", daemon=True)
             notifier._thread.start()

@@ -157,8 +157,8 @@ def smtp_server(tmp_path: Path):
         handler.logins.append((auth_data.login.decode(), auth_data.password.decode()))
         return AuthResult(success=auth_data.login == b"sweeper" and auth_data.password == b"s3cret")
 
-    controller = Controller(handler, hostname="127.0.0.1", port=closed_port(), tls_context=context, require_starttls=True,
-                            authenticator=authenticate, auth_require_tls=True)
+    controller = Controller(handler, hostname="127.0.0.1", port=closed_port(), tls_context=context,
+                            require_starttls=True, authenticator=authenticate, auth_require_tls=True)
     controller.start()
     controller.cert = str(cert)
     yield controller
@@ -170,7 +170,8 @@ def _summary() -> notify.Summary:
         "a": RunRecord("a", run_id="00000_default_x-1", index=0, status="completed", return_value="0.25"),
         "b": RunRecord("b", run_id="00001_default_x-fail", index=1, status="failed",
                        stderr_tail="Traceback ...\nRuntimeError: boom\n"),
-        "c": RunRecord("c", run_id="00002_default_x-2", index=2, status="completed", return_value="{'accuracy': 0.75}"),
+        "c": RunRecord("c", run_id="00002_default_x-2", index=2, status="completed",
+                       return_value="{'accuracy': 0.75}"),
     }
     s = notify.summarize(records, "lr_scan", "/data/multirun/lr_scan", "end")
     s.best = notify.best_run(records, "accuracy")
