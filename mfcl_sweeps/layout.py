@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
@@ -15,74 +14,45 @@ STATE_DIR = ".mfcl"
 SNAPSHOT_NAME = "sweep_manifest.json"
 
 
-@dataclass(frozen=True)
 class SweepLayout:
-    root: str
+    def __init__(self, root: Union[str, os.PathLike]) -> None:
+        self.root = os.fspath(root)
+        join = posixpath.join
+        # state: the journal and what is derived from it
+        self.state = join(self.root, STATE_DIR)
+        self.journal = join(self.state, "journal.jsonl")
+        self.checkpoint = join(self.state, "replay.ckpt")
+        self.claims = join(self.state, "claims")
+        self.owners = join(self.state, "owners")
+        self.snapshot = join(self.root, SNAPSHOT_NAME)
+        # what travels to a job (SSH hosts get one session; drivers one per launch)
+        self.session = join(self.state, "session.pkl")
+        # what a user reads
+        self.logs = join(self.root, "logs")
+        self.reports = join(self.root, "reports")
 
     @classmethod
     def of(cls, sweep_dir: Union[str, os.PathLike]) -> "SweepLayout":
-        return cls(os.fspath(sweep_dir))
-
-    def _at(self, *parts: str) -> str:
-        return posixpath.join(self.root, *parts)
-
-    # -- state: the journal and what is derived from it
-    @property
-    def state(self) -> str:
-        return self._at(STATE_DIR)
-
-    @property
-    def journal(self) -> str:
-        return self._at(STATE_DIR, "journal.jsonl")
-
-    @property
-    def checkpoint(self) -> str:
-        return self._at(STATE_DIR, "replay.ckpt")
+        return cls(sweep_dir)
 
     def plan_index(self, spec_hash: str) -> str:
-        return self._at(STATE_DIR, "plans", f"{spec_hash}.idx")
-
-    @property
-    def claims(self) -> str:
-        return self._at(STATE_DIR, "claims")
-
-    @property
-    def owners(self) -> str:
-        return self._at(STATE_DIR, "owners")
-
-    @property
-    def snapshot(self) -> str:
-        return self._at(SNAPSHOT_NAME)
-
-    # -- what travels to a job
-    @property
-    def session(self) -> str:
-        return self._at(STATE_DIR, "session.pkl")
+        return posixpath.join(self.state, "plans", f"{spec_hash}.idx")
 
     def driver_session(self, tag: str) -> str:
-        return self._at(STATE_DIR, f"session-{tag}.pkl")
+        return posixpath.join(self.state, f"session-{tag}.pkl")
 
     def job_file(self, run_id: str, attempt: int) -> str:
-        return self._at(STATE_DIR, "jobs", f"{run_id}.{attempt}.json")
+        return posixpath.join(self.state, "jobs", f"{run_id}.{attempt}.json")
 
     def result_file(self, run_id: str, attempt: int) -> str:
-        return self._at(STATE_DIR, "results", f"{run_id}.{attempt}.pkl")
+        return posixpath.join(self.state, "results", f"{run_id}.{attempt}.pkl")
 
     def backend_dir(self, backend: str, *parts: str) -> str:
         """A backend's own files (batch scripts, job lists, torchrun agents' state)."""
-        return self._at(STATE_DIR, backend, *parts)
-
-    # -- what a user reads
-    @property
-    def logs(self) -> str:
-        return self._at("logs")
+        return posixpath.join(self.state, backend, *parts)
 
     def run_log(self, run_id: str) -> str:
-        return self._at("logs", "runs", f"{run_id}.log")
-
-    @property
-    def reports(self) -> str:
-        return self._at("reports")
+        return posixpath.join(self.logs, "runs", f"{run_id}.log")
 
 
 def sweep_id_of(sweep_dir: Union[str, os.PathLike]) -> str:

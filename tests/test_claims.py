@@ -130,14 +130,14 @@ def test_claims_per_node_rank_are_independent(tmp_path):
     assert first.claim(run_of(0), "a", node_rank=0)
     assert second.claim(run_of(0), "b", node_rank=1)
     assert not second.claim(run_of(0), "b", node_rank=0)
-    assert sorted(p.name for p in first.claims_dir.iterdir()) == ["hash00000.0", "hash00000.1"]
+    assert sorted(p.name for p in first.claims.claims_dir.iterdir()) == ["hash00000.0", "hash00000.1"]
 
 
 def test_start_heartbeat_beats_and_retires(tmp_path):
     manifest = SweepManifest(tmp_path, claim_timeout=0.4)
     assert manifest.claim(run_of(0), "a")
     stop = manifest.start_heartbeat("a", interval=0.05)
-    path = manifest._owner_path("a")
+    path = manifest.claims._owner_path("a")
     before = path.stat().st_mtime_ns
     time.sleep(0.3)
     assert path.stat().st_mtime_ns > before
