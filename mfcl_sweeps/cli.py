@@ -18,6 +18,7 @@ COMMANDS = {
     "resume": "re-run a sweep's recorded command on its sweep dir; only missing runs run",
     "aggregate": "write reports/summary_<time>.csv and reports/summary.md for a sweep dir",
     "init": "detect the project's Hydra app, schedulers and GPUs; write sweeps/example.yaml and launcher presets",
+    "configure": "build a sweep file in a keyboard-driven terminal UI, with a live run count",
 }
 
 
