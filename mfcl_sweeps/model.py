@@ -16,8 +16,10 @@ COMPLETED = "completed"
 FAILED = "failed"
 CANCELLED = "cancelled"
 PREEMPTED = "preempted"
-RUN_STATES = (PENDING, CLAIMED, RUNNING, COMPLETED, FAILED, CANCELLED, PREEMPTED)
-FINAL_STATES = (COMPLETED, FAILED, CANCELLED)
+INTERRUPTED = "interrupted"  # stopped with its driver (Ctrl-C, SIGTERM, SIGHUP); resume reruns it
+RUN_STATES = (PENDING, CLAIMED, RUNNING, COMPLETED, FAILED, CANCELLED, PREEMPTED, INTERRUPTED)
+FINAL_STATES = (COMPLETED, FAILED, CANCELLED, INTERRUPTED)
+ACTIVE_STATES = (PENDING, CLAIMED, RUNNING)  # a run some process or scheduler job may still be working on
 
 # Environment a job sees, whatever launched it.
 ENV_SWEEP_ID = "MFCL_SWEEP_ID"

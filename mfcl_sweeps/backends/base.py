@@ -101,6 +101,10 @@ class Backend(abc.ABC):
     def cancel(self, handles: Sequence[JobHandle]) -> None:
         """Stop these jobs (and every process they started)."""
 
+    def kill(self, handles: Sequence[JobHandle]) -> None:
+        """Stop these jobs now, without a grace period (a second Ctrl-C); `cancel` unless overridden."""
+        self.cancel(handles)
+
     def wait(self, timeout: float) -> None:
         """Block until something may have changed, at most `timeout` seconds."""
         time.sleep(timeout)

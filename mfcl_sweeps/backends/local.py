@@ -4,11 +4,11 @@ Jobs are forked from the driver, which has already imported Hydra and the task (
 no interpreter start-up per job), unless the driver has initialized CUDA: such a process cannot
 be forked safely and its children ignore their CUDA_VISIBLE_DEVICES, so jobs then start as fresh
 interpreters (`python -m mfcl_sweeps.worker`). Either way a crash, `os._exit` or kill of one
-job never reaches the driver, and every job dies with the driver (parent-death signal).
+job never reaches the driver, and each job runs under its own supervisor (backends/supervise.py):
+no process of a job outlives it or the driver, whatever signal ends the driver.
 """
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import gc
 import logging
@@ -19,9 +19,10 @@ import subprocess
 import sys
 import time
 import traceback
-from typing import Any, Optional, Sequence
+from typing import Any, NoReturn, Optional, Sequence
 
 from hydra_plugins.mfcl_sweeps.local_launcher import LocalLauncherConf
+from mfcl_sweeps.backends import supervise
 from mfcl_sweeps.backends.base import (
     Backend,
     JobHandle,
@@ -30,18 +31,12 @@ from mfcl_sweeps.backends.base import (
     Submission,
     options_type,
 )
+from mfcl_sweeps.backends.supervise import die_with_parent  # noqa: F401  (torchrun, ddp_worker)
 from mfcl_sweeps.job.jobspec import worker_argv
 
-_PR_SET_PDEATHSIG = 1
 log = logging.getLogger(__name__)
-
-
-def die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when the driver (its parent) dies."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: process groups still let cancel find jobs
-        pass
+EXIT_UNKNOWN = 255  # a job reaped before its status could be read
+SUPERVISOR_MARGIN_S = 2.0  # how long a supervisor may take to stop its job's tree once told
 
 
 def cuda_driver_loaded(maps: Optional[str] = None) -> bool:
@@ -180,24 +175,14 @@ class LocalBackend(Backend):
             gpus = [self.free_gpus.pop(0) for _ in range(self.options.gpus_per_job)]
             env = self.job_env(request, gpus)
             os.makedirs(os.path.dirname(request.log_path), exist_ok=True)
-            data: dict[str, Any] = {"gpus": gpus}
-            if self.use_fork():
-                data["pid"] = self._fork(request, env)
-            else:
-                # Keep the Popen: a dropped one is reaped by the next Popen, and its exit code lost.
-                data["proc"] = self._spawn(argv, request, env)
-                data["pid"] = data["proc"].pid
+            command = None if self.use_fork() else argv
+            prepared = self._prepare(request) if command is None else None
+            data: dict[str, Any] = {"gpus": gpus, "pid": self._start(request, env, command, prepared)}
             data["pidfd"] = pidfd_of(data["pid"])
             handle = JobHandle(request=request, backend_job_id=str(data["pid"]), started=time.monotonic(), data=data)
             self.running[handle.key] = handle
             handles.append(handle)
         return handles
-
-    def _spawn(self, argv: list[str], request: JobRequest, env: dict[str, str]) -> subprocess.Popen:
-        with open(request.log_path, "ab") as out:
-            return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env={**os.environ, **env}, start_new_session=True,
-                                    preexec_fn=die_with_parent)
 
     def _prepare(self, request: JobRequest) -> Any:
         if self.templates is None:
@@ -206,20 +191,33 @@ class LocalBackend(Backend):
             self.templates = ConfigTemplates(self.session)
         return self.templates.prepare(request.spec.overrides)
 
-    def _fork(self, request: JobRequest, env: dict[str, str]) -> int:
-        prepared = self._prepare(request)
+    def _start(self, request: JobRequest, env: dict[str, str], command: Optional[list[str]], prepared: Any) -> int:
+        """Fork the job's supervisor (backends/supervise.py), which forks the job: `command` exec'd
+        (a fresh interpreter), or without one a forked worker. Returns the supervisor's pid."""
         sys.stdout.flush()
         sys.stderr.flush()
         # Objects the driver holds are moved out of the collector's reach: a child's garbage
         # collection would otherwise write to every page of them and copy the driver's heap.
         gc.freeze()
-        pid = os.fork()
-        if pid:
-            return pid
+        driver = os.getpid()
+        # A stop signal landing during fork is kept pending for the driver's own handler, not
+        # raised inside an after-fork hook (where Python drops it) or in the child.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, supervise.GRACEFUL)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    supervise.supervise(lambda: self._job(request, env, command, prepared),
+                                        grace_s=self.options.kill_grace_s, parent=driver)
+                finally:
+                    os._exit(1)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        return pid
+
+    def _job(self, request: JobRequest, env: dict[str, str], command: Optional[list[str]], prepared: Any) -> NoReturn:
         code = 1
         try:
-            os.setsid()
-            die_with_parent()
             fd = os.open(request.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             os.dup2(fd, 1)
             os.dup2(fd, 2)
@@ -227,6 +225,8 @@ class LocalBackend(Backend):
             null = os.open(os.devnull, os.O_RDONLY)
             os.dup2(null, 0)
             os.environ.update(env)
+            if command is not None:
+                os.execvp(command[0], command)
             from hydra.core.utils import JobStatus
 
             from mfcl_sweeps.job import worker
@@ -258,7 +258,7 @@ class LocalBackend(Backend):
             reason = self._overdue(h, now)
             if reason and "kill_reason" not in h.data:
                 h.data["kill_reason"] = reason
-                self._kill(pid, signal.SIGKILL)
+                self._stop_now(pid)
             states[h.key] = JobState(done=False, running=True)
         return states
 
@@ -273,10 +273,12 @@ class LocalBackend(Backend):
     @staticmethod
     def _exit_code(h: JobHandle, block: bool = False) -> Optional[int]:
         """The job's exit code (negative: killed by that signal), or None while it runs."""
-        if "proc" in h.data:
-            return h.data["proc"].wait() if block else h.data["proc"].poll()
         if "exit_code" not in h.data:
-            done_pid, status = os.waitpid(h.data["pid"], 0 if block else os.WNOHANG)
+            try:
+                done_pid, status = os.waitpid(h.data["pid"], 0 if block else os.WNOHANG)
+            except ChildProcessError:  # reaped already (its status went with it): it has ended
+                h.data["exit_code"] = EXIT_UNKNOWN
+                return EXIT_UNKNOWN
             if not done_pid:
                 return None
             h.data["exit_code"] = os.waitstatus_to_exitcode(status)
@@ -288,7 +290,15 @@ class LocalBackend(Backend):
     @staticmethod
     def _kill(pid: int, sig: int) -> None:
         try:
-            os.killpg(pid, sig)  # the job leads its own process group
+            os.killpg(pid, sig)  # the job's supervisor leads the job's process group
+        except ProcessLookupError:
+            pass
+
+    @staticmethod
+    def _stop_now(pid: int) -> None:
+        """SIGKILL for the job and every process below it, through its supervisor."""
+        try:
+            os.kill(pid, signal.SIGUSR1)
         except ProcessLookupError:
             pass
 
@@ -299,13 +309,26 @@ class LocalBackend(Backend):
         release_gpus(self.free_gpus, h.data.get("gpus", []), self.gpus)
 
     def cancel(self, handles: Sequence[JobHandle]) -> None:
+        # SIGTERM reaches the job's group; its supervisor then stops every process below it and
+        # kills what is left after kill_grace_s. The group's SIGKILL is the fallback.
         for h in handles:
-            self._kill(h.data["pid"], signal.SIGTERM)
-        deadline = time.monotonic() + self.options.kill_grace_s
+            if "exit_code" not in h.data:  # a reaped supervisor's pid may be another process's now
+                self._kill(h.data["pid"], signal.SIGTERM)
+        self._wait_ended(handles, self.options.kill_grace_s + SUPERVISOR_MARGIN_S)
+
+    def kill(self, handles: Sequence[JobHandle]) -> None:
+        for h in handles:
+            if "exit_code" not in h.data:
+                self._stop_now(h.data["pid"])
+        self._wait_ended(handles, SUPERVISOR_MARGIN_S)
+
+    def _wait_ended(self, handles: Sequence[JobHandle], grace_s: float) -> None:
+        deadline = time.monotonic() + grace_s
         alive = list(handles)
         while alive and time.monotonic() < deadline:
             alive = [h for h in alive if self._exit_code(h) is None]
-            time.sleep(0.05)
+            if alive:
+                time.sleep(0.05)
         for h in alive:
             self._kill(h.data["pid"], signal.SIGKILL)
             self._exit_code(h, block=True)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shlex
+import signal
 import time
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, NoReturn, Optional
 
 from mfcl_sweeps import model
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState
+from mfcl_sweeps.errors import MfclError
 from mfcl_sweeps.job.jobspec import (
     STDERR_TAIL_LINES,
     JobSpec,
@@ -23,8 +26,9 @@ from mfcl_sweeps.job.jobspec import (
     result_path_for,
     run_to_dict,
 )
-from mfcl_sweeps.model import PlannedRun
+from mfcl_sweeps.launch.interrupt import Interrupted, StopSignals, SweepInterrupted, say
 from mfcl_sweeps.launch.progress import Progress
+from mfcl_sweeps.model import PlannedRun
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +116,8 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
              retry: RetryPolicy = RetryPolicy(), launch_delay: float = 0.0,
              progress: Optional[Progress] = None) -> list[Any]:
     """Run every request; `requests` is consumed lazily, as the backend has room, so the first
-    job of a huge sweep starts before the rest is even planned."""
+    job of a huge sweep starts before the rest is even planned. A stop signal (SIGINT, SIGTERM,
+    SIGHUP) ends the launch as `stop_launch` says, by `SweepInterrupted`."""
     from hydra.core.utils import JobStatus
 
     journal = Journal(manifest, backend.name)
@@ -123,8 +128,10 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
     progress = progress or Progress(0, live=False)
     last_submit = -float("inf")
     exhausted = False
+    stop = StopSignals()
     try:
-        while True:
+        stop.install()
+        while not stop.pending:
             now = time.monotonic()
             ready: list[tuple[int, JobRequest]] = []
             cap = backend.capacity()
@@ -151,6 +158,8 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                     req.spec.write(req.job_path)
                 order = {r.key: i for i, r in ready}
                 for submission in backend.plan([r for _, r in ready]):
+                    if stop.pending:
+                        break
                     for handle in backend.submit(submission):
                         active[handle.key] = (order[handle.key], handle)
                         if backend.queues_jobs or not handle.request.spec.journal:
@@ -189,12 +198,50 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                     progress.finished(ok, req.run.run_id)
             progress.update(running=len(active))
             if not changed and not ready:
-                backend.wait(backend.poll_interval)
+                try:
+                    with stop.interruptible():
+                        backend.wait(backend.poll_interval)
+                except Interrupted:
+                    pass
+        if stop.pending:
+            progress.close()
+            handles = [h for _, h in active.values()]
+            active.clear()
+            stop_launch(backend, handles, journal, stop)
     except BaseException:
         if active:
             backend.cancel([h for _, h in active.values()])
         raise
     finally:
+        stop.restore()
         progress.close()
         backend.close()
     return [results[i] for i in sorted(results)]
+
+
+def stop_launch(backend: Backend, handles: list[JobHandle], journal: Journal, stop: StopSignals) -> NoReturn:
+    """After a stop signal: stop the running jobs (at once on a second signal), journal them
+    `interrupted`, write the manifest, say so in one line and exit 128 + signal."""
+    stop.acknowledge()
+    try:
+        with stop.interruptible():
+            backend.cancel(handles)
+    except Interrupted:
+        stop.acknowledge()
+        backend.kill(handles)
+    stopped = [h for h in handles if journal.status_of(h.request.run) != model.COMPLETED]
+    for h in stopped:
+        journal(h.request.run, model.INTERRUPTED, end_time=time.time(), attempt=h.request.spec.attempt,
+                error=f"interrupted by {signal.Signals(stop.signum).name}")
+    sweep_dir, not_started = "", 0
+    if journal.manifest is not None:
+        sweep_dir = journal.manifest.sweep_dir
+        try:
+            not_started = journal.manifest.counts().get(model.PENDING, 0)
+            journal.manifest.write_snapshot()
+        except (OSError, MfclError) as err:
+            log.error("mfcl: sweep_manifest.json not written: %s", err)
+    line = (f"interrupted: {len(stopped)} runs stopped, {not_started} not started; "
+            f"mfcl-sweeps resume {shlex.quote(sweep_dir)}")
+    say(line)
+    raise SweepInterrupted(stop.signum, line)

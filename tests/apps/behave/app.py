@@ -41,6 +41,19 @@ def main(cfg: DictConfig) -> float:
     elif mode == "silent":  # prints once, then nothing: only idle_timeout can stop it
         print("started", flush=True)
         time.sleep(float(cfg.seconds))
+    elif mode == "children":  # a subprocess, and one that escapes its group (setsid), then sleeps
+        import subprocess
+
+        kids = [subprocess.Popen(["sleep", "300"]).pid,
+                subprocess.Popen(["sleep", "301"], start_new_session=True).pid]
+        (side / f"{run}.children").write_text(" ".join(map(str, kids)))
+        end = time.time() + float(cfg.seconds)
+        while time.time() < end and not (side / "release").exists():  # `release`: finish now
+            time.sleep(0.1)
+    elif mode == "stubborn":  # ignores SIGTERM: only SIGKILL ends it
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("started", flush=True)
+        time.sleep(float(cfg.seconds))
     elif mode == "fail_once":
         marker = side / f"{run}.failed_once"
         if not marker.exists():
