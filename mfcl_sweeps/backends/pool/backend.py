@@ -1,0 +1,394 @@
+"""PoolBackend: one launch over several child backends (sources), as the driver loop sees one.
+
+The driver asks the pool for its capacity (the free slots of its enabled sources, less the runs
+it holds), hands it runs, and polls. The pool places each run on a source (affinity first, then
+the strategy), submits it through that source's own backend, and maps the child's answers back.
+What a child cannot do alone is done here, the same for every kind of source:
+
+- health: a source whose backend raises (unreachable), that fails `max_consecutive_failures`
+  runs in a row or passes `max_failure_rate`, or that reports no free slot while idle, is
+  disabled; a check every `health_check_interval_s` re-enables it once it answers again;
+- failover: runs the pool holds go elsewhere; a disabled scheduler source's queued runs are
+  withdrawn; in-flight runs of an unreachable source are handed back as preempted (the driver
+  requeues them without spending a retry) only once the child reports them ended or after
+  `lost_after_s` without an answer;
+- work stealing: a run waiting in a scheduler's queue longer than `max_queue_wait_s` while
+  another source has a free slot is withdrawn with the child's own cancel and, once the
+  scheduler confirms it ended, handed back as preempted; a run that started (or wrote its
+  result) meanwhile is kept, so no run completes twice.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+from mfcl_sweeps import backends
+from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
+from mfcl_sweeps.backends.pool import journaled, placement
+from mfcl_sweeps.backends.pool.config import PoolLauncherConf
+from mfcl_sweeps.backends.pool.logs import PoolLogs
+from mfcl_sweeps.backends.pool.runtime import HELD, Flight, PoolSubmission, Source, one_line
+from mfcl_sweeps.backends.pool.sources import SourceSpec, parse_sources, where
+from mfcl_sweeps.backends.ssh.health import HealthRules
+from mfcl_sweeps.backends.ssh.strategy import HostLoad
+from mfcl_sweeps.errors import MfclError, OptionError
+from mfcl_sweeps.job.jobspec import read_result
+from mfcl_sweeps.options import parse_options
+
+log = logging.getLogger(__name__)
+
+
+class AllSourcesDown(MfclError):
+    """Every source stayed disabled; the manifest keeps the runs still to do."""
+
+
+@dataclass(frozen=True)
+class PoolSetup:
+    options: Any  # the pool's own frozen options
+    sources: tuple[SourceSpec, ...]
+
+
+class PoolBackend(Backend):
+    name = "pool"
+    conf = PoolLauncherConf
+    poll_interval = 0.05
+
+    # -- without a launch ------------------------------------------------------------------
+    @classmethod
+    def check_options(cls, raw: Mapping[str, Any]) -> PoolSetup:
+        opts = parse_options(PoolLauncherConf, raw, "mfcl_pool")
+        specs = parse_sources(opts.sources, opts.presets, opts.preset_dir)
+        for i, spec in enumerate(specs):
+            try:
+                backends.get(spec.kind).check_options(spec.options)
+            except OptionError as err:
+                raise OptionError(f"{where(i, spec.name)}: {err}") from None
+        return PoolSetup(opts, tuple(specs))
+
+    @classmethod
+    def from_options(cls, raw: Mapping[str, Any], *, session: Any) -> PoolBackend:
+        setup = cls.check_options(raw)
+        children = [backends.get(s.kind).from_options(s.options, session=session) for s in setup.sources]
+        return cls(setup, children, sweep_dir=session.sweep_dir)
+
+    @classmethod
+    def refresh_records(cls, records: Sequence[Any]) -> dict[str, dict]:
+        return journaled.refresh_records(records)
+
+    @classmethod
+    def cancel_records(cls, records: Sequence[Any]) -> list[str]:
+        return journaled.cancel_records(records)
+
+    @classmethod
+    def still_running(cls, record: Any) -> bool:
+        return journaled.still_running(record)
+
+    # -- one launch ------------------------------------------------------------------------
+    def __init__(self, setup: PoolSetup, children: Sequence[Backend], *, sweep_dir: str) -> None:
+        self.opts = setup.options
+        self.sources = [Source(spec, child) for spec, child in zip(setup.sources, children)]
+        self.by_name = {s.name: s for s in self.sources}
+        self.rules = HealthRules(self.opts.max_consecutive_failures, self.opts.max_failure_rate,
+                                 self.opts.min_jobs_for_rate)
+        self.logs = PoolLogs(sweep_dir)
+        self.rng = random.Random(self.opts.seed)
+        self.turn = 0
+        self.held: dict[str, JobHandle] = {}
+        self.flying: dict[str, JobHandle] = {}  # every handle the driver has not seen end
+        self.avoid: dict[str, set[str]] = defaultdict(set)  # run id -> sources it was taken from
+        self.live = False  # False until the driver asks for capacity (a dry run never does)
+        self.all_down_since: Optional[float] = None
+        self.last_utilization = 0.0
+
+    def check_runs(self, runs: Any) -> list[Any]:
+        """Before anything launches: every run fits some source (NoSourceFits names the first
+        that does not, and why)."""
+        runs = list(runs)
+        specs = [s.spec for s in self.sources]
+        for run in runs:
+            placement.check_fits(specs, run)
+        return runs
+
+    # -- capacity and health ---------------------------------------------------------------
+    def _free(self, src: Source) -> int:
+        """Free slots of a source; a child that raises is disabled as unreachable."""
+        if not src.health.enabled:
+            return 0
+        try:
+            child_free = src.backend.capacity()
+        except Exception as err:  # an unreachable host, a scheduler that does not answer...
+            self.disable(src, f"unreachable: {one_line(err)}")
+            return 0
+        free = src.spec.slots - src.running
+        if child_free is not None:
+            if child_free <= 0 and src.running == 0:
+                self.disable(src, "takes no run while idle (its backend reports no free slot)")
+                return 0
+            free = min(free, child_free)
+        return max(free, 0)
+
+    def disable(self, src: Source, reason: str) -> None:
+        if src.health.disable(reason, time.monotonic()):
+            log.warning("mfcl_pool: source %s disabled: %s", src.name, reason)
+            self.logs.health(src.name, "disabled", f"reason={reason!r}")
+
+    def _recheck(self, now: float) -> None:
+        """Re-enable a disabled source once its backend answers with a free slot again."""
+        for src in self.sources:
+            if src.health.enabled or now - max(src.health.since, src.last_check) < self.opts.health_check_interval_s:
+                continue
+            src.last_check = now
+            try:
+                free = src.backend.capacity()
+            except Exception as err:
+                self.logs.health(src.name, "still-disabled", f"reason={one_line(err)!r}")
+                continue
+            if free is None or free > 0:
+                src.health.enable()
+                log.warning("mfcl_pool: source %s answers again: re-enabled", src.name)
+                self.logs.health(src.name, "enabled", "reason='answers again'")
+
+    def capacity(self) -> Optional[int]:
+        self.live = True
+        now = time.monotonic()
+        self._recheck(now)
+        free = sum(self._free(s) for s in self.sources)
+        if any(s.health.enabled for s in self.sources):
+            self.all_down_since = None
+        else:
+            self.all_down_since = self.all_down_since or now
+            if not self.flying and now - self.all_down_since > self.opts.all_down_timeout_s:
+                raise AllSourcesDown(
+                    f"every source has been disabled for {self.opts.all_down_timeout_s:g}s ("
+                    + "; ".join(f"{s.name}: {s.health.reason}" for s in self.sources)
+                    + f"); the manifest in {self.logs.dir.parent} keeps the runs still to do: "
+                    "finish them with `mfcl-sweeps complete DIR --sources ...`")
+        return max(0, free - len(self.held))
+
+    # -- placement (pure but for the loads it reads) ----------------------------------------
+    def _place(self, requests: Sequence[JobRequest]) -> list[Optional[int]]:
+        """A source index per request (None: hold it), counting the ones placed before it."""
+        frees = [self._free(s) if self.live else None for s in self.sources]
+        loads = [s.load(f) for s, f in zip(self.sources, frees)]
+        out: list[Optional[int]] = []
+        for req in requests:
+            allowed = placement.fitting([s.spec for s in self.sources], req.run)
+            if not any(allowed):
+                placement.check_fits([s.spec for s in self.sources], req.run)
+            avoid = self.avoid.get(req.run.run_id)
+            if avoid:  # taken from a source's queue: elsewhere if anywhere else fits
+                others = [ok and s.name not in avoid for ok, s in zip(allowed, self.sources)]
+                allowed = others if any(others) else allowed
+            if not self.live:  # a dry run: every source as if idle, to show where runs would go
+                loads = [HostLoad(slots=10**9, running=ld.running, started=ld.started, weight=ld.weight)
+                         for ld in loads]
+            i = placement.pick(self.opts.strategy, loads, allowed, self.turn, self.rng)
+            if i is not None:
+                ld = loads[i]
+                loads[i] = HostLoad(slots=ld.slots, running=ld.running + 1, started=ld.started + 1,
+                                    weight=ld.weight, enabled=ld.enabled)
+                self.turn = i + 1
+            out.append(i)
+        return out
+
+    def plan(self, requests: Sequence[JobRequest]) -> list[Submission]:
+        chosen = self._place(requests)
+        groups: dict[Optional[int], list[JobRequest]] = defaultdict(list)
+        for req, i in zip(requests, chosen):
+            groups[i].append(req)
+        subs: list[Submission] = []
+        for i, reqs in groups.items():
+            if i is None:
+                subs.append(PoolSubmission(requests=reqs))
+                continue
+            src = self.sources[i]
+            for child in src.backend.plan(reqs):
+                subs.append(PoolSubmission(requests=list(child.requests), source=src.name, child=child))
+        return subs
+
+    # -- running ---------------------------------------------------------------------------
+    def submit(self, submission: Submission) -> list[JobHandle]:
+        assert isinstance(submission, PoolSubmission)
+        src = self.by_name.get(submission.source or "")
+        if src is not None:
+            try:
+                return self._start(src, submission.child)
+            except Exception as err:
+                self.disable(src, f"submission failed: {one_line(err)}")
+        handles = []
+        for req in submission.requests:
+            h = JobHandle(request=req, backend_job_id=HELD, started=time.monotonic(),
+                          data={"flight": Flight(), "queued": True, "journal_fields": {"source": HELD}})
+            self.held[req.key] = h
+            self.flying[req.key] = h
+            handles.append(h)
+        return handles
+
+    def _start(self, src: Source, child_sub: Submission, handles: Optional[list[JobHandle]] = None) -> list[JobHandle]:
+        """Submit through `src`'s backend; new pool handles, or `handles` (held ones) updated."""
+        queued = src.backend.queues_jobs
+        for req in child_sub.requests:
+            if not queued and req.spec.journal:
+                # the worker would journal without the source: the driver journals for it
+                req.spec.journal = False
+                req.spec.write(req.job_path)
+        children = src.backend.submit(child_sub)
+        out = []
+        for k, ch in enumerate(children):
+            src.running += 1
+            src.started += 1
+            fields = {**ch.data.get("journal_fields", {}), "source": src.name, "source_kind": src.spec.kind}
+            h = handles[k] if handles else JobHandle(request=ch.request, backend_job_id="", started=time.monotonic())
+            h.backend_job_id = ch.backend_job_id
+            h.data.update(flight=Flight(source=src.name, child=ch), queued=queued, journal_fields=fields)
+            self.flying[h.key] = h
+            reason = "; ".join(sorted(self.avoid.get(ch.request.run.run_id, ()))) and "taken from a queue"
+            self.logs.assigned(ch.request.run.run_id, ch.request.spec.attempt, src.name, src.spec.kind,
+                               ch.backend_job_id, reason)
+            out.append(h)
+        return out
+
+    def _dispatch_held(self) -> None:
+        """Send held runs to sources that fit them and have a free slot now."""
+        if not self.held:
+            return
+        waiting = list(self.held.values())
+        chosen = self._place([h.request for h in waiting])
+        by_source: dict[int, list[JobHandle]] = defaultdict(list)
+        for h, i in zip(waiting, chosen):
+            if i is not None:
+                by_source[i].append(h)
+        for i, hs in by_source.items():
+            src = self.sources[i]
+            try:
+                subs = src.backend.plan([h.request for h in hs])
+                for child_sub in subs:
+                    mine = [self.held[r.key] for r in child_sub.requests]
+                    self._start(src, child_sub, mine)
+                    for h in mine:
+                        del self.held[h.key]
+            except Exception as err:
+                self.disable(src, f"submission failed: {one_line(err)}")
+
+    def _tick(self, now: float) -> None:
+        if self.live:
+            self._recheck(now)
+        self._dispatch_held()
+        self._steal(now)
+        if now - self.last_utilization >= self.opts.utilization_interval_s:
+            self.log_utilization()
+            self.last_utilization = now
+
+    def log_utilization(self) -> None:
+        self.logs.utilization([(s.name, s.running, s.spec.slots, s.health.enabled, s.started) for s in self.sources])
+
+    def _steal(self, now: float) -> None:
+        """Withdraw runs still queued by a disabled scheduler source, or queued longer than
+        max_queue_wait_s while another source that fits them has a free slot."""
+        wait = self.opts.max_queue_wait_s
+        for h in list(self.flying.values()):
+            fl: Flight = h.data["flight"]
+            src = self.by_name.get(fl.source)
+            if src is None or not src.backend.queues_jobs or fl.started_running or fl.withdrawing:
+                continue
+            if not src.health.enabled:
+                why = f"{src.name} is disabled ({src.health.reason})"
+            elif wait and now - fl.submitted > wait and self._room_elsewhere(src, h.request):
+                why = f"waited {now - fl.submitted:.0f}s in {src.name}'s queue (max_queue_wait_s={wait:g})"
+            else:
+                continue
+            fl.withdrawing = why
+            self.logs.health(src.name, "withdrawn", f"run={h.request.run.run_id} reason={why!r}")
+            try:
+                src.backend.cancel([fl.child])
+            except Exception as err:
+                self.logs.host(src.name, f"{h.request.run.run_id}: withdrawing failed: {one_line(err)}")
+
+    def _room_elsewhere(self, src: Source, req: JobRequest) -> bool:
+        return any(other is not src and other.health.enabled and placement.why_not(other.spec, req.run) is None
+                   and self._free(other) > 0 for other in self.sources)
+
+    def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
+        now = time.monotonic()
+        self._tick(now)
+        states: dict[str, JobState] = {}
+        per_source: dict[str, list[JobHandle]] = defaultdict(list)
+        for h in handles:
+            fl: Flight = h.data["flight"]
+            if fl.source == HELD:
+                states[h.key] = JobState(done=False)
+            else:
+                per_source[fl.source].append(h)
+        for name, hs in per_source.items():
+            states.update(self._poll_source(self.by_name[name], hs, now))
+        for key, st in states.items():
+            if st.done:
+                self.flying.pop(key, None)
+        return states
+
+    def _poll_source(self, src: Source, hs: list[JobHandle], now: float) -> dict[str, JobState]:
+        try:
+            child_states = src.backend.poll([h.data["flight"].child for h in hs])
+            src.unanswered_since = None
+        except Exception as err:
+            self.disable(src, f"unreachable: {one_line(err)}")
+            src.unanswered_since = src.unanswered_since or now
+            if now - src.unanswered_since < self.opts.lost_after_s:
+                return {h.key: JobState(done=False) for h in hs}
+            self.logs.health(src.name, "lost", f"runs={len(hs)} after={self.opts.lost_after_s:g}s")
+            child_states = {h.key: JobState(done=True, preempted=True,
+                                            error=f"source {src.name} unreachable for {self.opts.lost_after_s:g}s: "
+                                                  "declared lost") for h in hs}
+        out = {}
+        for h in hs:
+            st = child_states.get(h.key, JobState(done=False))
+            fl: Flight = h.data["flight"]
+            if not st.done:
+                fl.started_running = fl.started_running or st.running
+                out[h.key] = st
+                continue
+            src.running -= 1
+            fields = {**st.fields, "source": src.name, "source_kind": src.spec.kind}
+            if fl.withdrawing and read_result(h.request.spec.result_path) is None:
+                self.avoid[h.request.run.run_id].add(src.name)
+                out[h.key] = JobState(done=True, preempted=True, error=f"withdrawn: {fl.withdrawing}", fields=fields)
+                continue
+            ok = st.error is None and not st.preempted and not st.run_failed and st.exit_code in (0, None)
+            if st.preempted:
+                self.logs.health(src.name, "lost", f"run={h.request.run.run_id} reason={st.error!r}")
+            reason = src.health.record(ok, self.rules)
+            if reason:
+                self.disable(src, reason)
+            out[h.key] = JobState(done=True, running=st.running, exit_code=st.exit_code, error=st.error,
+                                  preempted=st.preempted, run_failed=st.run_failed, fields=fields)
+        return out
+
+    def _children_of(self, handles: Sequence[JobHandle]) -> dict[str, list[JobHandle]]:
+        per: dict[str, list[JobHandle]] = defaultdict(list)
+        for h in handles:
+            fl: Flight = h.data["flight"]
+            self.held.pop(h.key, None)
+            if fl.source != HELD:
+                per[fl.source].append(fl.child)
+        return per
+
+    def cancel(self, handles: Sequence[JobHandle]) -> None:
+        for name, children in self._children_of(handles).items():
+            self.by_name[name].backend.cancel(children)
+
+    def kill(self, handles: Sequence[JobHandle]) -> None:
+        for name, children in self._children_of(handles).items():
+            self.by_name[name].backend.kill(children)
+
+    def close(self) -> None:
+        if self.live:
+            self.log_utilization()
+        for src in self.sources:
+            try:
+                src.backend.close()
+            except Exception as err:  # one source's cleanup never hides another's
+                log.warning("mfcl_pool: closing source %s: %s", src.name, one_line(err))

@@ -1,0 +1,64 @@
+"""What the pool keeps per source and per run while a launch goes on."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from mfcl_sweeps.backends.base import Backend, JobHandle, Submission
+from mfcl_sweeps.backends.pool.sources import SourceSpec
+from mfcl_sweeps.backends.ssh.health import HostHealth
+from mfcl_sweeps.backends.ssh.strategy import HostLoad
+
+HELD = "-"  # the source of a run the pool holds until a source that fits it has a free slot
+
+
+@dataclass
+class PoolSubmission(Submission):
+    """A child's submission on one source (`source` None: runs held by the pool)."""
+
+    source: Optional[str] = None
+    child: Optional[Submission] = None
+
+    def describe(self) -> str:
+        if self.child is None:
+            return f"## held by the pool until a fitting source has a free slot\n{super().describe()}"
+        return f"## source {self.source}\n{self.child.describe()}"
+
+
+class Source:
+    """One source at run time: its child backend, load and health."""
+
+    def __init__(self, spec: SourceSpec, backend: Backend) -> None:
+        self.spec, self.backend = spec, backend
+        self.running = 0
+        self.started = 0
+        self.health = HostHealth()
+        self.last_check = 0.0
+        self.unanswered_since: Optional[float] = None  # poll raising since
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def load(self, free: Optional[int] = None) -> HostLoad:
+        """Its load for the strategies; `free`: the free slots it has now (default: its own count)."""
+        slots = self.spec.slots if free is None else self.running + free
+        return HostLoad(slots=slots, running=self.running, started=self.started, weight=self.spec.weight,
+                        enabled=self.health.enabled)
+
+
+@dataclass
+class Flight:
+    """A run in the pool: where it is and since when (kept in its handle's data)."""
+
+    source: str = HELD
+    child: Optional[JobHandle] = None
+    submitted: float = field(default_factory=time.monotonic)
+    withdrawing: Optional[str] = None  # why it is being withdrawn from its scheduler queue
+    started_running: bool = False
+
+
+def one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[-1] if text else type(err).__name__)[:300]
