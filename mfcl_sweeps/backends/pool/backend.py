@@ -200,33 +200,35 @@ class PoolBackend(Backend):
         groups: dict[Optional[int], list[JobRequest]] = defaultdict(list)
         for req, i in zip(requests, chosen):
             groups[i].append(req)
-        subs: list[Submission] = []
+        parts: list[tuple[Optional[str], Submission]] = []
         for i, reqs in groups.items():
             if i is None:
-                subs.append(PoolSubmission(requests=reqs))
-                continue
-            src = self.sources[i]
-            for child in src.backend.plan(reqs):
-                subs.append(PoolSubmission(requests=list(child.requests), source=src.name, child=child))
-        return subs
+                parts.append((None, Submission(requests=reqs)))
+            else:
+                parts.extend((self.sources[i].name, child) for child in self.sources[i].backend.plan(reqs))
+        return [PoolSubmission(requests=list(requests), parts=parts)] if requests else []
 
     # -- running ---------------------------------------------------------------------------
     def submit(self, submission: Submission) -> list[JobHandle]:
+        """Each part through its source's backend (a source that fails to take it is disabled
+        and its runs held); one handle per request, in the submission's order."""
         assert isinstance(submission, PoolSubmission)
-        src = self.by_name.get(submission.source or "")
-        if src is not None:
-            try:
-                return self._start(src, submission.child)
-            except Exception as err:
-                self.disable(src, f"submission failed: {one_line(err)}")
-        handles = []
-        for req in submission.requests:
-            h = JobHandle(request=req, backend_job_id=HELD, started=time.monotonic(),
-                          data={"flight": Flight(), "queued": True, "journal_fields": {"source": HELD}})
-            self.held[req.key] = h
-            self.flying[req.key] = h
-            handles.append(h)
-        return handles
+        handles: dict[str, JobHandle] = {}
+        for source, child in submission.parts:
+            src = self.by_name.get(source or "")
+            if src is not None:
+                try:
+                    handles.update((h.key, h) for h in self._start(src, child))
+                    continue
+                except Exception as err:
+                    self.disable(src, f"submission failed: {one_line(err)}")
+            for req in child.requests:
+                h = JobHandle(request=req, backend_job_id=HELD, started=time.monotonic(),
+                              data={"flight": Flight(), "queued": True, "journal_fields": {"source": HELD}})
+                self.held[req.key] = h
+                self.flying[req.key] = h
+                handles[req.key] = h
+        return [handles[r.key] for r in submission.requests]
 
     def _start(self, src: Source, child_sub: Submission, handles: Optional[list[JobHandle]] = None) -> list[JobHandle]:
         """Submit through `src`'s backend; new pool handles, or `handles` (held ones) updated."""

@@ -15,15 +15,17 @@ HELD = "-"  # the source of a run the pool holds until a source that fits it has
 
 @dataclass
 class PoolSubmission(Submission):
-    """A child's submission on one source (`source` None: runs held by the pool)."""
+    """One batch of runs in input order, as `parts`: (source name, its backend's submission)
+    each, with source None for runs the pool holds until a source that fits them has a slot."""
 
-    source: Optional[str] = None
-    child: Optional[Submission] = None
+    parts: list[tuple[Optional[str], Submission]] = field(default_factory=list)
 
     def describe(self) -> str:
-        if self.child is None:
-            return f"## held by the pool until a fitting source has a free slot\n{super().describe()}"
-        return f"## source {self.source}\n{self.child.describe()}"
+        out = []
+        for source, sub in self.parts:
+            head = f"## source {source}" if source else "## held by the pool until a fitting source has a free slot"
+            out.append(f"{head}\n{sub.describe()}")
+        return "\n".join(out)
 
 
 class Source:
