@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from services import require_service
+from tmuxdrive import Tmux
 
 from mfcl_sweeps import project_scan
 
@@ -203,3 +204,50 @@ def test_init_errors_are_one_line(tmp_path, args, message):
     proc = cli("init", "--yes", *args, cwd=cwd)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "sweeps").exists() and not (tmp_path / "sub" / "sweeps").exists()
+
+
+def test_gpus_found_by_nvidia_smi_give_local_runs_a_gpu_each(tmp_path):
+    """No GPU here: a stand-in nvidia-smi (named as a double) prints what the real one prints
+    for `--query-gpu=name,memory.total --format=csv,noheader`."""
+    double = tmp_path / "nvidia_smi_double"
+    double.mkdir()
+    smi = double / "nvidia-smi"
+    smi.write_text('#!/bin/sh\n[ "$1" = --query-gpu=name,memory.total ] && printf "NVIDIA H200, 143771 MiB\\n'
+                   'NVIDIA H200, 143771 MiB\\n"\n')
+    smi.chmod(0o755)
+    assert project_scan.gpus(str(double)) == ["NVIDIA H200, 143771 MiB"] * 2
+    root = fresh_app(tmp_path / "proj")
+    proc = cli("init", "--yes", cwd=root, path=f"{double}:{no_scheduler_path(tmp_path)}")
+    assert proc.returncode == 0, proc.stderr
+    assert "GPUs: NVIDIA H200, 143771 MiB; NVIDIA H200, 143771 MiB" in proc.stdout
+    local = yaml.safe_load((root / "src" / "configs" / "hydra" / "launcher" / "local.yaml").read_text())
+    assert local["gpus_per_job"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_init_asks_on_a_terminal(tmp_path):
+    require_service("slurm")
+    root = fresh_app(tmp_path / "proj")
+    (root / "other.py").write_text(FRESH_APP.replace('"configs"', '"src/configs"'))
+    t = Tmux(f"{sys.executable} -m mfcl_sweeps.cli init", root)
+    try:
+        t.wait_for("which app [1-2, default 1]:")
+        assert "1. other.py" in t.screen() and "2. src/fit.py" in t.screen()
+        t.type("2")
+        t.keys("Enter")
+        t.wait_for("Slurm partition [")
+        t.keys("Enter")
+        t.wait_for("PBS queue [")
+        t.keys("Enter")
+        t.wait_for("account [none]:")
+        t.type("acct9")
+        t.keys("Enter")
+        screen = t.wait_for("write these files? [Y/n]")
+        assert "will write " + str(root / "sweeps" / "example.yaml") in screen
+        t.keys("Enter")
+        t.wait_for("created: src/configs/hydra/launcher/cluster.yaml")
+    finally:
+        t.close()
+    cluster = yaml.safe_load((root / "src" / "configs" / "hydra" / "launcher" / "cluster.yaml").read_text())
+    assert cluster["account"] == "acct9" and cluster["partition"] == project_scan.schedulers()[0].default_queue
