@@ -11,17 +11,16 @@ from __future__ import annotations
 import collections
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from services import SLURM_PARTITION, SSH_HOSTS, require_service
-from test_ssh_launcher import DOOMED_PORT, lines
-from test_ssh_launcher import doomed_host as doomed_host_fixture  # noqa: F401  (registers `doomed_host`)
-from test_ssh_launcher import project as project_fixture  # noqa: F401  (registers `project`)
+from test_ssh_launcher import DOOMED_PORT, doomed_host, lines, project  # noqa: F401  (fixtures used below)
 
 from mfcl_sweeps.state.manifest import SweepManifest
 
-pytestmark = [pytest.mark.ssh, pytest.mark.slurm, pytest.mark.slow]
+pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 PORT_A, PORT_B = SSH_HOSTS.ports[:2]
 SLURM_POLL = "poll_min_s: 0.3\npoll_max_s: 2\ntimeout_min: 10\n"
 
@@ -65,6 +64,7 @@ def services() -> None:
     require_service("slurm")
 
 
+@pytest.mark.slurm
 def test_thirty_runs_over_local_two_ssh_hosts_and_slurm_each_run_exactly_once(project: Path, services):  # noqa: F811
     tmp = project.parent
     write_presets(tmp, {"a": PORT_A, "b": PORT_B})
@@ -91,3 +91,33 @@ def test_thirty_runs_over_local_two_ssh_hosts_and_slurm_each_run_exactly_once(pr
     assert all(f"source={n} " in util for n in ("local", "a", "b", "cluster"))
     for name in ("local", "a", "b", "cluster"):
         assert (sweep / "logs" / "sources" / f"{name}.log").exists()
+
+
+@pytest.mark.ssh
+def test_an_ssh_source_dies_mid_sweep_its_runs_finish_elsewhere_and_the_health_log_says_so(
+        project: Path, doomed_host):  # noqa: F811
+    require_service("ssh")
+    tmp = project.parent
+    write_presets(tmp, {"b": PORT_B, "doomed": DOOMED_PORT})
+    argv = pool_argv(project, "[local:1,ssh:b:2,ssh:doomed:2]", "x=range(12)", "sleep_s=0.5", "slow_tag=doomed",
+                     "slow_s=120", "hydra.launcher.health_check_interval_s=1")
+    proc = subprocess.Popen(argv, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len([t for _, t, _ in lines(tmp / "side" / "started.log") if t == "doomed"]) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "no run started on the doomed source"
+            time.sleep(0.1)
+        doomed_host()  # its sshd and every session it serves: the source is gone
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    started_on_doomed = {int(x) for x, t, _ in lines(tmp / "side" / "started.log") if t == "doomed"}
+    assert counts(tmp / "side" / "done.log") == {x: 1 for x in range(12)}  # each completed exactly once
+    assert started_on_doomed and all(t != "doomed" for _, t in lines(tmp / "side" / "done.log"))
+    recs = records(tmp / "sweep")
+    for x in started_on_doomed:  # requeued as preempted, not failed, and finished on another source
+        assert recs[x].status == "completed" and recs[x].preemptions >= 1 and recs[x].extra["source"] != "doomed"
+    health = (tmp / "sweep" / "logs" / "health_status.log").read_text()
+    assert "source=doomed event=lost" in health and "source=doomed event=disabled" in health, health
