@@ -28,6 +28,10 @@ class ManifestError(MfclError):
     """The journal or manifest of a sweep dir cannot be read or written safely."""
 
 
+class StoreError(ManifestError):
+    """A sweep's database store (hydra.sweeper.store) cannot be opened, reached or used."""
+
+
 class SweepFailed(MfclError):
     """Some runs failed; raised after every run finished and the manifest/report were written."""
 

@@ -171,13 +171,17 @@ class SweepCore:
     def open_manifest(self, sweep_dir: str, spec: Any, total: int, git: Optional[dict]) -> Any:
         from omegaconf import OmegaConf
 
+        from mfcl_sweeps.state import store as stores
         from mfcl_sweeps.state.manifest import SweepManifest
         from mfcl_sweeps.state.sysinfo import command_info
 
         Path(sweep_dir).mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, Path(sweep_dir) / "multirun.yaml")
-        manifest = SweepManifest(sweep_dir, claim_timeout=float(self.opt("claim_timeout", 600.0)))
         cluster = self.opt("cluster") or os.environ.get("MFCL_CLUSTER") or "local"
+        # a database store (docs/store.md) is opened first: one that cannot be used stops the sweep here
+        store = stores.open_chosen(sweep_dir, self.opt("store"), self.config, name=self.opt("name"), cluster=cluster,
+                                   claim_timeout=float(self.opt("claim_timeout", 600.0)))
+        OmegaConf.save(self.config, Path(sweep_dir) / "multirun.yaml")
+        manifest = SweepManifest(sweep_dir, claim_timeout=float(self.opt("claim_timeout", 600.0)), store=store)
         manifest.record_plan(spec.to_dict(), spec.spec_hash(), total, command_info(), cluster,
                              sweep_id=self.opt("name") or None, git=git)
         return manifest

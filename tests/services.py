@@ -4,6 +4,7 @@ They are started outside pytest (they need root and take seconds):
 
     scripts/slurm-test-cluster.sh start   # one-node Slurm with accounting; also qsub/qstat/qdel
     scripts/ssh-test-hosts.sh start       # sshd on 127.0.0.1:2201 and :2202, root by key
+    scripts/postgres-test.sh start        # PostgreSQL 15 on 127.0.0.1:5433 (role/db mfcl_test)
 
 Use from a test module (tests/ is on sys.path, it has no __init__.py):
 
@@ -34,6 +35,8 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 REPO = Path(__file__).resolve().parent.parent
 SLURM_SCRIPT = "scripts/slurm-test-cluster.sh"
 SSH_SCRIPT = "scripts/ssh-test-hosts.sh"
+PG_SCRIPT = "scripts/postgres-test.sh"
+PG_URL = os.environ.get("MFCL_PG_URL", "postgresql://mfcl_test:mfcl-test-pw@127.0.0.1:5433/mfcl_test")
 
 # The same defaults and variables as the scripts.
 SSH_DIR = Path(os.environ.get("MFCL_SSH_DIR", "/tmp/mfcl-ssh"))
@@ -119,10 +122,23 @@ def ssh_available() -> bool:
     return all(_ok([*SSH_HOSTS.ssh_argv(p, known), "-n", "true"]) for p in SSH_HOSTS.ports)
 
 
+@functools.cache
+def postgres_available() -> bool:
+    """The test role logs in to the test database at PG_URL."""
+    try:
+        import psycopg
+
+        psycopg.connect(PG_URL, connect_timeout=3).close()
+        return True
+    except Exception:  # psycopg missing or the server down: either way not available
+        return False
+
+
 _SERVICES = {
     "slurm": (slurm_available, SLURM_SCRIPT),
     "pbs": (pbs_available, SLURM_SCRIPT),
     "ssh": (ssh_available, SSH_SCRIPT),
+    "postgres": (postgres_available, PG_SCRIPT),
 }
 
 

@@ -41,6 +41,7 @@ class MfclSweeperConf:
     claim: bool = False  # worker mode: several invocations split the runs
     claim_timeout: float = 600.0  # seconds without heartbeat before a claim is taken over
     cluster: Optional[str] = None  # default: $MFCL_CLUSTER, else "local"
+    store: Optional[str] = None  # file (default: the sweep dir's journal) or postgresql://USER@HOST:PORT/DB; $MFCL_STORE
     fail_on_error: bool = True  # exit non-zero when runs failed (after running all of them)
     allow_behind: bool = False  # launch even if the project's git branch is behind its upstream
     require_up_to_date: bool = False  # refuse when behind upstream (always so with claim or a cluster name)

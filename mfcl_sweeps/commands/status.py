@@ -28,8 +28,8 @@ def open_manifest(sweep_dir: str) -> Any:
     from mfcl_sweeps.state.manifest import SweepManifest
 
     manifest = SweepManifest(sweep_dir)
-    if not manifest.journal.path.exists():
-        raise ManifestError(f"{sweep_dir}: no sweep journal ({manifest.journal.path} is missing); is it a sweep dir?")
+    if not manifest.store.exists():
+        raise ManifestError(f"{sweep_dir}: no sweep journal ({manifest.store.describe()} is missing); is it a sweep dir?")
     return manifest
 
 

@@ -12,6 +12,9 @@ above every index given so far. `base` is computed during replay from the plan o
 the journal, so every worker replaying the journal agrees. The hash -> index map of each plan
 is kept in `.mfcl/plans/<spec_hash>.idx` (written once, when the plan is first fully assigned),
 so a hash planned but never started still keeps its index after an edit.
+
+Where ops, plan indices and claims live is the store's business (store.py): the sweep dir's
+files by default, or a PostgreSQL database (pg.py) named by the sweep dir's store pointer.
 """
 from __future__ import annotations
 
@@ -23,15 +26,14 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Union
 
 from mfcl_sweeps import model
 from mfcl_sweeps.errors import ManifestError
-from mfcl_sweeps.fsio import atomic_write
 from mfcl_sweeps.layout import SweepLayout, sweep_id_of
 from mfcl_sweeps.liveness import HOST
 from mfcl_sweeps.model import PlannedRun
 from mfcl_sweeps.state import snapshot as snapshots
-from mfcl_sweeps.state.claims import ALREADY_MINE, DEFAULT_CLAIM_TIMEOUT_S, ClaimBook
-from mfcl_sweeps.state.journal import Journal
+from mfcl_sweeps.state.claims import ALREADY_MINE, DEFAULT_CLAIM_TIMEOUT_S
 from mfcl_sweeps.state.records import Checkpoint, RunRecord, journal_tail, read_checkpoint, write_checkpoint
 from mfcl_sweeps.state.replay import PlanInfo, SweepState, check_state, identity_of, transition_op
+from mfcl_sweeps.state.store import FILE, Store, open_store
 
 __all__ = ["SweepManifest", "RunRecord", "PlanInfo", "transition_op", "identity_of"]
 
@@ -52,12 +54,14 @@ class SweepManifest:
 
     def __init__(self, sweep_dir: Union[str, os.PathLike], *, claim_timeout: float = DEFAULT_CLAIM_TIMEOUT_S,
                  lock_grace: Optional[float] = None,
-                 still_running: Optional[Callable[[RunRecord], bool]] = None) -> None:
+                 still_running: Optional[Callable[[RunRecord], bool]] = None, store: Optional[Store] = None) -> None:
         self.sweep_dir = os.path.abspath(os.fspath(sweep_dir))
         self.layout = SweepLayout(self.sweep_dir)
         self.state_dir = Path(self.layout.state)
-        self.journal = Journal(self.sweep_dir, lock_grace)
-        self.claims = ClaimBook(self.layout, claim_timeout)
+        self.store = store or open_store(self.sweep_dir, claim_timeout=claim_timeout, lock_grace=lock_grace)
+        self.journal = getattr(self.store, "journal", None)  # the file journal (None on a database)
+        self.claims = self.store.claims
+        self._cluster: Optional[str] = None  # this process's cluster, once record_plan names it
         self._still_running = still_running
         self._state = SweepState()
         self._current: Optional[PlanInfo] = None
@@ -66,12 +70,12 @@ class SweepManifest:
     # -- replay -------------------------------------------------------------------------------
     def refresh(self) -> int:
         """Apply the ops appended since the last refresh; return how many there were."""
-        if self.journal.lines_read == 0 and not self._state.plans and not len(self._state.records):
+        if self.store.lines_read == 0 and not self._state.plans and not len(self._state.records):
             self._load_checkpoint()
-        ops = self.journal.read_new()
+        ops = self.store.read_new()
         for op in ops:
             self._state.apply(op)
-        if len(ops) >= CHECKPOINT_AFTER_OPS:
+        if len(ops) >= CHECKPOINT_AFTER_OPS and self.journal is not None:
             try:  # a long replay is worth keeping for the next reader
                 self.checkpoint()
             except OSError:
@@ -79,6 +83,8 @@ class SweepManifest:
         return len(ops)
 
     def _load_checkpoint(self) -> None:
+        if self.journal is None:
+            return
         cp = read_checkpoint(self.state_dir, self.journal.path)
         if cp is not None:
             self._state.load(cp.state, cp.records)
@@ -86,6 +92,8 @@ class SweepManifest:
 
     def checkpoint(self) -> None:
         """Save this replay (see records.py) so later readers parse only newer journal lines."""
+        if self.journal is None:
+            return  # a database store: nothing to cache beside it
         ino, offset, lines = self.journal.position()
         if lines:
             write_checkpoint(self.state_dir, self.journal.path, Checkpoint(
@@ -143,8 +151,9 @@ class SweepManifest:
                   "count": total, "counts_by_group": by_group, "spec": dict(spec_dict),
                   "command": command, "git": git if git is not None else sysinfo.git_info(command.get("cwd")),
                   "env": sysinfo.redacted_env(), "cluster": cluster or os.environ.get(ENV_CLUSTER) or "local"}
-            self.journal.append([op])
+            self.store.append([op])
             self.refresh()
+        self._cluster = cluster or os.environ.get(ENV_CLUSTER) or "local"
         self._current = self._state.plans[spec_hash]
         return self._current
 
@@ -154,9 +163,8 @@ class SweepManifest:
         for info in self._state.plans.values():
             if info is plan:
                 break
-            try:
-                text = Path(self.layout.plan_index(info.spec_hash)).read_text()
-            except FileNotFoundError:
+            text = self.store.plan_index(info.spec_hash)
+            if text is None:
                 continue  # its driver died before numbering it all; its started runs are journaled
             for line in text.splitlines():
                 h, idx = line.split()
@@ -183,10 +191,8 @@ class SweepManifest:
                 run_id = make_run_id(index, run.group, run.combo)
             given.append(f"{h} {index}\n")
             yield run.with_identity(index, run_id)
-        path = Path(self.layout.plan_index(plan.spec_hash))
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, "".join(given))
+        if self.store.plan_index(plan.spec_hash) is None:
+            self.store.save_plan_index(plan.spec_hash, "".join(given))
 
     def planned_hashes(self) -> Optional[set[str]]:
         """Hashes of the current (else latest) plan, when its index file exists."""
@@ -194,9 +200,8 @@ class SweepManifest:
         if not self._state.plans:
             return None
         plan = self._current or next(reversed(self._state.plans.values()))
-        try:
-            text = Path(self.layout.plan_index(plan.spec_hash)).read_text()
-        except FileNotFoundError:
+        text = self.store.plan_index(plan.spec_hash)
+        if text is None:
             return None
         return {line.split(" ", 1)[0] for line in text.splitlines()}
 
@@ -233,7 +238,7 @@ class SweepManifest:
             self.refresh()
             if h not in self._state.records:
                 raise ManifestError(f"{self.sweep_dir}: no run with config hash {h!r} in the journal")
-        self.journal.append([transition_op(h, status, fields, identity)])
+        self.store.append([transition_op(h, status, fields, identity)])
         self._identified.add(h)
 
     # -- claims -------------------------------------------------------------------------------
@@ -251,7 +256,8 @@ class SweepManifest:
             rec = self._state.records.get(run.config_hash)
             if rec is not None and rec.status == model.COMPLETED:
                 return False
-        self.transition(run, model.CLAIMED, owner=owner, host=HOST, claim_generation=generation,
+        where = {"cluster": self._cluster} if self._cluster and self.store.kind != FILE else {}  # runs of many clusters
+        self.transition(run, model.CLAIMED, owner=owner, host=HOST, claim_generation=generation, **where,
                         **({"node_rank": node_rank} if node_rank is not None else {}))
         return True
 
@@ -293,7 +299,7 @@ class SweepManifest:
         plans = list(self._state.plans.values())
         latest = plans[-1].op if plans else {}
         runs = sorted(self._state.records.all().values(), key=lambda r: (r.index, r.config_hash))
-        return {
+        snap = {
             "version": snapshots.SNAPSHOT_VERSION, "sweep_id": self.sweep_id, "sweep_dir": self.sweep_dir,
             "cluster": self.cluster, "spec": latest.get("spec", {}),
             "plans": [{"spec_hash": p.spec_hash, "count": p.count, "counts_by_group": p.counts_by_group,
@@ -301,6 +307,14 @@ class SweepManifest:
             "command": latest.get("command", {}), "git": latest.get("git", {}), "env": latest.get("env", {}),
             "counts": self.counts(), "runs": [r.to_dict() for r in runs],
         }
+        if self.store.kind != FILE:
+            # a database sweep seen from this sweep dir: runs of another cluster have their job
+            # dirs and logs on that cluster, not here
+            here = self._cluster or getattr(self.store, "cluster", None) or self.cluster
+            for row in snap["runs"]:
+                row["remote"] = bool(row["cluster"] and row["cluster"] != here)
+            snap.update(store=self.store.describe(), local_cluster=here)
+        return snap
 
     def write_snapshot(self) -> Path:
         """Rewrite `<sweep_dir>/sweep_manifest.json` atomically, and checkpoint the replay."""
