@@ -59,6 +59,7 @@ class SweepCore:
         self.config: Any = None
         self.launcher: Any = None
         self.repeats = 0  # runs of the spec dropped as repeats of an earlier run's config
+        self.foreign_failed: list[PlannedRun] = []  # runs that failed on a launcher of Hydra's
 
     def opt(self, key: str, default: Any = None) -> Any:
         from omegaconf import OmegaConf
@@ -226,24 +227,39 @@ class SweepCore:
                 declare_env_keys(self.config, {o.split("=", 1)[0].rsplit(".", 1)[1] for i in identity for o in i})
                 overrides = [[*r.overrides, *i, *extra] for r, i in zip(chunk, identity)]
                 chunk_rets = self.launcher.launch(overrides, initial_job_idx=chunk[0].index)
-                self.journal_foreign(manifest, chunk, chunk_rets)
+                self.foreign_failed += self.journal_foreign(manifest, chunk, chunk_rets)
                 rets.extend(chunk_rets)
             batches.append(rets)
         return batches
 
     @staticmethod
-    def journal_foreign(manifest: Any, runs: Sequence[PlannedRun], rets: Sequence[Any]) -> None:
-        """Hydra's own launchers do not journal: record their outcomes here."""
+    def journal_foreign(manifest: Any, runs: Sequence[PlannedRun], rets: Sequence[Any]) -> list[PlannedRun]:
+        """Hydra's own launchers do not journal: record their outcomes here; return the failed
+        runs. They keep no traceback either (Hydra's job log does not get it): a failed run's
+        goes to its run log."""
+        from mfcl_sweeps.job.jobspec import log_path_for
         from mfcl_sweeps.job.worker import outcome
 
+        failed = []
         for run, ret in zip(runs, rets):
             status, fields = outcome(ret)
+            if status == model.FAILED:
+                failed.append(run)
+                log_path = Path(log_path_for(manifest.sweep_dir, run.run_id))
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                with open(log_path, "a", encoding="utf-8") as f:
+                    f.write(fields["traceback"])
             manifest.transition(run, status, **fields)
+        return failed
 
     def finish(self, manifest: Any, batches: list[list[Any]], sweep_dir: str) -> list[list[Any]]:
         from hydra.core.utils import JobStatus
 
         failed_now = any(r.status != JobStatus.COMPLETED for batch in batches for r in batch)
+        if failed_now and not self.is_mfcl_launcher():  # mfcl launchers' driver loop prints its own
+            from mfcl_sweeps.launch.driver import report_failures
+
+            report_failures(manifest, self.foreign_failed)
         if failed_now and self.opt("fail_on_error", True):
             failed = sorted(r.run_id for r in manifest.records().values() if r.status == model.FAILED)
             self.report(sweep_dir)  # Hydra skips on_multirun_end when sweep() raises

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from apprun import APPS, manifest_runs, run_app, side_lines, side_records, status_json
 
 

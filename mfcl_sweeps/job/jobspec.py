@@ -110,10 +110,10 @@ def declare_env_keys(config: Any, keys: Iterable[str]) -> None:
     """Add `++hydra.job.env_set.K=''` for each new key to the sweep's own hydra overrides, which
     Hydra's `load_sweep_config` replays before each job's overrides (so `identity_overrides`
     then only assign existing keys)."""
-    from omegaconf import open_dict, read_write
+    from omegaconf import OmegaConf, open_dict, read_write
 
     overrides = config.hydra.overrides.hydra
-    have = set(overrides)
+    have = set(OmegaConf.to_container(overrides, resolve=False))  # items may hold ${hydra.job.num}
     with read_write(config.hydra), open_dict(config.hydra):
         overrides.extend([o for o in (f"++hydra.job.env_set.{k}=''" for k in sorted(keys)) if o not in have])
 

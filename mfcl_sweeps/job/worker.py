@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mfcl_sweeps import model
+from mfcl_sweeps.job.failures import format_traceback, keep_traceback
 from mfcl_sweeps.job.jobspec import JobSpec, Session, atomic_write_bytes, load_session
 
 EXIT_TASK_FAILED = 1
@@ -41,7 +42,9 @@ def outcome(ret: Any) -> tuple[str, dict]:
     fields = {"job_dir": job_dir} if job_dir else {}
     if ret.status == JobStatus.COMPLETED:
         return model.COMPLETED, {"exit_code": 0, "return_value": repr(ret._return_value)[:1000], **fields}
-    return model.FAILED, {"exit_code": EXIT_TASK_FAILED, "error": last_error_line(ret._return_value), **fields}
+    exc = ret._return_value
+    return model.FAILED, {"exit_code": EXIT_TASK_FAILED, "error": last_error_line(exc),
+                          "traceback": getattr(ret, "mfcl_traceback", None) or format_traceback(exc), **fields}
 
 
 def report_failure(job: JobSpec, ret: Any) -> dict:
@@ -53,7 +56,7 @@ def report_failure(job: JobSpec, ret: Any) -> dict:
 
     exc = ret._return_value
     if isinstance(exc, BaseException):
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        sys.stderr.write(getattr(ret, "mfcl_traceback", None) or format_traceback(exc))
     print(f"mfcl-sweeps: run {job.planned_run.run_id} failed: {last_error_line(exc)}", file=sys.stderr, flush=True)
     try:
         if stat.S_ISREG(os.fstat(2).st_mode):
@@ -154,6 +157,7 @@ def run(session: Session, job: JobSpec, *, journal: bool = True, prepared: Any =
             job_dir_key="hydra.sweep.dir",
             job_subdir_key="hydra.sweep.subdir",
         )
+    keep_traceback(ret)  # the driver chains it back onto the unpickled exception
     write_result(job.result_path, ret)
     status, fields = outcome(ret)
     if status == model.FAILED:

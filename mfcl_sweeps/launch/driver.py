@@ -16,6 +16,7 @@ from typing import Any, Iterable, NoReturn, Optional
 from mfcl_sweeps import model
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState
 from mfcl_sweeps.errors import MfclError
+from mfcl_sweeps.job.failures import failure_summary, restore_traceback
 from mfcl_sweeps.job.jobspec import (
     STDERR_TAIL_LINES,
     JobSpec,
@@ -90,7 +91,7 @@ def _outcome(req: JobRequest, state: JobState) -> tuple[Any, bool]:
     """(JobReturn, worker_journaled) for a finished handle."""
     from hydra.core.utils import JobStatus
 
-    ret = read_result(req.spec.result_path)
+    ret = restore_traceback(read_result(req.spec.result_path))
     if ret is not None and (state.error is None or (ret.status == JobStatus.COMPLETED and not state.run_failed)):
         return ret, req.spec.journal
     error = state.error or f"job exited with code {state.exit_code} and wrote no result"
@@ -126,6 +127,7 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
     retrying: list[tuple[float, int, JobRequest]] = []  # (not before, input position, request)
     active: dict[str, tuple[int, JobHandle]] = {}
     progress = progress or Progress(0, live=False)
+    failed: list[PlannedRun] = []
     last_submit = -float("inf")
     exhausted = False
     stop = StopSignals()
@@ -195,6 +197,8 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                         retrying.append((time.monotonic() + delay, idx, next_attempt(req)))
                         continue
                     results[idx] = ret
+                    if not ok:
+                        failed.append(req.run)
                     progress.finished(ok, req.run.run_id)
             progress.update(running=len(active))
             if not changed and not ready:
@@ -216,7 +220,18 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
         stop.restore()
         progress.close()
         backend.close()
+    report_failures(manifest, failed)
     return [results[i] for i in sorted(results)]
+
+
+def report_failures(manifest: Any, failed: list[PlannedRun]) -> None:
+    """After a launch with failed runs: the ends of the first tracebacks and where the rest is."""
+    if not failed or manifest is None:
+        return
+    records = manifest.records()
+    found = sorted((records[run.config_hash] for run in failed if run.config_hash in records), key=lambda r: r.index)
+    if found:
+        log.error("%s", failure_summary(found, manifest.sweep_dir))
 
 
 def stop_launch(backend: Backend, handles: list[JobHandle], journal: Journal, stop: StopSignals) -> NoReturn:
