@@ -197,8 +197,11 @@ def parse_return_value(text: Any) -> Union[float, dict, None]:
     a number, a {name: number} dict of its numeric entries, or None."""
     if text is None or (isinstance(text, float) and np.isnan(text)):
         return None
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return float(text)
+    try:
+        number = float(text)  # the common case, without compiling an expression
+        return number if np.isfinite(number) else None  # nan/inf (a diverged run): no value
+    except (TypeError, ValueError):
+        pass
     try:
         value = ast.literal_eval(_SCALAR_WRAPPER.sub(lambda m: m.group(1) or m.group(2), str(text)))
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -207,7 +210,7 @@ def parse_return_value(text: Any) -> Union[float, dict, None]:
         return float(value)
     if isinstance(value, dict):
         numbers = {str(k): float(v) for k, v in value.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
         return numbers or None
     return None
 

@@ -24,7 +24,7 @@ PAGE_ROWS = 50
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1100px;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:13px;margin:.4em 0}td,th{border:1px solid #ddd;padding:2px 6px}
+table{border-collapse:collapse;font-size:13px;margin:.4em 0}td,th{border:1px solid #ddd;padding:2px 6px;white-space:nowrap}
 th{background:#f4f4f4;cursor:pointer;user-select:none;white-space:nowrap}th.asc:after{content:" \\25B2"}
 th.desc:after{content:" \\25BC"}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .pager{font-size:13px}.pager button{margin:0 .3em}figure{margin:1em 0}figure svg{max-width:100%;height:auto}
@@ -106,40 +106,48 @@ def _json_value(value: Any) -> Any:
 def table_json(frame: pd.DataFrame, links: Optional[dict] = None) -> str:
     """{columns, rows, links}: a cell is its text, or [text, number] when it sorts as a number."""
     columns = list(frame.columns)
-    rows = []
-    for row in frame.itertuples(index=False):
-        out = []
-        for column, value in zip(columns, row):
-            raw, text = _json_value(value), cell(column, value)
-            if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-                out.append([text, raw])
-            else:
-                out.append(text if raw is not None else None)
-        rows.append(out)
+    formatted = []
+    for column in columns:
+        raw = [_json_value(v) for v in frame[column].astype(object).tolist()]
+        text = [cell(column, v) for v in raw]
+        formatted.append([[t, r] if isinstance(r, (int, float)) and not isinstance(r, bool) else
+                          (t if r is not None else None) for t, r in zip(text, raw)])
+    rows = [list(row) for row in zip(*formatted)] if formatted else []
     data = {"columns": [header(c) for c in columns], "rows": rows, "links": links or {}}
     return json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
 
 
 def run_links(runs: pd.DataFrame, sweep_dir: str, reports_dir: str) -> dict:
-    """run id -> [(label, relative href)] for its log, Hydra config and job dir, where they exist."""
+    """run id -> [(label, relative href)] for its log, Hydra config and job dir, where they exist
+    (one directory listing for the logs; job dirs under the sweep dir are linked without a stat)."""
     from mfcl_sweeps.job.jobspec import log_path_for
 
+    logs_dir = os.path.dirname(log_path_for(sweep_dir, "x"))
+    try:
+        logs = set(os.listdir(logs_dir))
+    except OSError:
+        logs = set()
     links = {}
-    for run_id, job_dir in zip(runs["run_id"], runs["job_dir"]):
+    for run_id, job_dir in zip(runs["run_id"].astype(object), runs["job_dir"].astype(object)):
         found = []
-        log = log_path_for(sweep_dir, str(run_id))
-        if os.path.exists(log):
-            found.append(("log", log))
-        if job_dir:
+        if f"{run_id}.log" in logs:
+            found.append(("log", os.path.join(logs_dir, f"{run_id}.log")))
+        if job_dir and os.path.isdir(job_dir):
             config = os.path.join(job_dir, ".hydra", "config.yaml")
             if os.path.exists(config):
                 found.append(("config", config))
-            if os.path.isdir(job_dir):
-                found.append(("dir", job_dir + "/"))
+            found.append(("dir", job_dir))
         if found:
-            links[str(run_id)] = [[label, os.path.relpath(path, reports_dir) + ("/" if path.endswith("/") else "")]
+            links[str(run_id)] = [[label, _relative(path, reports_dir) + ("/" if label == "dir" else "")]
                                   for label, path in found]
     return links
+
+
+def _relative(path: str, start: str) -> str:
+    parent = os.path.dirname(start.rstrip("/"))
+    if path.startswith(parent + "/"):  # the usual case, without os.path.relpath's cost
+        return "../" + path[len(parent) + 1:]
+    return os.path.relpath(path, start)
 
 
 def svg(fig: Any) -> str:

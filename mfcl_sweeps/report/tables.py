@@ -75,9 +75,13 @@ def _budget(runs: pd.DataFrame) -> pd.Series:
                      index=runs.index, dtype=object)
 
 
+def _present_mask(series: pd.Series) -> pd.Series:
+    return series.notna() & series.astype(object).ne("")
+
+
 def _normalized(series: pd.Series) -> tuple:
     numbers = pd.to_numeric(series, errors="coerce")
-    if numbers.notna().sum() == series.map(_present).sum():
+    if numbers.notna().sum() == _present_mask(series).sum():
         return tuple(np.round(numbers.to_numpy(dtype=float), 9).tolist())
     return tuple(series.map(lambda v: str(v) if _present(v) else "").tolist())
 
@@ -88,7 +92,7 @@ def clean(frame: pd.DataFrame, keep: Sequence[str] = ()) -> pd.DataFrame:
     kept, seen = [], set()
     for column in frame.columns:
         values = frame[column]
-        present = values.map(_present)
+        present = _present_mask(values)
         if column == "group" and values.nunique(dropna=False) <= 1:
             continue
         if column not in keep:
@@ -156,7 +160,8 @@ def config_table(configs: pd.DataFrame, metric: Optional[str]) -> pd.DataFrame:
 
 
 def markdown(frame: pd.DataFrame, *, links: Optional[dict] = None) -> str:
-    """A GitHub-flavoured table; `links` maps a run id to [(label, href)]: its id links to the first."""
+    """A GitHub-flavoured table; `links` maps a run id to [(label, href)]: its id links to its log,
+    else its job dir."""
     columns = list(frame.columns)
     lines = ["| " + " | ".join(header(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     for row in frame.itertuples(index=False):
@@ -164,7 +169,7 @@ def markdown(frame: pd.DataFrame, *, links: Optional[dict] = None) -> str:
         for column, value in zip(columns, row):
             text = cell(column, value).replace("|", "\\|").replace("\n", " ")
             if column == "run_id" and links and value in links:
-                text = f"[{text}]({links[value][0][1]})"
+                text = f"[{text}]({dict(links[value]).get('log') or links[value][-1][1]})"
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
