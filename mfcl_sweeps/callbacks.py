@@ -14,6 +14,7 @@ The callback holds only its options, so launchers can pickle it to ship it with 
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
@@ -44,12 +45,27 @@ def _is_mfcl_sweeper(config: DictConfig) -> bool:
     return "mfcl_sweeps" in str(OmegaConf.select(config, "hydra.sweeper._target_") or "")
 
 
+# sweep dir -> the notifier watching it, for sweeps the mfcl sweeper does not run (it notifies itself)
+_NOTIFIERS: dict[str, Any] = {}
+
+
+@atexit.register
+def _notify_unfinished() -> None:
+    """Hydra skips on_multirun_end when a BasicSweeper job raised: still send what is known."""
+    for notifier in _NOTIFIERS.values():
+        notifier.report = None  # on_multirun_end wrote none
+        notifier.stop()
+        notifier.ended()
+    _NOTIFIERS.clear()
+
+
 class MfclCallback(Callback):
     def __init__(self, report: bool = True, html: bool = True, plots: bool = True,
                  metric: Optional[str] = None, mode: Optional[str] = None, live: bool = True,
-                 live_interval_s: float = 30.0) -> None:
+                 live_interval_s: float = 30.0, notify: Any = None) -> None:
         self.report, self.html, self.plots, self.metric, self.mode = report, html, plots, metric, mode
         self.live, self.live_interval_s = live, live_interval_s
+        self.notify = OmegaConf.to_container(notify) if OmegaConf.is_config(notify) else notify
 
     def _refresh_live(self, config: DictConfig) -> None:
         """Keep reports/index.html current while the sweep runs (a detached, throttled refresher).
@@ -67,6 +83,9 @@ class MfclCallback(Callback):
         """Records the command, git state and environment for a sweep the mfcl sweeper does not
         plan (it records its own plan)."""
         if _is_mfcl_sweeper(config):
+            if self.notify and (self.notify.get("webhook_env") or (self.notify.get("email") or {}).get("to")):
+                log.warning("mfcl: hydra.callbacks.mfcl.notify is not used with hydra/sweeper=mfcl; "
+                            "set hydra.sweeper.notify instead")
             return
         from mfcl_sweeps.state.manifest import SweepManifest
 
@@ -74,7 +93,14 @@ class MfclCallback(Callback):
                 "launcher": OmegaConf.select(config, "hydra.launcher._target_"),
                 "arguments": list(config.hydra.overrides.task)}
         spec_hash = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-        SweepManifest(sweep_dir_of(config)).record_plan(spec, spec_hash, {"total": 0})
+        manifest = SweepManifest(sweep_dir_of(config))
+        manifest.record_plan(spec, spec_hash, {"total": 0})
+        from mfcl_sweeps import notify
+
+        options = notify.parse_options(self.notify, where="hydra.callbacks.mfcl.notify")
+        if options is not None:  # kept off the callback, which launchers pickle
+            _NOTIFIERS[manifest.sweep_dir] = notify.SweepNotifier.start(options, manifest.sweep_dir,
+                                                                        manifest.sweep_id, config)
 
     def _run(self, config: DictConfig) -> model.PlannedRun:
         from mfcl_sweeps.launch.core import runs_from_overrides
@@ -113,6 +139,10 @@ class MfclCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         finish_sweep(sweep_dir_of(config), detached=bool(OmegaConf.select(config, "hydra.launcher.detach")),
                      report=self.report, html=self.html, plots=self.plots, metric=self.metric, mode=self.mode)
+        notifier = _NOTIFIERS.pop(os.path.abspath(sweep_dir_of(config)), None)
+        if notifier is not None:
+            notifier.stop()
+            notifier.ended()
 
 
 def finish_sweep(sweep_dir: str, *, detached: bool = False, report: bool = True, **report_options: Any) -> None:

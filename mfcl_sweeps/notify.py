@@ -52,60 +52,62 @@ class NotifyOptions:
 @dataclass
 class Summary:
     """What a notification says; built from the manifest's records."""
-    event: str  # end | failure
+    event: str  # end | failure | stopped (the launch raised, e.g. every SSH host down)
     sweep_id: str
     sweep_dir: str
     counts: dict[str, int]
     failures: list[dict] = field(default_factory=list)  # {run_id, error}
     best: Optional[dict] = None  # {run_id, metric, value}
     report: Optional[str] = None
+    error: Optional[str] = None  # why a stopped sweep stopped
 
 
-def parse_options(raw: Any) -> Optional[NotifyOptions]:
-    """`hydra.sweeper.notify` as a plain dict -> options; None when it names no target (no
-    webhook_env, no email recipient)."""
+def parse_options(raw: Any, where: str = "hydra.sweeper.notify") -> Optional[NotifyOptions]:
+    """`hydra.sweeper.notify` (or the callback's, named by `where`) as a plain dict -> options;
+    None when it names no target (no webhook_env, no email recipient)."""
     if not raw:
         return None
     if not isinstance(raw, dict):
-        raise MfclError(f"hydra.sweeper.notify={raw!r}: expected a mapping such as {{webhook_env: SLACK_WEBHOOK_URL}}")
+        raise MfclError(f"{where}={raw!r}: expected a mapping such as {{webhook_env: MFCL_SLACK_TOKEN}}")
     unknown = set(raw) - _KEYS
     if unknown:
-        raise MfclError(f"hydra.sweeper.notify.{sorted(unknown)[0]}: unknown key; use {', '.join(sorted(_KEYS))}")
+        raise MfclError(f"{where}.{sorted(unknown)[0]}: unknown key; use {', '.join(sorted(_KEYS))}")
     on = tuple(raw.get("on") or EVENTS)
     bad = [e for e in on if e not in EVENTS]
     if bad:
-        raise MfclError(f"hydra.sweeper.notify.on: {bad[0]!r} is not an event; use {', '.join(EVENTS)}")
+        raise MfclError(f"{where}.on: {bad[0]!r} is not an event; use {', '.join(EVENTS)}")
     email = {k: v for k, v in (raw.get("email") or {}).items() if v is not None}
     target = None
     if email.get("to"):
         unknown = set(email) - _EMAIL_KEYS
         if unknown:
-            raise MfclError(f"hydra.sweeper.notify.email.{sorted(unknown)[0]}: unknown key; "
+            raise MfclError(f"{where}.email.{sorted(unknown)[0]}: unknown key; "
                             f"use {', '.join(sorted(_EMAIL_KEYS))}")
         if not email.get("sender"):
-            raise MfclError("hydra.sweeper.notify.email.sender: required with email.to (the From: address)")
+            raise MfclError(f"{where}.email.sender: required with email.to (the From: address)")
         if email.get("user_env") and email.get("starttls") is False:
-            raise MfclError("hydra.sweeper.notify.email.user_env: a login needs starttls: true "
+            raise MfclError(f"{where}.email.user_env: a login needs starttls: true "
                             "(it would cross in clear)")
         to = email["to"] if isinstance(email["to"], (list, tuple)) else [email["to"]]
         target = EmailTarget(**{**email, "to": tuple(str(t) for t in to)})
     if not raw.get("webhook_env") and target is None:
         return None
-    _check_secret_names({"webhook_env": raw.get("webhook_env"), "email.password_env": email.get("password_env")})
+    _check_secret_names(where, {"webhook_env": raw.get("webhook_env"),
+                                "email.password_env": email.get("password_env")})
     return NotifyOptions(webhook_env=raw.get("webhook_env"), email=target, on=on,
                          metric=str(raw.get("metric") or "accuracy"), title=str(raw.get("title") or "mfcl sweep"))
 
 
-def _check_secret_names(names: dict[str, Optional[str]]) -> None:
-    """The manifest records the environment with secret-looking names hidden: a secret's
-    variable must look secret, or its value would be written there in clear."""
-    from mfcl_sweeps.state.sysinfo import SECRET_MARKERS, is_secret_name
+def _check_secret_names(where: str, names: dict[str, Optional[str]]) -> None:
+    """The manifest records the environment, hiding secret-looking names: a variable holding a
+    secret must be one it hides, or the secret would be written there in clear."""
+    from mfcl_sweeps.state.sysinfo import redacted_env
 
     for key, name in names.items():
-        if name and not is_secret_name(name):
-            raise MfclError(f"hydra.sweeper.notify.{key}={name}: the manifest records the environment and hides only "
-                            f"variables whose name contains {', '.join(SECRET_MARKERS)}; rename it "
-                            f"(e.g. MFCL_NOTIFY_{'WEBHOOK' if key == 'webhook_env' else 'SMTP_PASSWORD'})")
+        if name and redacted_env({name: "probe"})[name] == "probe":
+            example = "MFCL_NOTIFY_TOKEN" if key == "webhook_env" else "MFCL_SMTP_PASSWORD"
+            raise MfclError(f"{where}.{key}={name}: the manifest records the environment and would show this "
+                            f"variable; name it like a secret (e.g. {example})")
 
 
 # -- the message ------------------------------------------------------------------------------
@@ -129,28 +131,17 @@ def summarize(records: dict, sweep_id: str, sweep_dir: str, event: str) -> Summa
     return Summary(event=event, sweep_id=sweep_id, sweep_dir=sweep_dir, counts=counts, failures=failures)
 
 
-def metric_of(return_value: Optional[str], metric: str) -> Optional[float]:
-    """The metric in a journaled return value (the task's repr): a number, or `metric` in a dict."""
-    import ast
-    import math
-
-    try:
-        value = ast.literal_eval(return_value) if return_value else None
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return None
-    if isinstance(value, dict):
-        value = value.get(metric)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        return None
-    return float(value)
-
-
 def best_run(records: dict, metric: str) -> Optional[dict]:
-    """The completed run with the best value of `metric` (lower is better for losses), if any."""
-    from mfcl_sweeps.aggregate import lower_is_better
+    """The completed run with the best value of `metric` in its return value (a number, or that
+    key of a dict), lower being better for losses, as in the report; None when none has it."""
+    from mfcl_sweeps.aggregate import lower_is_better, parse_return_value
 
-    scored = [(v, r.index, r.run_id) for r in records.values() if r.status == model.COMPLETED
-              for v in [metric_of(r.return_value, metric)] if v is not None]
+    scored = []
+    for r in records.values():
+        value = parse_return_value(r.return_value) if r.status == model.COMPLETED else None
+        value = value.get(metric) if isinstance(value, dict) else value
+        if value is not None and value == value:  # not NaN
+            scored.append((value, r.index, r.run_id))
     if not scored:
         return None
     sign = 1 if lower_is_better(metric) else -1
@@ -159,7 +150,7 @@ def best_run(records: dict, metric: str) -> Optional[dict]:
 
 
 def text_of(s: Summary, title: str) -> str:
-    head = {"end": "finished", "failure": "has its first failed run"}[s.event]
+    head = {"end": "finished", "failure": "has its first failed run", "stopped": f"stopped: {s.error}"}[s.event]
     counts = ", ".join(f"{v} {k}" for k, v in s.counts.items() if k != "total")
     lines = [f"{title} {s.sweep_id} {head}: {s.counts.get('total', 0)} run(s): {counts or 'none'}"]
     for f in s.failures[:MAX_FAILURES_LISTED]:
@@ -175,7 +166,8 @@ def text_of(s: Summary, title: str) -> str:
 def webhook_payload(s: Summary, title: str) -> dict:
     """Slack's incoming-webhook body (`text`) plus the same facts as fields for other receivers."""
     return {"text": text_of(s, title), "event": s.event, "sweep_id": s.sweep_id, "sweep_dir": s.sweep_dir,
-            "counts": s.counts, "failures": s.failures[:MAX_FAILURES_LISTED], "best": s.best, "report": s.report}
+            "counts": s.counts, "failures": s.failures[:MAX_FAILURES_LISTED], "best": s.best, "report": s.report,
+            "error": s.error}
 
 
 # -- sending ----------------------------------------------------------------------------------
@@ -255,6 +247,15 @@ class SweepNotifier:
         with_report = any("mfcl" in str(cb.get("_target_", "")) for cb in callbacks.values())
         report = os.path.join(sweep_dir, "reports", "summary.md") if with_report else None
         notifier = cls(options, sweep_dir, sweep_id, report)
+        if options is not None:
+            # the callback's last chance is at interpreter exit, where a first import may fail
+            # ("can't register atexit after shutdown"): import what sending needs now
+            import email.message  # noqa: F401
+            import smtplib  # noqa: F401
+            import ssl  # noqa: F401
+            import urllib.request  # noqa: F401
+
+            import mfcl_sweeps.aggregate  # noqa: F401
         if options is not None and "failure" in options.on:
             notifier._thread = threading.Thread(target=notifier._watch, name="mfcl-notify", daemon=True)
             notifier._thread.start()
@@ -294,7 +295,8 @@ class SweepNotifier:
         except Exception as err:
             log.warning("mfcl notify: %s", err)
 
-    def ended(self) -> None:
+    def ended(self, event: str = "end", error: Optional[str] = None) -> None:
+        """The end message (`stopped` with the error when the launch itself failed)."""
         if self.options is None or "end" not in self.options.on:
             return
         try:
@@ -302,6 +304,13 @@ class SweepNotifier:
         except Exception as err:
             log.warning("mfcl notify: end of sweep not sent: %s", err)
             return
-        s = summarize(records, self.sweep_id, self.sweep_dir, "end")
-        s.best, s.report = best_run(records, self.options.metric), self.report
+        s = summarize(records, self.sweep_id, self.sweep_dir, event)
+        s.best, s.error = best_run(records, self.options.metric), error
+        s.report = self.report if event == "end" else None  # a stopped sweep writes no report
         send(self.options, s)
+
+    def stopped(self, error: str) -> None:
+        """The launch raised (every SSH host down, a scheduler refusing jobs...): first failure
+        first, then why the sweep stopped, in place of the end message."""
+        self.stop()
+        self.ended("stopped", error)

@@ -117,9 +117,10 @@ class SweepCore:
 
     # -- the sweep -----------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:
-        from mfcl_sweeps import expand
+        from mfcl_sweeps import expand, notify
 
         spec = self.load_spec(arguments)
+        notify_options = notify.parse_options(self.opt("notify"))  # a bad setting fails before launching
         total = expand.count(spec) - self.drop_repeats(spec)
         if self.opt("validate", True):
             from mfcl_sweeps.validate import validate_spec
@@ -135,13 +136,21 @@ class SweepCore:
         self.claim_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # A claim worker heart-beats while it lives; stopping retires it, which frees its claims at once.
         stop_heartbeat = manifest.start_heartbeat(self.claim_owner) if self.opt("claim", False) else None
+        notifier = notify.SweepNotifier.start(notify_options, sweep_dir, manifest.sweep_id, self.config)
         try:
             batches = self.launch(self.runs_to_do(manifest, spec, resume), manifest, manifest.sweep_id, total, extra)
+        except MfclError as err:  # the launch stopped (e.g. every SSH host down): say why, then fail as before
+            notifier.stopped(str(err))
+            raise
         finally:
+            notifier.stop()
             if stop_heartbeat is not None:
                 stop_heartbeat()
         manifest.write_snapshot()
-        return self.finish(manifest, batches, sweep_dir)
+        try:
+            return self.finish(manifest, batches, sweep_dir)
+        finally:
+            notifier.ended()
 
     def drop_repeats(self, spec: Any) -> int:
         """Count the runs repeating an earlier run's config, which `runs_to_do` then skips: one

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from services import IN_CI
 
 from mfcl_sweeps import notify
 from mfcl_sweeps.errors import MfclError
@@ -72,14 +74,14 @@ def closed_port() -> int:
 
 def sweep(app: Path, env: dict, *overrides: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "app.py", "--multirun", "hydra/sweeper=mfcl", "hydra.sweeper.name=s",
-           "hydra.sweeper.notify.webhook_env=MFCL_TEST_WEBHOOK", *overrides]
+           "hydra.sweeper.notify.webhook_env=MFCL_TEST_HOOK_TOKEN", *overrides]
     return subprocess.run(cmd, cwd=app, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.slow
 def test_sweep_notifies_first_failure_then_end_and_keeps_the_url_out_of_the_sweep_dir(app, webhook):
     url = f"http://127.0.0.1:{webhook.server_port}/{SECRET_URL_PART}"
-    proc = sweep(app, {"MFCL_TEST_WEBHOOK": url}, "x=2,fail,5", "hydra/callbacks=mfcl")
+    proc = sweep(app, {"MFCL_TEST_HOOK_TOKEN": url}, "x=2,fail,5", "hydra/callbacks=mfcl")
     assert proc.returncode != 0 and "1 run(s) failed" in proc.stderr  # the sweep's own outcome is unchanged
     events = [payload["event"] for _, _, payload in webhook.received]
     assert events == ["failure", "end"], proc.stderr
@@ -102,7 +104,7 @@ def test_sweep_notifies_first_failure_then_end_and_keeps_the_url_out_of_the_swee
 @pytest.mark.slow
 def test_metric_lower_is_better_and_end_only(app, webhook):
     url = f"http://127.0.0.1:{webhook.server_port}/hook"
-    proc = sweep(app, {"MFCL_TEST_WEBHOOK": url}, "x=2,fail,5", "hydra.sweeper.notify.metric=loss",
+    proc = sweep(app, {"MFCL_TEST_HOOK_TOKEN": url}, "x=2,fail,5", "hydra.sweeper.notify.metric=loss",
                  "hydra.sweeper.notify.on=[end]", "hydra.sweeper.fail_on_error=false")
     assert proc.returncode == 0, proc.stderr
     [(_, _, end)] = webhook.received
@@ -113,8 +115,48 @@ def test_metric_lower_is_better_and_end_only(app, webhook):
 
 
 @pytest.mark.slow
+def test_the_callbacks_notify_under_hydras_basic_sweeper(app, webhook):
+    """Hydra's BasicSweeper re-raises a failed job's error and skips on_multirun_end: the callback
+    still sends the first failure and the end (without a report) as the process exits."""
+    env = {"MFCL_TEST_HOOK_TOKEN": f"http://127.0.0.1:{webhook.server_port}/hook"}
+    ok = [sys.executable, "app.py", "--multirun", "hydra/callbacks=mfcl", "hydra.sweep.dir=multirun/ok",
+          "hydra.callbacks.mfcl.notify.webhook_env=MFCL_TEST_HOOK_TOKEN", "hydra.callbacks.mfcl.html=false", "x=2,5"]
+    proc = subprocess.run(ok, cwd=app, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    [(_, _, end)] = webhook.received
+    assert end["event"] == "end" and end["counts"] == {"completed": 2, "total": 2}
+    assert end["report"] == str(app / "multirun" / "ok" / "reports" / "summary.md")
+    assert (app / "multirun" / "ok" / "reports" / "summary.md").is_file()
+
+    failing = [*ok[:4], "hydra.sweep.dir=multirun/bad", *ok[5:-1], "x=2,fail"]
+    proc = subprocess.run(failing, cwd=app, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "boom: x was fail" in proc.stderr
+    assert [p["event"] for _, _, p in webhook.received[1:]] == ["failure", "end"]
+    end = webhook.received[-1][2]
+    assert end["counts"] == {"completed": 1, "failed": 1, "total": 2} and end["report"] is None
+    assert "boom: x was fail" in end["failures"][0]["error"]
+
+
+@pytest.mark.slow
+def test_every_ssh_host_down_sends_why_the_sweep_stopped(app, webhook):
+    if shutil.which("ssh") is None:
+        message = "no ssh client (scripts/ssh-test-hosts.sh installs it)"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+    url = f"http://127.0.0.1:{webhook.server_port}/hook"
+    host = f"{{host:127.0.0.1,port:{closed_port()}}}"  # nothing listens: ssh's own connection refused
+    proc = sweep(app, {"MFCL_TEST_HOOK_TOKEN": url}, "x=1,2", "hydra/launcher=mfcl_ssh",
+                 f"hydra.launcher.hosts=[{host}]", "hydra.launcher.sync=none", "hydra.launcher.workdir=/tmp",
+                 "hydra.launcher.connect_timeout_s=2")
+    assert proc.returncode != 0 and "no ssh host is reachable" in proc.stderr
+    [(_, _, stopped)] = webhook.received
+    assert stopped["event"] == "stopped" and "no ssh host is reachable" in stopped["error"]
+    assert "Connection refused" in stopped["error"] and stopped["report"] is None
+    assert stopped["text"].startswith("mfcl sweep s stopped: no ssh host is reachable")
+
+
+@pytest.mark.slow
 def test_unreachable_webhook_only_warns(app):
-    proc = sweep(app, {"MFCL_TEST_WEBHOOK": f"http://127.0.0.1:{closed_port()}/hook"}, "x=1,2")
+    proc = sweep(app, {"MFCL_TEST_HOOK_TOKEN": f"http://127.0.0.1:{closed_port()}/hook"}, "x=1,2")
     assert proc.returncode == 0, proc.stderr
     assert "mfcl notify: webhook not sent (URLError" in proc.stdout + proc.stderr  # Hydra logs to stdout
 
@@ -227,7 +269,7 @@ def test_a_refused_login_is_a_warning(smtp_server, monkeypatch):
     ({"email": {"to": "a@b", "sender": "c@d", "tls": True}}, "email.tls: unknown key"),
     ({"email": {"to": "a@b", "sender": "c@d", "user_env": "U", "starttls": False}}, "a login needs starttls"),
     ({"webhook_env": "SLACK_URL"}, "webhook_env=SLACK_URL: the manifest records the environment"),
-    ({"email": {"to": "a@b", "sender": "c@d", "password_env": "SMTP_PW"}}, "rename it"),
+    ({"email": {"to": "a@b", "sender": "c@d", "password_env": "SMTP_PW"}}, "name it like a secret"),
 ])
 def test_bad_options_are_one_line_errors(raw, message):
     with pytest.raises(MfclError, match=message):

@@ -5,10 +5,12 @@
     python train.py --multirun lr=0.1,0.2 'hydra/callbacks=[mine,mfcl]'   # keep your own callbacks
     python train.py --multirun lr=0.1,0.2 hydra/callbacks=mfcl hydra.callbacks.mfcl.metric=val_loss
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
+
+from hydra_plugins.mfcl_sweeps._notify_conf import NotifyConf
 
 
 @dataclass
@@ -21,6 +23,7 @@ class MfclCallbackConf:
     mode: Optional[str] = None  # min | max (default: min for *loss/*error/*perplexity/*ppl)
     live: bool = True  # rewrite reports/index.html as runs finish (at most every live_interval_s)
     live_interval_s: float = 30.0
+    notify: NotifyConf = field(default_factory=NotifyConf)  # under other sweepers; mfcl's: hydra.sweeper.notify
 
 
 # the option's node sits under hydra.callbacks (the group's package), keyed by callback name
