@@ -11,6 +11,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
+from hydra_plugins.mfcl_sweeps._notify_conf import NotifyConf
+
 
 
 @dataclass
@@ -44,6 +46,7 @@ class MfclSweeperConf:
     store: Optional[str] = None  # file (default: the sweep dir's journal) or postgresql://USER@HOST:PORT/DB; $MFCL_STORE
     fail_on_error: bool = True  # exit non-zero when runs failed (after running all of them)
     allow_behind: bool = False  # launch even if the project's git branch is behind its upstream
+    notify: NotifyConf = field(default_factory=NotifyConf)  # webhook/email at the end and first failure
     require_up_to_date: bool = False  # refuse when behind upstream (always so with claim or a cluster name)
 
 
