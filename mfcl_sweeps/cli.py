@@ -16,7 +16,8 @@ COMMANDS = {
     "status": "show the state of a sweep dir (table, or --json)",
     "cancel": "cancel the running runs of a sweep dir through the backend that started them",
     "resume": "re-run a sweep's recorded command on its sweep dir; only missing runs run",
-    "aggregate": "write reports/summary_<time>.csv and reports/summary.md for a sweep dir",
+    "aggregate": "write the report of a sweep dir: reports/index.html, summary.md, CSVs and figures",
+    "watch": "live terminal view of a sweep (progress, running runs, failures, ETA) until it ends",
     "init": "detect the project's Hydra app, schedulers and GPUs; write sweeps/example.yaml and launcher presets",
     "configure": "build a sweep file in a keyboard-driven terminal UI, with a live run count",
 }
