@@ -9,6 +9,7 @@ them) named in the short form `[local:2,ssh:a:2,ssh:b:2,slurm:cluster:3]`.
 from __future__ import annotations
 
 import collections
+import signal
 import subprocess
 import sys
 import time
@@ -121,3 +122,36 @@ def test_an_ssh_source_dies_mid_sweep_its_runs_finish_elsewhere_and_the_health_l
         assert recs[x].status == "completed" and recs[x].preemptions >= 1 and recs[x].extra["source"] != "doomed"
     health = (tmp / "sweep" / "logs" / "health_status.log").read_text()
     assert "source=doomed event=lost" in health and "source=doomed event=disabled" in health, health
+
+
+@pytest.mark.slurm
+def test_complete_after_the_driver_is_killed_runs_only_the_unfinished_runs_on_other_sources(
+        project: Path, services):  # noqa: F811
+    tmp = project.parent
+    write_presets(tmp, {"a": PORT_A, "b": PORT_B})
+    sweep = tmp / "sweep"
+    driver = subprocess.Popen(pool_argv(project, "[ssh:a:2,ssh:b:2]", "x=range(12)", "sleep_s=2"), cwd=project,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while sum(r.status == "completed" for r in records(sweep).values()) < 3:
+            assert driver.poll() is None and time.monotonic() < deadline, "no run completed on the SSH sources"
+            time.sleep(0.1)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    time.sleep(3)  # the hosts' supervisors end the jobs whose channel closed
+    finished = {x for x, r in records(sweep).items() if r.status == "completed"}
+    started_before = counts(tmp / "side" / "started.log")
+    assert 3 <= len(finished) < 12
+    p = subprocess.run([sys.executable, "-m", "mfcl_sweeps.cli", "complete", str(sweep),
+                        f"hydra.launcher.preset_dir={tmp / 'presets'}", "--sources", "local:2,slurm:cluster:3"],
+                       capture_output=True, text=True, timeout=400)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "hydra/launcher=mfcl_pool" in p.stdout and "hydra.launcher.hosts" not in p.stdout
+    started_after = counts(tmp / "side" / "started.log") - started_before
+    assert started_after == {x: 1 for x in range(12) if x not in finished}  # only the unfinished, once each
+    recs = records(sweep)
+    assert {r.status for r in recs.values()} == {"completed"}
+    assert {recs[x].extra["source"] for x in range(12) if x not in finished} <= {"local", "cluster"}
+    assert {recs[x].extra["source"] for x in finished} <= {"a", "b"}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mfcl_sweeps import model
+from mfcl_sweeps.backends.pool.view import render_sources, sources_report
 from mfcl_sweeps.errors import ManifestError
 
 SHOWN_ROWS = 20
@@ -93,7 +94,13 @@ def status_report(manifest: Any, now: Optional[float] = None) -> dict:
         "failed": [{"run_id": r.run_id, "exit_code": r.exit_code, "error": r.error, "job_dir": r.job_dir,
                     "attempts": r.attempts} for r in failed],
         "elapsed_s": elapsed, "mean_run_s": mean, "eta_s": eta,
+        "sources": sources_report(manifest.sweep_dir, manifest.records().values()) if _pooled(manifest) else [],
     }
+
+
+def _pooled(manifest: Any) -> bool:
+    """Whether mfcl_pool ran this sweep (its logs are there): per-source rows cost a full read."""
+    return (Path(manifest.sweep_dir) / "logs" / "task_assignments.log").exists()
 
 
 def _duration(seconds: Optional[float]) -> str:
@@ -135,6 +142,8 @@ def render(report: dict) -> None:
         console.print(ft)
     if len(report["running"]) > SHOWN_ROWS or len(report["failed"]) > SHOWN_ROWS:
         console.print(f"(first {SHOWN_ROWS} shown; --json lists all)")
+    if report.get("sources"):
+        render_sources(console, report["sources"])
     console.print(f"elapsed {_duration(report['elapsed_s'])}  mean run {_duration(report['mean_run_s'])}  "
                   f"ETA {_duration(report['eta_s'])}")
 

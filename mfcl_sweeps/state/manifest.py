@@ -37,7 +37,7 @@ from mfcl_sweeps.state.store import FILE, Store, open_store
 
 __all__ = ["SweepManifest", "RunRecord", "PlanInfo", "transition_op", "identity_of"]
 
-RESUME_MODES = ("none", "skip_completed", "rerun_failed_only")
+RESUME_MODES = ("none", "skip_completed", "rerun_failed_only", "skip_finished")
 ENV_CLUSTER = "MFCL_CLUSTER"
 CHECKPOINT_AFTER_OPS = 20_000
 
@@ -207,7 +207,7 @@ class SweepManifest:
 
     # -- resume -------------------------------------------------------------------------------
     def should_run(self, run: PlannedRun, resume: str) -> tuple[bool, str]:
-        """(run it?, why) for `run` under `resume` (none | skip_completed | rerun_failed_only)."""
+        """(run it?, why) for `run` under `resume` (none | skip_completed | rerun_failed_only | skip_finished)."""
         if resume not in RESUME_MODES:
             raise ManifestError(f"hydra.sweeper.resume={resume!r}: expected one of {', '.join(RESUME_MODES)}")
         self.refresh()
@@ -219,6 +219,8 @@ class SweepManifest:
             return False, "completed"
         if resume == "rerun_failed_only":
             return (True, "failed before") if status == model.FAILED else (False, "not failed")
+        if resume == "skip_finished" and status == model.FAILED:  # `mfcl-sweeps complete` without --retry-failed
+            return False, "failed"
         return True, {None: "new", model.FAILED: "failed before", model.CANCELLED: "cancelled before",
                       model.PREEMPTED: "preempted"}.get(status, "interrupted")
 

@@ -23,33 +23,20 @@ import logging
 import random
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 from mfcl_sweeps import backends
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
-from mfcl_sweeps.backends.pool import journaled, placement
+from mfcl_sweeps.backends.pool import attach, journaled, placement
 from mfcl_sweeps.backends.pool.config import PoolLauncherConf
 from mfcl_sweeps.backends.pool.logs import PoolLogs
-from mfcl_sweeps.backends.pool.runtime import HELD, Flight, PoolSubmission, Source, one_line
-from mfcl_sweeps.backends.pool.sources import SourceSpec, parse_sources, where
+from mfcl_sweeps.backends.pool.runtime import HELD, AllSourcesDown, Flight, PoolSubmission, Source, one_line
+from mfcl_sweeps.backends.pool.sources import PoolSetup, parse_setup
 from mfcl_sweeps.backends.ssh.health import HealthRules
 from mfcl_sweeps.backends.ssh.strategy import HostLoad
-from mfcl_sweeps.errors import MfclError, OptionError
 from mfcl_sweeps.job.jobspec import read_result
-from mfcl_sweeps.options import parse_options
 
 log = logging.getLogger(__name__)
-
-
-class AllSourcesDown(MfclError):
-    """Every source stayed disabled; the manifest keeps the runs still to do."""
-
-
-@dataclass(frozen=True)
-class PoolSetup:
-    options: Any  # the pool's own frozen options
-    sources: tuple[SourceSpec, ...]
 
 
 class PoolBackend(Backend):
@@ -60,14 +47,7 @@ class PoolBackend(Backend):
     # -- without a launch ------------------------------------------------------------------
     @classmethod
     def check_options(cls, raw: Mapping[str, Any]) -> PoolSetup:
-        opts = parse_options(PoolLauncherConf, raw, "mfcl_pool")
-        specs = parse_sources(opts.sources, opts.presets, opts.preset_dir)
-        for i, spec in enumerate(specs):
-            try:
-                backends.get(spec.kind).check_options(spec.options)
-            except OptionError as err:
-                raise OptionError(f"{where(i, spec.name)}: {err}") from None
-        return PoolSetup(opts, tuple(specs))
+        return parse_setup(raw)
 
     @classmethod
     def from_options(cls, raw: Mapping[str, Any], *, session: Any) -> PoolBackend:
@@ -95,6 +75,8 @@ class PoolBackend(Backend):
         self.rules = HealthRules(self.opts.max_consecutive_failures, self.opts.max_failure_rate,
                                  self.opts.min_jobs_for_rate)
         self.logs = PoolLogs(sweep_dir)
+        self.sweep_dir = sweep_dir
+        self.attach: dict[str, tuple[str, Any]] = {}  # run id -> (source, record): held by a scheduler already
         self.rng = random.Random(self.opts.seed)
         self.turn = 0
         self.held: dict[str, JobHandle] = {}
@@ -111,6 +93,9 @@ class PoolBackend(Backend):
         specs = [s.spec for s in self.sources]
         for run in runs:
             placement.check_fits(specs, run)
+        self.attach = attach.held_runs(self.sweep_dir, runs, specs)
+        if self.attach:
+            log.info("mfcl_pool: %d run(s) still held by a scheduler: re-attached by job id", len(self.attach))
         return runs
 
     # -- capacity and health ---------------------------------------------------------------
@@ -196,11 +181,15 @@ class PoolBackend(Backend):
         return out
 
     def plan(self, requests: Sequence[JobRequest]) -> list[Submission]:
-        chosen = self._place(requests)
+        held = [r for r in requests if r.run.run_id in self.attach]
+        fresh = [r for r in requests if r.run.run_id not in self.attach]
         groups: dict[Optional[int], list[JobRequest]] = defaultdict(list)
-        for req, i in zip(requests, chosen):
+        for req, i in zip(fresh, self._place(fresh)):
             groups[i].append(req)
         parts: list[tuple[Optional[str], Submission]] = []
+        for name in dict.fromkeys(self.attach[r.run.run_id][0] for r in held):
+            mine = [r for r in held if self.attach[r.run.run_id][0] == name]
+            parts.append((name, attach.attach_submission(mine, [self.attach[r.run.run_id][1] for r in mine])))
         for i, reqs in groups.items():
             if i is None:
                 parts.append((None, Submission(requests=reqs)))
@@ -232,13 +221,15 @@ class PoolBackend(Backend):
 
     def _start(self, src: Source, child_sub: Submission, handles: Optional[list[JobHandle]] = None) -> list[JobHandle]:
         """Submit through `src`'s backend; new pool handles, or `handles` (held ones) updated."""
-        queued = src.backend.queues_jobs
+        attached = bool(child_sub.extra.get("attach"))
+        queued = src.backend.queues_jobs and not attached  # an attached run's state is journaled already
         for req in child_sub.requests:
-            if not queued and req.spec.journal:
+            if not src.backend.queues_jobs and req.spec.journal:
                 # the worker would journal without the source: the driver journals for it
                 req.spec.journal = False
                 req.spec.write(req.job_path)
-        children = src.backend.submit(child_sub)
+            self.attach.pop(req.run.run_id, None)
+        children = attach.attached_handles(child_sub) if attached else src.backend.submit(child_sub)
         out = []
         for k, ch in enumerate(children):
             src.running += 1
@@ -354,6 +345,7 @@ class PoolBackend(Backend):
                 out[h.key] = st
                 continue
             src.running -= 1
+            attach.adopt_result(fl.child)
             fields = {**st.fields, "source": src.name, "source_kind": src.spec.kind}
             if fl.withdrawing and read_result(h.request.spec.result_path) is None:
                 self.avoid[h.request.run.run_id].add(src.name)

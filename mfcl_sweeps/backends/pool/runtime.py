@@ -9,8 +9,13 @@ from mfcl_sweeps.backends.base import Backend, JobHandle, Submission
 from mfcl_sweeps.backends.pool.sources import SourceSpec
 from mfcl_sweeps.backends.ssh.health import HostHealth
 from mfcl_sweeps.backends.ssh.strategy import HostLoad
+from mfcl_sweeps.errors import MfclError
 
 HELD = "-"  # the source of a run the pool holds until a source that fits it has a free slot
+
+
+class AllSourcesDown(MfclError):
+    """Every source stayed disabled; the manifest keeps the runs still to do."""
 
 
 @dataclass
@@ -24,6 +29,8 @@ class PoolSubmission(Submission):
         out = []
         for source, sub in self.parts:
             head = f"## source {source}" if source else "## held by the pool until a fitting source has a free slot"
+            if sub.extra.get("attach"):
+                head += f" (re-attached to job(s) {', '.join(sub.extra['attach'])}: nothing submitted)"
             out.append(f"{head}\n{sub.describe()}")
         return "\n".join(out)
 

@@ -184,6 +184,28 @@ def source_spec(entry: Mapping[str, Any], i: int) -> SourceSpec:
                       partitions=tuple(str(p) for p in partitions))
 
 
+@dataclass(frozen=True)
+class PoolSetup:
+    options: Any  # the pool's own frozen options (mfcl_sweeps.backends.pool.config)
+    sources: tuple[SourceSpec, ...]
+
+
+def parse_setup(raw: Mapping[str, Any]) -> PoolSetup:
+    """`hydra.launcher.*` of mfcl_pool, every source's options checked by its own backend."""
+    from mfcl_sweeps import backends
+    from mfcl_sweeps.backends.pool.config import PoolLauncherConf
+    from mfcl_sweeps.options import parse_options
+
+    opts = parse_options(PoolLauncherConf, raw, "mfcl_pool")
+    specs = parse_sources(opts.sources, opts.presets, opts.preset_dir)
+    for i, spec in enumerate(specs):
+        try:
+            backends.get(spec.kind).check_options(spec.options)
+        except OptionError as err:
+            raise OptionError(f"{where(i, spec.name)}: {err}") from None
+    return PoolSetup(opts, tuple(specs))
+
+
 def parse_sources(sources: Any, presets: Mapping[str, Any], preset_dir: Optional[str]) -> list[SourceSpec]:
     """`hydra.launcher.sources` -> SourceSpecs; OptionError (one line) for the first bad entry."""
     specs = []
