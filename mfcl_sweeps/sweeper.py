@@ -22,7 +22,7 @@ from mfcl_sweeps.model import PlannedRun
 
 log = logging.getLogger("mfcl_sweeps")
 
-RESUME_MODES = ("none", "skip_completed", "rerun_failed_only")
+RESUME_MODES = ("none", "skip_completed", "rerun_failed_only", "skip_finished")
 HYDRA_DEFAULT_SWEEP_DIR = "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}"
 
 

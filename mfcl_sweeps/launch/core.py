@@ -146,10 +146,12 @@ class LaunchCore:
              shared_extra: Sequence[str] = (), per_run_extra: Optional[list] = None) -> list[Any]:
         Path(self.sweep_dir).mkdir(parents=True, exist_ok=True)
         session, _ = self.session()
+        backend = self.make_backend(session)
+        if hasattr(backend, "check_runs"):  # sees every run before any starts (mfcl_pool: affinity)
+            runs = backend.check_runs(runs)
         requests = self.requests(runs, sweep_id, shared_extra)
         if per_run_extra is not None:  # the hydra.* overrides another sweeper gave each job
             requests = (_with_overrides(req, extra) for req, extra in zip(requests, per_run_extra))
-        backend = self.make_backend(session)
         if self.options.get("detach"):
             return self._detach(backend, requests, manifest)
         mode = self.options.get("progress", "auto")

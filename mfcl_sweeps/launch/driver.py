@@ -164,9 +164,10 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                         break
                     for handle in backend.submit(submission):
                         active[handle.key] = (order[handle.key], handle)
-                        if backend.queues_jobs or not handle.request.spec.journal:
+                        queued = handle.data.get("queued", backend.queues_jobs)  # per handle: mfcl_pool mixes kinds
+                        if queued or not handle.request.spec.journal:
                             # the worker journals once it runs (if it can); record the backend id now
-                            journal(handle.request.run, model.PENDING if backend.queues_jobs else model.RUNNING,
+                            journal(handle.request.run, model.PENDING if queued else model.RUNNING,
                                     backend_job_id=handle.backend_job_id, attempt=handle.request.spec.attempt,
                                     start_time=time.time(), **handle.data.get("journal_fields", {}))
             changed = False
