@@ -191,3 +191,83 @@ def test_a_store_that_cannot_be_opened_is_one_line_and_nothing_runs(pg, tmp_path
     assert "Traceback" not in err and "mfcl-test-pw" not in err and ":wrong@" not in err
     assert executions(tmp_path) == []
     assert not (tmp_path / "sweep" / ".mfcl" / "journal.jsonl").exists()
+
+
+def pg_ctl(action: str, check: bool = True) -> None:
+    subprocess.run(["pg_ctlcluster", "15", "mfcl", action], check=check, capture_output=True, timeout=60)
+
+
+@pytest.mark.slow
+def test_the_database_going_away_mid_sweep_loses_nothing_and_runs_nothing_twice(pg, tmp_path):
+    name, n = fresh_name(), 12
+    proc = counter_sweep(tmp_path, tmp_path / "sweep", "a", "seconds=1.0", "hydra.launcher.max_concurrent=3",
+                         store=pg, name=name, n=n)
+    try:
+        deadline = time.monotonic() + 60
+        while len(executions(tmp_path)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pg_ctl("stop")  # runs started now finish while the database is away
+        time.sleep(3)
+        pg_ctl("start")
+        out, err = proc.communicate(timeout=300)
+    finally:
+        pg_ctl("start", check=False)  # leave the server up for the next test (exit 2: it already runs)
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "unreachable" in out + err  # the driver saw the outage and waited it out
+    assert executions(tmp_path) == list(range(n))
+    records = SweepManifest(tmp_path / "sweep").records()
+    assert len(records) == n and all(r.status == model.COMPLETED and r.attempts == 1 for r in records.values())
+
+
+def test_restart_with_pg_ctlcluster_is_survived_by_an_open_store(pg, tmp_path):
+    manifest = open_manifest(tmp_path / "a", pg, fresh_name())
+    assert manifest.claim(run_of(0), "w")
+    pg_ctl("restart")  # every connection is cut
+    manifest.transition(run_of(0), model.COMPLETED, exit_code=0)
+    assert SweepManifest(tmp_path / "a").records()["hash00000"].status == model.COMPLETED
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mfcl_sweeps.cli", "store", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def file_sweep(sweep_dir: Path) -> dict:
+    """A file-journal sweep with two plans, every kind of transition; its records as dicts."""
+    manifest = SweepManifest(sweep_dir)
+    manifest.record_plan({"grid": {"x": [0, 1, 2]}}, "spec1", 3, cluster="a")
+    runs = list(manifest.assign([PlannedRun(overrides=(f"x={i}",), config_hash=f"h{i}", position=i) for i in range(3)]))
+    manifest.transition(runs[0], model.RUNNING, host="n1")
+    manifest.transition(runs[0], model.COMPLETED, exit_code=0)
+    manifest.transition(runs[1], model.FAILED, exit_code=1, error="boom")
+    manifest.record_plan({"grid": {"x": [0, 1, 2, 3]}}, "spec2", 4, cluster="a")
+    list(manifest.assign([PlannedRun(overrides=(f"x={i}",), config_hash=f"h{i}", position=i) for i in range(4)]))
+    return records_of(sweep_dir)
+
+
+def records_of(sweep_dir: Path) -> dict:
+    manifest = SweepManifest(sweep_dir)
+    return {"records": {h: r.to_dict() for h, r in manifest.records().items()}, "counts": manifest.counts(),
+            "plans": [(p.spec_hash, p.base, p.count) for p in manifest.plans()]}
+
+
+def test_export_to_the_database_and_import_back_keep_the_sweep(pg, tmp_path):
+    name, sweep = fresh_name(), tmp_path / "sweep"
+    before = file_sweep(sweep)
+    assert before["counts"] == {"total": 4, "completed": 1, "failed": 1, "pending": 2}
+    out = cli("export", str(sweep), pg, "--name", name)
+    assert out.returncode == 0, out.stderr
+    assert "postgresql://mfcl_test:***@" in out.stdout and "mfcl-test-pw" not in out.stdout + out.stderr
+    assert json.loads((sweep / ".mfcl" / "store.json").read_text())["sweep"] == name
+    assert not (sweep / ".mfcl" / "journal.jsonl").exists()
+    assert records_of(sweep) == before  # now read from the database
+    out = cli("export", str(sweep), str(tmp_path / "backup"))  # the database's copy into another dir's journal
+    assert out.returncode == 0, out.stderr
+    assert records_of(tmp_path / "backup") == before
+    again = cli("export", str(tmp_path / "backup"), pg, "--name", name)
+    assert again.returncode == 2 and "already holds a sweep" in again.stderr and "Traceback" not in again.stderr
+    out = cli("import", str(sweep))
+    assert out.returncode == 0, out.stderr
+    assert not (sweep / ".mfcl" / "store.json").exists() and (sweep / ".mfcl" / "journal.jsonl").exists()
+    assert records_of(sweep) == before

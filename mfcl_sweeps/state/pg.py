@@ -111,9 +111,12 @@ class PgStore:
         self._id: Optional[int] = None
         self.cluster: Optional[str] = None  # the cluster of the sweep dir that opened it (store.open_store)
         self.claims = PgClaimBook(self, claim_timeout)
-        conn = self._connection(first=True)  # fails at once, with one line, if the store cannot be used
-        self._migrate(conn)
-        self._id = self._sweep_id(conn, create)
+        if create:  # a sweep starting: a store that cannot be used stops it at once, with one line
+            conn = self._connection(first=True)
+            self._migrate(conn)
+            self._id = self._sweep_id(conn, create)
+        else:  # a worker or reader of a running sweep: wait out an outage (its run's end must be recorded)
+            self._id = self.run(lambda conn: self._migrate(conn) or self._sweep_id(conn, False))
 
     # -- connections and retries ---------------------------------------------------------------
     def _connection(self, first: bool = False) -> Any:
