@@ -19,10 +19,11 @@ from mfcl_sweeps import model
 from mfcl_sweeps.errors import MfclError, SweepFailed
 from mfcl_sweeps.job.jobspec import declare_env_keys, identity_overrides, quote_override_value
 from mfcl_sweeps.model import PlannedRun
+from mfcl_sweeps.secrets import ENV_SECRET_KEYS, redact
 
 log = logging.getLogger("mfcl_sweeps")
 
-RESUME_MODES = ("none", "skip_completed", "rerun_failed_only", "skip_finished")
+RESUME_MODES = ("none", "skip_completed", "rerun_failed_only")
 HYDRA_DEFAULT_SWEEP_DIR = "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}"
 
 
@@ -73,6 +74,8 @@ class SweepCore:
         from hydra.core.plugins import Plugins
 
         self.hydra_context, self.config = hydra_context, config
+        if self.opt("secret_keys"):  # for every process of the sweep, jobs included (mfcl_sweeps.secrets)
+            os.environ[ENV_SECRET_KEYS] = ",".join(map(str, self.opt("secret_keys")))
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
 
@@ -190,7 +193,7 @@ class SweepCore:
         # a database store (docs/store.md) is opened first: one that cannot be used stops the sweep here
         store = stores.open_chosen(sweep_dir, self.opt("store"), self.config, name=self.opt("name"), cluster=cluster,
                                    claim_timeout=float(self.opt("claim_timeout", 600.0)))
-        OmegaConf.save(self.config, Path(sweep_dir) / "multirun.yaml")
+        OmegaConf.save(OmegaConf.create(redact(OmegaConf.to_container(self.config))), Path(sweep_dir) / "multirun.yaml")
         manifest = SweepManifest(sweep_dir, claim_timeout=float(self.opt("claim_timeout", 600.0)), store=store)
         manifest.record_plan(spec.to_dict(), spec.spec_hash(), total, command_info(), cluster,
                              sweep_id=self.opt("name") or None, git=git)

@@ -48,6 +48,7 @@ class MfclSweeperConf:
     allow_behind: bool = False  # launch even if the project's git branch is behind its upstream
     notify: NotifyConf = field(default_factory=NotifyConf)  # webhook/email at the end and first failure
     require_up_to_date: bool = False  # refuse when behind upstream (always so with claim or a cluster name)
+    secret_keys: List[str] = field(default_factory=list)  # more secret key names (docs/manifest.md#secrets)
 
 
 _IDENTITY = {

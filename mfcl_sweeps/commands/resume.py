@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import subprocess
-from typing import Sequence
+from typing import Any, Sequence
 
 from mfcl_sweeps.errors import ManifestError
 
@@ -28,7 +28,6 @@ def resume_command(snapshot: dict, extra: Sequence[str] = ()) -> list[str]:
     """The recorded command (interpreter, its options, script or module, arguments) pointed at
     the snapshot's sweep dir, resuming; `extra` overrides win over recorded ones."""
     from mfcl_sweeps.job.jobspec import quote_override_value
-    from mfcl_sweeps.state.sysinfo import REDACTED
 
     command = snapshot.get("command") or {}
     if not command.get("argv") or not command.get("python"):
@@ -38,22 +37,44 @@ def resume_command(snapshot: dict, extra: Sequence[str] = ()) -> list[str]:
     given = {k for k in map(_key, extra) if k}
     kept = [a for a in command["argv"] if _key(a) not in given | set(RESUME_KEYS)]
     ours = [a for a in ours if _key(a) not in given]
-    hidden = [a for a in kept if REDACTED in a]
-    if hidden:
-        raise ManifestError(f"the recorded command holds a redacted secret ({hidden[0]!r}); give it again: "
-                            f"mfcl-sweeps resume {snapshot.get('sweep_dir')} KEY=VALUE")
+    kept = restore_secrets(kept, snapshot.get("sweep_dir"))
     return [command["python"], *kept, *ours, *extra]
+
+
+def restore_secrets(args: Sequence[str], sweep_dir: Any) -> list[str]:
+    """The recorded arguments with each redacted secret (`db.password=***`) given again: from
+    $MFCL_SECRET_<KEY> (`MFCL_SECRET_DB_PASSWORD`), else asked for on the terminal."""
+    import getpass
+    import os
+    import sys
+
+    from mfcl_sweeps.job.jobspec import quote_override_value
+    from mfcl_sweeps.secrets import REDACTED, env_name_for, redacted_keys
+
+    out = list(args)
+    for key in redacted_keys(args):
+        var = env_name_for(key)
+        value = os.environ.get(var)
+        if value is None and sys.stdin.isatty():
+            value = getpass.getpass(f"{key} (redacted in the recorded command): ")
+        if not value:
+            raise ManifestError(f"the recorded command holds a redacted secret ({key}); give it again: {var}=... "
+                                f"mfcl-sweeps resume {sweep_dir}, or mfcl-sweeps resume {sweep_dir} {key}=VALUE")
+        out = [a.replace(f"{key}={REDACTED}", f"{key}={quote_override_value(value)}", 1)
+               if a.lstrip("+~").startswith(f"{key}=") else a for a in out]
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     from mfcl_sweeps.commands.status import open_manifest
+    from mfcl_sweeps.secrets import redact_argv
 
     manifest = open_manifest(args.sweep_dir)
     plans = manifest.plans()
     recorded = {"sweep_dir": manifest.sweep_dir, "command": plans[-1].op.get("command") if plans else None}
     cmd = resume_command(recorded, args.overrides)
     cwd = recorded["command"].get("cwd") or None
-    print(f"(cd {shlex.quote(cwd or '.')} && {shlex.join(cmd)})", flush=True)
+    print(f"(cd {shlex.quote(cwd or '.')} && {shlex.join(redact_argv(cmd))})", flush=True)
     if args.dry_run:
         return 0
     return subprocess.call(cmd, cwd=cwd)

@@ -80,10 +80,29 @@ def _failed_return(job: JobSpec, exc: BaseException) -> Any:
     return ret
 
 
+def redacted_return(ret: Any) -> Any:
+    """A copy of a JobReturn whose overrides and configs have their secrets hidden (the copy is
+    written to disk; the task's own return value is kept as it is)."""
+    import copy
+
+    from omegaconf import OmegaConf
+
+    from mfcl_sweeps.secrets import redact
+
+    out = copy.copy(ret)
+    out.overrides = redact(list(ret.overrides or []))
+    for name in ("cfg", "hydra_cfg"):
+        cfg = getattr(ret, name, None)
+        if OmegaConf.is_config(cfg):
+            setattr(out, name, OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=False))))
+    return out
+
+
 def write_result(path: str, ret: Any) -> None:
-    """Pickle a JobReturn atomically to `path`."""
+    """Pickle a JobReturn atomically to `path`, secrets hidden."""
     import cloudpickle
 
+    ret = redacted_return(ret)
     try:
         payload = cloudpickle.dumps(ret)
     except Exception as exc:  # an unpicklable return value must not lose the outcome
@@ -125,6 +144,26 @@ def job_dir_of(cfg: Any) -> str:
         return select()
 
 
+def save_configs_redacted() -> None:
+    """Hydra writes each job's config, hydra config and overrides under `.hydra/`: with secrets
+    hidden there too (mfcl_sweeps.secrets), as everywhere the sweep writes. The task itself
+    still gets the real values."""
+    from hydra.core import utils
+    from omegaconf import OmegaConf
+
+    from mfcl_sweeps.secrets import redact
+
+    save = utils._save_config
+    if getattr(save, "redacts", False):
+        return
+
+    def save_redacted(cfg: Any, filename: str, output_dir: Path) -> None:
+        save(OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=False))), filename, output_dir)
+
+    save_redacted.redacts = True  # type: ignore[attr-defined]
+    utils._save_config = save_redacted
+
+
 def run(session: Session, job: JobSpec, *, journal: bool = True, prepared: Any = None) -> Any:
     """Run one job in this process and return its JobReturn (also written to job.result_path).
     `prepared` (a templates.PreparedConfig) is only for a process forked to run this one job."""
@@ -134,6 +173,7 @@ def run(session: Session, job: JobSpec, *, journal: bool = True, prepared: Any =
 
     faulthandler.enable()  # a segfault or abort leaves the Python stack in the run's log
     setup_globals()
+    save_configs_redacted()
     os.environ[model.ENV_ATTEMPT] = str(job.attempt)
     started = time.time()
     base = {"host": socket.gethostname(), "pid": os.getpid(), "pgid": os.getpgid(0), "attempt": job.attempt,

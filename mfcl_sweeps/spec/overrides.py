@@ -11,6 +11,8 @@ import re
 from functools import lru_cache
 from typing import Any, Optional
 
+from mfcl_sweeps.secrets import is_secret_key
+
 # Bare strings Hydra reads back as the same string (group option names like `dir/name` too).
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-./]*\Z")
 _KEYWORDS = {"true", "false", "null", "nan", "inf"}
@@ -102,6 +104,8 @@ def slug(text: str, limit: int = 32) -> str:
 
 def value_slug(key: str, value: Any) -> str:
     short_key = canonical_key(key).rsplit(".", 1)[-1]
+    if is_secret_key(key):  # run ids name files and logs: never a secret in them
+        return f"{slug(short_key, 16)}-redacted"
     if isinstance(value, float):
         text = f"{value:.4g}"  # a slug names a run for people; the index keeps it unique
     else:

@@ -20,6 +20,7 @@ from typing import Any, Iterator, Optional
 
 from mfcl_sweeps.errors import ManifestError
 from mfcl_sweeps.liveness import HOST, pid_start_time, process_alive
+from mfcl_sweeps.secrets import redact
 
 JOURNAL_NAME = "journal.jsonl"
 ENV_LOCK_GRACE = "MFCL_LOCK_GRACE_S"
@@ -180,8 +181,8 @@ class Journal:
         self._ino: Optional[int] = None
 
     def append(self, ops: list[dict]) -> None:
-        """Append `ops` as one write + flush + fsync under the lock."""
-        data = "".join(json.dumps(op, separators=(",", ":"), default=str) + "\n" for op in ops).encode()
+        """Append `ops` (secrets redacted) as one write + flush + fsync under the lock."""
+        data = "".join(json.dumps(redact(op), separators=(",", ":"), default=str) + "\n" for op in ops).encode()
         if not self.dir.exists():
             self.dir.mkdir(parents=True, exist_ok=True)
         with self._lock:

@@ -1,53 +1,15 @@
 """What a sweep records about where it ran: the command, the git state, the environment
-(secrets redacted before anything is written)."""
+(secrets redacted before anything is written, by mfcl_sweeps.secrets)."""
 from __future__ import annotations
 
 import os
-import re
 import socket
 import subprocess
 import sys
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional
 
-SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
-REDACTED = "***"
-# user:password@ in URLs such as HTTPS_PROXY=http://me:pw@proxy:3128
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
-
-
-def is_secret_name(name: str) -> bool:
-    upper = name.upper()
-    return any(marker in upper for marker in SECRET_MARKERS)
-
-
-def redacted_env(env: Optional[Mapping[str, str]] = None) -> dict[str, str]:
-    """The environment with secret values shown as `***`: names containing KEY, TOKEN,
-    SECRET, PASSWORD or CREDENTIAL (any case), and passwords inside URLs."""
-    env = os.environ if env is None else env
-    out = {}
-    for name, value in sorted(env.items()):
-        if is_secret_name(name):
-            out[name] = REDACTED
-        else:
-            out[name] = _URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", value)
-    return out
-
-
-def redacted_argv(argv: Sequence[str]) -> list[str]:
-    """`argv` with secret values as `***`: `wandb.api_key=...` overrides, `--token=...` and
-    `--token VALUE` options, passwords inside URLs."""
-    out: list[str] = []
-    hide_next = False
-    for arg in argv:
-        key, eq, _ = arg.partition("=")
-        if hide_next:
-            out.append(REDACTED)
-        elif eq and is_secret_name(key):
-            out.append(f"{key}={REDACTED}")
-        else:
-            out.append(_URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", arg))
-        hide_next = not hide_next and not eq and arg.startswith("--") and is_secret_name(arg)
-    return out
+from mfcl_sweeps.secrets import redact_argv as redacted_argv  # noqa: F401  (the one secrets policy)
+from mfcl_sweeps.secrets import redact_env as redacted_env  # noqa: F401
 
 
 def _version(dist: str) -> Optional[str]:
