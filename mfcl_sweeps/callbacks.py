@@ -67,21 +67,23 @@ class MfclCallback(Callback):
         self.live, self.live_interval_s = live, live_interval_s
         self.notify = OmegaConf.to_container(notify) if OmegaConf.is_config(notify) else notify
 
-    def _refresh_live(self, config: DictConfig) -> None:
-        """Keep reports/index.html current while the sweep runs (a detached, throttled refresher).
-        Runs where the job ran: a refresher killed with its job is replaced at the next job's end."""
+    def _start_live(self, config: DictConfig) -> None:
+        """Keep reports/index.html current while the sweep runs: a detached refresher that follows
+        the journal (mfcl_sweeps.report.live), started here, in the sweep's own process."""
         if not (self.report and self.live and self.html):
             return
         from mfcl_sweeps.report import live
 
         try:
-            live.kick(sweep_dir_of(config), interval_s=self.live_interval_s, metric=self.metric, mode=self.mode)
-        except OSError as err:  # a read-only or full sweep dir must not fail the job
+            live.kick(sweep_dir_of(config), interval_s=self.live_interval_s, parent=os.getpid(),
+                      metric=self.metric, mode=self.mode)
+        except OSError as err:  # a read-only or full sweep dir must not fail the sweep
             log.warning("mfcl: live report not started: %s", err)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Records the command, git state and environment for a sweep the mfcl sweeper does not
-        plan (it records its own plan)."""
+        """Starts the live report; records the command, git state and environment for a sweep the
+        mfcl sweeper does not plan (it records its own plan)."""
+        self._start_live(config)
         if _is_mfcl_sweeper(config):
             if self.notify and (self.notify.get("webhook_env") or (self.notify.get("email") or {}).get("to")):
                 log.warning("mfcl: hydra.callbacks.mfcl.notify is not used with hydra/sweeper=mfcl; "
@@ -99,8 +101,7 @@ class MfclCallback(Callback):
 
         options = notify.parse_options(self.notify, where="hydra.callbacks.mfcl.notify")
         if options is not None:  # kept off the callback, which launchers pickle
-            _NOTIFIERS[manifest.sweep_dir] = notify.SweepNotifier.start(options, manifest.sweep_dir,
-                                                                        manifest.sweep_id, config)
+            _NOTIFIERS[manifest.sweep_dir] = notify.SweepNotifier.start(options, manifest, config)
 
     def _run(self, config: DictConfig) -> model.PlannedRun:
         from mfcl_sweeps.launch.core import runs_from_overrides
@@ -117,11 +118,8 @@ class MfclCallback(Callback):
             host=socket.gethostname(), pid=os.getpid(), backend="hydra")
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        if not journaled_by_mfcl(config):
-            self._journal_end(config, job_return)
-        self._refresh_live(config)
-
-    def _journal_end(self, config: DictConfig, job_return: Any) -> None:
+        if journaled_by_mfcl(config):
+            return
         from hydra.core.utils import JobStatus
 
         from mfcl_sweeps.state.manifest import SweepManifest

@@ -80,8 +80,7 @@ def build_view(manifest: Any, now: Optional[float] = None, rows: int = 10) -> Vi
     durations = [r.end_time - r.start_time for r in records
                  if r.status == model.COMPLETED and r.start_time and r.end_time]
     finished = sum(counts[s] for s in model.FINAL_STATES)
-    active = sum(counts[s] for s in ACTIVE)
-    ended = total > 0 and active == 0 and (not unknown_total or _snapshot_current(manifest.sweep_dir))
+    ended = sweep_ended(manifest)
     ends = [r.end_time for r in records if r.end_time]
     elapsed = ((max(ends) if ended and ends else now) - min(starts)) if starts else None
     in_flight = max(1, counts[model.RUNNING])
@@ -91,12 +90,19 @@ def build_view(manifest: Any, now: Optional[float] = None, rows: int = 10) -> Vi
                 running[:rows], failures, elapsed, eta, ended, notes)
 
 
-def _snapshot_current(sweep_dir: str) -> bool:
-    """True when sweep_manifest.json was written after the journal's last line (the end of a
-    multirun writes it)."""
+def sweep_ended(manifest: Any) -> bool:
+    """Every planned run has ended. A sweep whose sweeper planned no runs ahead (the callback's
+    plan of 0 runs) has ended when sweep_manifest.json is newer than the journal's last line
+    (the end of the multirun writes it)."""
+    counts = manifest.counts()
+    if counts["total"] == 0 or any(counts.get(s) for s in ACTIVE):
+        return False
+    plans = manifest.plans()
+    if plans and plans[-1].count:
+        return True
     try:
-        snap = os.stat(os.path.join(sweep_dir, "sweep_manifest.json")).st_mtime_ns
-        journal = os.stat(os.path.join(sweep_dir, ".mfcl", "journal.jsonl")).st_mtime_ns
+        snap = os.stat(os.path.join(manifest.sweep_dir, "sweep_manifest.json")).st_mtime_ns
+        journal = os.stat(os.path.join(manifest.sweep_dir, ".mfcl", "journal.jsonl")).st_mtime_ns
     except FileNotFoundError:
         return False
     return snap >= journal

@@ -1,13 +1,15 @@
 """Live report: `reports/index.html` rewritten while a sweep runs, at most every `interval_s`.
 
-`kick(sweep_dir)` is cheap and safe to call from every job's end (the callback does): it starts
-one detached refresher process unless one is already running (`reports/.live.lock` holds its
-pid). The refresher replays the journal, writes the page, waits `interval_s`, and goes again
-while the journal keeps changing; it exits after one quiet interval. So a burst of finishing
-runs costs one refresh per interval, and the last runs of a burst are shown too. The page
-reloads itself while runs are active (see html.REFRESH_S).
+`kick(sweep_dir, parent=pid)` starts one detached refresher (none when one already runs:
+`reports/.live.lock` holds its pid). The callback calls it at `on_multirun_start`, in the
+process that runs the sweep: a refresher started inside a job would be ended with the job
+(mfcl_local's supervisor reaps every descendant), and this way any sweeper and launcher gets
+one. The refresher follows the journal: a new page when the journal changed since the last
+one, at most one per interval; it exits when every planned run has ended, or when `parent` is
+gone and the journal stayed quiet for QUIET_ROUNDS intervals. The final report stops it first
+(`stop`). The page reloads itself while runs are active (see html.REFRESH_S).
 
-    python -m mfcl_sweeps.report.live SWEEP_DIR [--interval 30] [--metric M] [--mode min|max]
+    python -m mfcl_sweeps.report.live SWEEP_DIR [--interval 30] [--parent PID] [--metric M] [--mode min|max]
 """
 from __future__ import annotations
 
@@ -20,10 +22,12 @@ import sys
 import time
 from typing import Optional
 
+
 from mfcl_sweeps.report import REPORTS_DIR
 
 LOCK = ".live.lock"
 LOG = "live.log"
+QUIET_ROUNDS = 3
 
 
 def _lock_path(sweep_dir: str) -> str:
@@ -61,12 +65,13 @@ def _acquire(sweep_dir: str) -> bool:
     return False
 
 
-def kick(sweep_dir: str, *, interval_s: float = 30.0, metric: Optional[str] = None,
+def kick(sweep_dir: str, *, interval_s: float = 30.0, parent: Optional[int] = None, metric: Optional[str] = None,
          mode: Optional[str] = None) -> bool:
     """Start a detached refresher unless one runs; True when one was started."""
     if _holder_alive(_lock_path(sweep_dir)):
         return False
     argv = [sys.executable, "-m", "mfcl_sweeps.report.live", sweep_dir, "--interval", str(interval_s)]
+    argv += ["--parent", str(parent)] if parent else []
     argv += ["--metric", metric] if metric else []
     argv += ["--mode", mode] if mode else []
     os.makedirs(os.path.join(sweep_dir, REPORTS_DIR), exist_ok=True)
@@ -76,33 +81,52 @@ def kick(sweep_dir: str, *, interval_s: float = 30.0, metric: Optional[str] = No
     return True
 
 
-def _journal_mtime(sweep_dir: str) -> float:
+def _journal_mtime(sweep_dir: str) -> int:
     try:
         return os.stat(os.path.join(sweep_dir, ".mfcl", "journal.jsonl")).st_mtime_ns
     except FileNotFoundError:
         return 0
 
 
-def refresh_while_changing(sweep_dir: str, *, interval_s: float, metric: Optional[str] = None,
-                           mode: Optional[str] = None) -> int:
+def _alive(pid: Optional[int]) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def follow(sweep_dir: str, *, interval_s: float, parent: Optional[int] = None, metric: Optional[str] = None,
+           mode: Optional[str] = None) -> int:
     """The refresher's loop; returns the number of pages written (0 when another refresher runs)."""
+    from mfcl_sweeps.commands.watch import sweep_ended
     from mfcl_sweeps.errors import MfclError
     from mfcl_sweeps.report import write_report
+    from mfcl_sweeps.state.manifest import SweepManifest
 
     if not _acquire(sweep_dir):
         return 0
-    written = 0
+    written, shown, quiet = 0, None, 0
     try:
         while True:
             seen = _journal_mtime(sweep_dir)
-            try:
-                write_report(sweep_dir, live=True, metric=metric, mode=mode)
-                written += 1
-            except MfclError as err:  # e.g. an artifact not flushed yet: try again next round
-                print(f"mfcl live report: {err}", file=sys.stderr, flush=True)
-            time.sleep(interval_s)
-            if _journal_mtime(sweep_dir) == seen:
+            if seen and seen != shown:
+                try:
+                    write_report(sweep_dir, live=True, metric=metric, mode=mode)
+                    written, shown, quiet = written + 1, seen, 0
+                except MfclError as err:  # e.g. an artifact not flushed yet: try again next round
+                    print(f"mfcl live report: {err}", file=sys.stderr, flush=True)
+            else:
+                quiet += 1
+            if seen and sweep_ended(SweepManifest(sweep_dir)) and shown == _journal_mtime(sweep_dir):
                 return written
+            if not _alive(parent) and quiet >= QUIET_ROUNDS:
+                return written
+            time.sleep(interval_s)
     finally:
         try:
             os.unlink(_lock_path(sweep_dir))
@@ -129,10 +153,11 @@ def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mfcl_sweeps.report.live", description=__doc__.split("\n")[0])
     parser.add_argument("sweep_dir")
     parser.add_argument("--interval", type=float, default=30.0)
+    parser.add_argument("--parent", type=int, help="pid of the sweep's process (the refresher outlives it briefly)")
     parser.add_argument("--metric")
     parser.add_argument("--mode", choices=("min", "max"))
     args = parser.parse_args(argv)
-    refresh_while_changing(args.sweep_dir, interval_s=args.interval, metric=args.metric, mode=args.mode)
+    follow(args.sweep_dir, interval_s=args.interval, parent=args.parent, metric=args.metric, mode=args.mode)
     return 0
 
 
