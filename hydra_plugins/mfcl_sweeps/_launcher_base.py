@@ -15,6 +15,7 @@ class CommonLauncherConf:
     retry_backoff_s: float = 1.0  # wait before a retry, doubled each time
     launch_delay: float = 0.0  # seconds between two job starts
     progress: str = "auto"  # auto | live | log
+    output: str = "stream"  # job output on the terminal: stream | failed | quiet
 
 
 class MfclLauncherBase(Launcher):

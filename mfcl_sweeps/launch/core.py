@@ -15,12 +15,14 @@ from mfcl_sweeps.errors import MfclError
 from mfcl_sweeps.job.jobspec import Session, identity_env, write_session
 from mfcl_sweeps.launch.driver import RetryPolicy, make_request, run_jobs
 from mfcl_sweeps.model import PlannedRun
+from mfcl_sweeps.launch.output import MODES as OUTPUT_MODES
+from mfcl_sweeps.launch.output import JobOutput
 from mfcl_sweeps.launch.progress import Progress
 
 log = logging.getLogger(__name__)
 
 # Options every mfcl launcher has (hydra.launcher.*); the rest go to the backend.
-COMMON_OPTIONS = ("detach", "retries", "retry_backoff_s", "launch_delay", "progress")
+COMMON_OPTIONS = ("detach", "retries", "retry_backoff_s", "launch_delay", "progress", "output")
 
 
 def default_sweep_id(sweep_dir: str) -> str:
@@ -98,6 +100,10 @@ class LaunchCore:
 
     def check_options(self) -> None:
         """Validate `hydra.launcher.*` through the backend's `check_options(options)`, where it has one."""
+        output = self.options.get("output") or "stream"
+        if output not in OUTPUT_MODES:
+            raise MfclError(f"hydra.launcher.output={output!r}: must be one of {', '.join(OUTPUT_MODES)}; "
+                            "pick one of them")
         check = getattr(self.backend_module(), "check_options", None)
         if check is not None:
             check(self.backend_options())
@@ -160,7 +166,8 @@ class LaunchCore:
         retry = RetryPolicy(retries=int(self.options.get("retries") or 0),
                             backoff_s=float(self.options.get("retry_backoff_s") or 1.0))
         log.info("Launching %s job(s) with mfcl_%s", total or "the", self.backend_name)
-        return run_jobs(backend, requests, manifest=manifest, retry=retry,
+        output = JobOutput(self.options.get("output") or "stream", before_write=progress.clear)
+        return run_jobs(backend, requests, manifest=manifest, retry=retry, output=output,
                         launch_delay=float(self.options.get("launch_delay") or 0.0), progress=progress)
 
     def _detach(self, backend: Any, requests: Iterable, manifest: Any) -> list[Any]:

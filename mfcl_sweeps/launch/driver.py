@@ -28,6 +28,7 @@ from mfcl_sweeps.job.jobspec import (
     run_to_dict,
 )
 from mfcl_sweeps.launch.interrupt import Interrupted, StopSignals, SweepInterrupted, say
+from mfcl_sweeps.launch.output import JobOutput
 from mfcl_sweeps.launch.progress import Progress
 from mfcl_sweeps.model import PlannedRun
 
@@ -115,7 +116,7 @@ def journal_outcome(journal: Journal, req: JobRequest, ret: Any, state: JobState
 
 def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any = None,
              retry: RetryPolicy = RetryPolicy(), launch_delay: float = 0.0,
-             progress: Optional[Progress] = None) -> list[Any]:
+             progress: Optional[Progress] = None, output: Optional[JobOutput] = None) -> list[Any]:
     """Run every request; `requests` is consumed lazily, as the backend has room, so the first
     job of a huge sweep starts before the rest is even planned. A stop signal (SIGINT, SIGTERM,
     SIGHUP) ends the launch as `stop_launch` says, by `SweepInterrupted`."""
@@ -127,6 +128,7 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
     retrying: list[tuple[float, int, JobRequest]] = []  # (not before, input position, request)
     active: dict[str, tuple[int, JobHandle]] = {}
     progress = progress or Progress(0, live=False)
+    output = output or JobOutput("quiet")
     failed: list[PlannedRun] = []
     last_submit = -float("inf")
     exhausted = False
@@ -158,6 +160,7 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                 last_submit = now
                 for _, req in ready:
                     req.spec.write(req.job_path)
+                    output.submitting(req.key, req.run.run_id, req.log_path)
                 order = {r.key: i for i, r in ready}
                 for submission in backend.plan([r for _, r in ready]):
                     if stop.pending:
@@ -179,6 +182,7 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                     idx, handle = active.pop(key)
                     req = handle.request
                     if state.preempted and read_result(req.spec.result_path) is None:
+                        output.finished(key, ok=True)
                         # ended by its backend (a lost host), not by the task: requeue at once,
                         # without spending one of the run's retries
                         journal(req.run, model.PREEMPTED, error=state.error, attempt=req.spec.attempt, **state.fields)
@@ -187,6 +191,7 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                         continue
                     ret, journaled = _outcome(req, state)
                     ok = ret.status == JobStatus.COMPLETED
+                    output.finished(key, ok)
                     cancelled = not journaled and journal.status_of(req.run) == model.CANCELLED
                     if cancelled:  # `mfcl-sweeps cancel` stopped it: keep that state, no retry
                         ret = failed_return(req, "cancelled (mfcl-sweeps cancel)")
@@ -201,6 +206,7 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                     if not ok:
                         failed.append(req.run)
                     progress.finished(ok, req.run.run_id)
+            output.pump(running=len(active))
             progress.update(running=len(active))
             if not changed and not ready:
                 try:

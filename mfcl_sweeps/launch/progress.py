@@ -64,6 +64,12 @@ class Progress:
             self._last_log = now
             log.info(self.line())
 
+    def clear(self) -> None:
+        """Wipe the live line so that job output printed next starts on a clean line."""
+        if self.live:
+            sys.stderr.write("\r\x1b[2K")
+            sys.stderr.flush()
+
     def close(self) -> None:
         if self.live:
             sys.stderr.write("\r\x1b[2K" + self.line() + "\n")
