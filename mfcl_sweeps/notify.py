@@ -240,13 +240,13 @@ class SweepNotifier:
         self._manifest: Any = None
 
     @classmethod
-    def start(cls, options: Optional[NotifyOptions], sweep_dir: str, sweep_id: str, config: Any) -> "SweepNotifier":
-        """A started notifier (one that does nothing without options). The report is named when
-        `hydra/callbacks=mfcl` will write it, right after the sweeper returns."""
+    def start(cls, options: Optional[NotifyOptions], manifest: Any, config: Any) -> "SweepNotifier":
+        """A started notifier for `manifest`'s sweep (one that does nothing without options). The
+        report is named when `hydra/callbacks=mfcl` will write it, right after the sweeper returns."""
         callbacks = config.hydra.get("callbacks") or {}
         with_report = any("mfcl" in str(cb.get("_target_", "")) for cb in callbacks.values())
-        report = os.path.join(sweep_dir, "reports", "summary.md") if with_report else None
-        notifier = cls(options, sweep_dir, sweep_id, report)
+        report = os.path.join(manifest.sweep_dir, "reports", "summary.md") if with_report else None
+        notifier = cls(options, manifest.sweep_dir, manifest.sweep_id, report)
         if options is not None:
             # the callback's last chance is at interpreter exit, where a first import may fail
             # ("can't register atexit after shutdown"): import what sending needs now
@@ -264,7 +264,7 @@ class SweepNotifier:
     def _records(self) -> dict:
         from mfcl_sweeps.state.manifest import SweepManifest
 
-        if self._manifest is None:  # one reader, refreshed incrementally at each look
+        if self._manifest is None:  # a reader of its own; a sweep on a database is found by its pointer
             self._manifest = SweepManifest(self.sweep_dir)
         return self._manifest.records()
 

@@ -139,7 +139,7 @@ class SweepCore:
         self.claim_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # A claim worker heart-beats while it lives; stopping retires it, which frees its claims at once.
         stop_heartbeat = manifest.start_heartbeat(self.claim_owner) if self.opt("claim", False) else None
-        notifier = notify.SweepNotifier.start(notify_options, sweep_dir, manifest.sweep_id, self.config)
+        notifier = notify.SweepNotifier.start(notify_options, manifest, self.config)
         try:
             batches = self.launch(self.runs_to_do(manifest, spec, resume), manifest, manifest.sweep_id, total, extra)
         except MfclError as err:  # the launch stopped (e.g. every SSH host down): say why, then fail as before

@@ -10,11 +10,12 @@ import subprocess
 import sys
 import textwrap
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from services import IN_CI
+from services import IN_CI, PG_URL, require_service
 
 from mfcl_sweeps import notify
 from mfcl_sweeps.errors import MfclError
@@ -72,8 +73,8 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def sweep(app: Path, env: dict, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "app.py", "--multirun", "hydra/sweeper=mfcl", "hydra.sweeper.name=s",
+def sweep(app: Path, env: dict, *overrides: str, name: str = "s") -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "app.py", "--multirun", "hydra/sweeper=mfcl", f"hydra.sweeper.name={name}",
            "hydra.sweeper.notify.webhook_env=MFCL_TEST_HOOK_TOKEN", *overrides]
     return subprocess.run(cmd, cwd=app, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
 
@@ -112,6 +113,18 @@ def test_metric_lower_is_better_and_end_only(app, webhook):
     assert end["best"] == {"run_id": end["best"]["run_id"], "metric": "loss", "value": pytest.approx(2.0)}
     assert end["best"]["run_id"].startswith("00002_")
     assert "mfcl-sweeps status" in end["text"]
+
+
+@pytest.mark.slow
+def test_a_sweep_on_a_database_store_is_reported_from_it(app, webhook):
+    require_service("postgres")
+    env = {"MFCL_TEST_HOOK_TOKEN": f"http://127.0.0.1:{webhook.server_port}/hook", "MFCL_STORE": PG_URL}
+    name = f"notify-{uuid.uuid4().hex[:8]}"
+    proc = sweep(app, env, "x=2,fail,5", "hydra.sweeper.fail_on_error=false", name=name)
+    assert proc.returncode == 0, proc.stderr
+    end = webhook.received[-1][2]
+    assert end["event"] == "end" and end["counts"] == {"completed": 2, "failed": 1, "total": 3}
+    assert "boom: x was fail" in end["failures"][0]["error"] and end["best"]["value"] == pytest.approx(0.5)
 
 
 @pytest.mark.slow
