@@ -42,3 +42,8 @@ class SweepFailed(MfclError):
             "(set hydra.sweeper.fail_on_error=false to exit 0)"
         )
         self.failed_run_ids = failed_run_ids
+
+
+class OptionError(MfclError):
+    """A `hydra.launcher.*` option is invalid; raised at the launcher's setup, before anything is
+    journaled or started."""

@@ -14,6 +14,7 @@ import goldenfiles
 import pytest
 from slurm_doubles import FakeOutputQuery
 
+from mfcl_sweeps.errors import OptionError
 from mfcl_sweeps.backends.base import JobRequest
 from mfcl_sweeps.backends.pbs.backend import (
     PbsBackend,
@@ -149,14 +150,14 @@ def test_units() -> None:
     ({"ncpus": 0}, "hydra.launcher.ncpus=0: must be >= 1"),
     ({"ncpus": "four"}, "hydra.launcher.ncpus='four': must be an integer"),
     ({"nodes": 1.5}, "hydra.launcher.nodes=1.5: must be an integer"),
-    ({"mem_gb": -1}, "hydra.launcher.mem_gb=-1.0: must be > 0"),
+    ({"mem_gb": -1}, "hydra.launcher.mem_gb=-1: must be > 0"),
     ({"array_parallelism": 0}, "hydra.launcher.array_parallelism=0"),
     ({"queue": "a b"}, "hydra.launcher.queue='a b': must be a plain name"),
     ({"template": "/no/such.j2"}, "hydra.launcher.template='/no/such.j2': no such file"),
-    ({"walltime": "1:00:00"}, "hydra.launcher.walltime: unknown mfcl_pbs option"),
+    ({"walltime": "1:00:00"}, "hydra.launcher.walltime='1:00:00': not an option of mfcl_pbs"),
 ])
 def test_bad_options_fail_with_one_line_naming_the_key(options: dict, message: str) -> None:
-    with pytest.raises(PbsError) as err:
+    with pytest.raises(OptionError) as err:
         pbs_options(options)
     assert message in str(err.value) and "\n" not in str(err.value)
 

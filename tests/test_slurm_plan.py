@@ -13,6 +13,7 @@ import goldenfiles
 import pytest
 from slurm_doubles import FakeOutputQuery
 
+from mfcl_sweeps.errors import OptionError
 from mfcl_sweeps.backends.base import JobRequest
 from mfcl_sweeps.backends.slurm.backend import (
     SlurmBackend,
@@ -114,17 +115,17 @@ def test_signal_delay_is_at_most_half_the_time_limit() -> None:
 
 
 @pytest.mark.parametrize("raw, message", [
-    ({"partitio": "x"}, "hydra.launcher.partitio: unknown mfcl_slurm option"),
+    ({"partitio": "x"}, "hydra.launcher.partitio='x': not an option of mfcl_slurm; did you mean partition?"),
     ({"timeout_min": 0}, "hydra.launcher.timeout_min=0: must be > 0 minutes"),
     ({"array_parallelism": 0}, "hydra.launcher.array_parallelism=0: must be >= 1"),
     ({"nodes": 0}, "hydra.launcher.nodes=0: must be >= 1"),
     ({"partition": "a\nb"}, "hydra.launcher.partition='a\\nb': must be a non-empty one-line string"),
-    ({"additional_parameters": {"mail type": "END"}}, "hydra.launcher.additional_parameters.mail type='END'"),
+    ({"additional_parameters": {"mail type": "END"}}, "'mail type' is not an sbatch option name"),
     ({"rdzv_port": 70000}, "hydra.launcher.rdzv_port=70000: must be a TCP port"),
-    ({"cpus_per_task": 0}, "hydra.launcher.cpus_per_task=0: must be a positive integer"),
+    ({"cpus_per_task": 0}, "hydra.launcher.cpus_per_task=0: must be >= 1"),
 ])
 def test_bad_options_are_one_line_errors_naming_the_key(raw: dict, message: str) -> None:
-    with pytest.raises(SlurmError) as err:
+    with pytest.raises(OptionError) as err:
         slurm_options(raw)
     assert message in str(err.value) and "\n" not in str(err.value).replace("a\\nb", "")
 

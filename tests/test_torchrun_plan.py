@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mfcl_sweeps.backends.torchrun.backend import (PortAllocator, TorchrunBackend, TorchrunOptions, failure_reason,
-                                           make_backend, node_command, resolve)
+                                                   node_command, resolve)
 from mfcl_sweeps.errors import MfclError
 from mfcl_sweeps.launch.driver import make_request
 from mfcl_sweeps.model import PlannedRun, RunResources
@@ -124,12 +124,12 @@ def test_local_multi_node_starts_every_agent_on_one_endpoint(tmp_path: Path) -> 
     ({"max_restarts": -1}, "hydra.launcher.max_restarts=-1"),
     ({"monitor_interval": 0}, "hydra.launcher.monitor_interval=0"),
     ({"master_port": 0}, "hydra.launcher.master_port=0"),
-    ({"no_such": 1}, "hydra.launcher.no_such: not an option of mfcl_torchrun"),
+    ({"no_such": 1}, "hydra.launcher.no_such=1: not an option of mfcl_torchrun"),
     ({"gpus": [0, 1], "nproc_per_node": 4}, "needs 4 GPU"),
 ])
 def test_bad_options_name_the_option(options: dict, message: str) -> None:
     with pytest.raises(MfclError) as err:
-        make_backend(options, session=None)
+        TorchrunBackend.from_options(options, session=None)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 

@@ -2,20 +2,9 @@
 free of heavy imports: the work starts in `mfcl_sweeps.launch.core` at `setup()`."""
 
 from abc import abstractmethod
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 from hydra.plugins.launcher import Launcher
-
-
-@dataclass
-class CommonLauncherConf:
-    detach: bool = False  # submit and return at once (schedulers, with hydra/sweeper=mfcl)
-    retries: int = 0  # extra attempts for a failed run
-    retry_backoff_s: float = 1.0  # wait before a retry, doubled each time
-    launch_delay: float = 0.0  # seconds between two job starts
-    progress: str = "auto"  # auto | live | log
-    output: str = "stream"  # job output on the terminal: stream | failed | quiet
 
 
 class MfclLauncherBase(Launcher):

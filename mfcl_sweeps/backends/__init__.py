@@ -1,30 +1,52 @@
-"""Backends by name: the one registry the launcher, the CLI and the state layer's callers use.
+"""Backends by name: the one registry the launcher, the CLI and claim takeover use.
 
-A backend's module is imported only when a sweep or a command needs it, so `mfcl-sweeps status`
-on a Slurm sweep never loads SSH or torchrun code.
+Each name maps to one `Backend` class (mfcl_sweeps.backends.base); what is asked of a backend
+outside a launch (check options, refresh or cancel journaled runs, is a run still alive) is a
+class method of it. A backend's module is imported only when a sweep or a command needs it,
+so importing this registry imports no backend, and `mfcl-sweeps status` on a Slurm sweep never
+loads SSH or torchrun code.
 """
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+if TYPE_CHECKING:
+    from mfcl_sweeps.backends.base import Backend
 
 BACKENDS = {
-    "local": "mfcl_sweeps.backends.local",
-    "torchrun": "mfcl_sweeps.backends.torchrun.backend",
-    "slurm": "mfcl_sweeps.backends.slurm.backend",
-    "pbs": "mfcl_sweeps.backends.pbs.backend",
-    "ssh": "mfcl_sweeps.backends.ssh.backend",
+    "local": "mfcl_sweeps.backends.local:LocalBackend",
+    "torchrun": "mfcl_sweeps.backends.torchrun.backend:TorchrunBackend",
+    "slurm": "mfcl_sweeps.backends.slurm.backend:SlurmBackend",
+    "pbs": "mfcl_sweeps.backends.pbs.backend:PbsBackend",
+    "ssh": "mfcl_sweeps.backends.ssh.backend:SshBackend",
+    "pool": "mfcl_sweeps.backends.pool.backend:PoolBackend",  # composes the others (docs/pool.md)
 }
 
 
-def load(name: str) -> ModuleType:
-    """The module of backend `name` (KeyError for a name that is not registered)."""
-    return importlib.import_module(BACKENDS[name])
+def get(name: str) -> type[Backend]:
+    """The Backend class registered as `name` (KeyError for a name that is not registered)."""
+    module, _, cls = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
-def hook(name: Optional[str], attr: str) -> Optional[Callable]:
-    """`attr` of backend `name`'s module, or None when the backend is unknown or has no such hook."""
+def hook(name: Optional[str], attr: str) -> Optional[Callable[..., Any]]:
+    """Class method `attr` of backend `name`; None when no such backend is registered or it
+    keeps the base class's default (e.g. no `refresh_records`: the journal says it all)."""
     if name not in BACKENDS:
         return None
-    return getattr(load(name), attr, None)
+    from mfcl_sweeps.backends.base import Backend
+
+    cls = get(name)
+    method = getattr(cls, attr, None)
+    if method is None or getattr(method, "__func__", None) is getattr(getattr(Backend, attr, None), "__func__", 0):
+        return None
+    return method
+
+
+def still_running(record: Any) -> bool:
+    """The liveness callable claim takeover is handed: does the backend that started this
+    journaled run still hold it (a queued or running scheduler job)?"""
+    if record.backend not in BACKENDS:
+        return False
+    return get(record.backend).still_running(record)

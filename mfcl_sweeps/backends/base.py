@@ -7,13 +7,14 @@ only place a backend starts anything; `poll` and `cancel` act on handles. The dr
 from __future__ import annotations
 
 import abc
-import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Mapping, Optional, Sequence
 
+from mfcl_sweeps import model
 from mfcl_sweeps.job.jobspec import JobSpec
 from mfcl_sweeps.model import PlannedRun
+from mfcl_sweeps.options import parse_options
 
 
 @dataclass
@@ -77,9 +78,51 @@ class JobState:
 
 
 class Backend(abc.ABC):
-    name: str = "?"
+    """A backend, registered under `name` in `mfcl_sweeps.backends`. The class methods are what
+    the launcher's setup, the CLI (`status`, `cancel`) and claim takeover ask of it; the instance
+    methods run one launch."""
+
+    name: ClassVar[str] = "?"
+    conf: ClassVar[type]  # its launcher config (mfcl_sweeps.config): the options' one declaration
+    conf_defaults: ClassVar[Mapping[str, Any]] = {}  # for config defaults that are Hydra interpolations
     poll_interval: float = 0.05
-    queues_jobs: bool = False  # True for schedulers: a job waits in a queue under a backend job id
+    queues_jobs: ClassVar[bool] = False  # True for schedulers: a job waits in a queue under a backend job id
+
+    # -- what is asked of a backend without a launch ------------------------------------------
+    @classmethod
+    def check_options(cls, raw: Mapping[str, Any]) -> Any:
+        """`hydra.launcher.*` -> this backend's frozen options; OptionError (one line) for the
+        first bad one. Called at the launcher's setup(), before anything is journaled."""
+        return parse_options(cls.conf, raw, f"mfcl_{cls.name}", **cls.conf_defaults)
+
+    @classmethod
+    @abc.abstractmethod
+    def from_options(cls, raw: Mapping[str, Any], *, session: Any) -> "Backend":
+        """The backend for one launch, from `hydra.launcher.*` (checked again here)."""
+
+    @classmethod
+    def refresh_records(cls, records: Sequence[Any]) -> dict[str, dict]:
+        """`mfcl-sweeps status`: what the backend knows of journaled active runs beyond the
+        journal, as {config_hash: fields to apply}. Backends whose runs die with their driver
+        know nothing more."""
+        return {}
+
+    @classmethod
+    def cancel_records(cls, records: Sequence[Any]) -> Optional[list[str]]:
+        """`mfcl-sweeps cancel`: stop these journaled runs; the config hashes stopped."""
+        return []
+
+    @classmethod
+    def still_running(cls, record: Any) -> bool:
+        """Claim takeover: does this run live on in the backend whatever its driver did? True
+        only for a run the backend still holds (a queued or running scheduler job): other
+        backends' runs die with their driver."""
+        if not cls.queues_jobs or not record.backend_job_id or record.status not in model.ACTIVE_STATES:
+            return False
+        fields = (cls.refresh_records([record]) or {}).get(record.config_hash, {})
+        return fields.get("status", record.status) in model.ACTIVE_STATES
+
+    # -- one launch ---------------------------------------------------------------------------
 
     @abc.abstractmethod
     def plan(self, requests: Sequence[JobRequest]) -> list[Submission]:
@@ -111,27 +154,3 @@ class Backend(abc.ABC):
 
     def close(self) -> None:
         """Release resources (connections, temp dirs) at the end of a launch."""
-
-
-def options_type(type_name: str, conf: type, /, **defaults: Any) -> type:
-    """A backend's frozen, typed options, made from its launcher's config dataclass: the one
-    place where an option's name, default and meaning are written. The options every mfcl
-    launcher shares (handled by the driver) are left out; lists become tuples; `defaults`
-    replaces config defaults that are Hydra interpolations (e.g. `${hydra.job.name}`)."""
-    from mfcl_sweeps.launch.core import COMMON_OPTIONS
-
-    fields = []
-    for f in dataclasses.fields(conf):
-        if f.name in COMMON_OPTIONS or f.name == "_target_":
-            continue
-        if f.name in defaults:
-            default = defaults[f.name]
-        else:
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        if isinstance(default, list):
-            fields.append((f.name, tuple, dataclasses.field(default=tuple(default))))
-        elif isinstance(default, dict):
-            fields.append((f.name, Mapping[str, Any], dataclasses.field(default_factory=dict)))
-        else:
-            fields.append((f.name, f.type, dataclasses.field(default=default)))
-    return dataclasses.make_dataclass(type_name, fields, frozen=True)

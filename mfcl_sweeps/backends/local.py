@@ -9,7 +9,6 @@ no process of a job outlives it or the driver, whatever signal ends the driver.
 """
 from __future__ import annotations
 
-import dataclasses
 import gc
 import logging
 import os
@@ -21,18 +20,12 @@ import time
 import traceback
 from typing import Any, NoReturn, Optional, Sequence
 
-from hydra_plugins.mfcl_sweeps.local_launcher import LocalLauncherConf
 from mfcl_sweeps.backends import supervise
-from mfcl_sweeps.backends.base import (
-    Backend,
-    JobHandle,
-    JobRequest,
-    JobState,
-    Submission,
-    options_type,
-)
+from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
 from mfcl_sweeps.backends.supervise import die_with_parent  # noqa: F401  (torchrun, ddp_worker)
+from mfcl_sweeps.config import LocalLauncherConf
 from mfcl_sweeps.job.jobspec import worker_argv
+from mfcl_sweeps.options import options_type
 
 log = logging.getLogger(__name__)
 EXIT_UNKNOWN = 255  # a job reaped before its status could be read
@@ -115,12 +108,12 @@ def overdue_reason(h: JobHandle, now: float, timeout: Optional[float], idle_time
     return None
 
 
-# Option names, defaults and meanings are written once, in the launcher config (hydra_plugins/mfcl_sweeps/local_launcher.py).
-LocalOptions = options_type("LocalOptions", LocalLauncherConf)
+LocalOptions = options_type(LocalLauncherConf)  # declared, with their checks, in mfcl_sweeps.config
 
 
 class LocalBackend(Backend):
     name = "local"
+    conf = LocalLauncherConf
     poll_interval = 0.1  # wait() wakes at once when a job exits; this paces timeout checks
 
     def __init__(self, options: LocalOptions, *, session: Any = None) -> None:
@@ -335,14 +328,13 @@ class LocalBackend(Backend):
         for h in handles:
             self._release(h)
 
+    @classmethod
+    def from_options(cls, raw: Any, *, session: Any) -> LocalBackend:
+        return cls(cls.check_options(raw), session=session)
 
-def cancel_records(records: Sequence[Any]) -> Any:
-    """`mfcl-sweeps cancel` for runs this backend started (they lead their own process groups)."""
-    from mfcl_sweeps.backends.procs import cancel_records as cancel_process_groups
+    @classmethod
+    def cancel_records(cls, records: Sequence[Any]) -> Any:
+        """`mfcl-sweeps cancel` for runs this backend started (they lead their own process groups)."""
+        from mfcl_sweeps.backends.procs import cancel_records as cancel_process_groups
 
-    return cancel_process_groups(records)
-
-
-def make_backend(options: dict, *, session: Any) -> LocalBackend:
-    known = {f.name for f in dataclasses.fields(LocalOptions)}
-    return LocalBackend(LocalOptions(**{k: v for k, v in options.items() if k in known}), session=session)
+        return cancel_process_groups(records)

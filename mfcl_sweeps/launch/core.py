@@ -1,8 +1,8 @@
 """The Hydra side every mfcl launcher shares: from Hydra's `launch()` (any sweeper) or the mfcl
 sweeper's `launch_planned()` to job requests, a backend, and the driver loop.
 
-Backends are looked up lazily by name: module `mfcl_sweeps.backends.<name>` provides
-`make_backend(options: dict, *, session) -> Backend`.
+Backends are looked up lazily by name in the registry (`mfcl_sweeps.backends.get`): a Backend
+class checks its options and builds itself for one launch (`from_options`).
 """
 from __future__ import annotations
 
@@ -15,14 +15,10 @@ from mfcl_sweeps.errors import MfclError
 from mfcl_sweeps.job.jobspec import Session, identity_env, write_session
 from mfcl_sweeps.launch.driver import RetryPolicy, make_request, run_jobs
 from mfcl_sweeps.model import PlannedRun
-from mfcl_sweeps.launch.output import MODES as OUTPUT_MODES
-from mfcl_sweeps.launch.output import JobOutput
 from mfcl_sweeps.launch.progress import Progress
+from mfcl_sweeps.options import COMMON_OPTIONS
 
 log = logging.getLogger(__name__)
-
-# Options every mfcl launcher has (hydra.launcher.*); the rest go to the backend.
-COMMON_OPTIONS = ("detach", "retries", "retry_backoff_s", "launch_delay", "progress", "output")
 
 
 def default_sweep_id(sweep_dir: str) -> str:
@@ -93,23 +89,17 @@ class LaunchCore:
             write_session(*self._session)
         return self._session
 
-    def backend_module(self) -> Any:
+    def backend_class(self) -> Any:
         from mfcl_sweeps import backends
 
-        return backends.load(self.backend_name)
+        return backends.get(self.backend_name)
 
     def check_options(self) -> None:
-        """Validate `hydra.launcher.*` through the backend's `check_options(options)`, where it has one."""
-        output = self.options.get("output") or "stream"
-        if output not in OUTPUT_MODES:
-            raise MfclError(f"hydra.launcher.output={output!r}: must be one of {', '.join(OUTPUT_MODES)}; "
-                            "pick one of them")
-        check = getattr(self.backend_module(), "check_options", None)
-        if check is not None:
-            check(self.backend_options())
+        """Every `hydra.launcher.*` option checked by the backend (OptionError for a bad one)."""
+        self.backend_class().check_options(self.options)
 
     def make_backend(self, session: Session) -> Any:
-        return self.backend_module().make_backend(self.backend_options(), session=session)
+        return self.backend_class().from_options(self.backend_options(), session=session)
 
     def requests(self, runs: Iterable[PlannedRun], sweep_id: str, extra_overrides: Sequence[str]) -> Iterator:
         """Job requests, built lazily as the driver loop pulls them."""
@@ -166,8 +156,7 @@ class LaunchCore:
         retry = RetryPolicy(retries=int(self.options.get("retries") or 0),
                             backoff_s=float(self.options.get("retry_backoff_s") or 1.0))
         log.info("Launching %s job(s) with mfcl_%s", total or "the", self.backend_name)
-        output = JobOutput(self.options.get("output") or "stream", before_write=progress.clear)
-        return run_jobs(backend, requests, manifest=manifest, retry=retry, output=output,
+        return run_jobs(backend, requests, manifest=manifest, retry=retry,
                         launch_delay=float(self.options.get("launch_delay") or 0.0), progress=progress)
 
     def _detach(self, backend: Any, requests: Iterable, manifest: Any) -> list[Any]:

@@ -21,29 +21,18 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from hydra_plugins.mfcl_sweeps.pbs_launcher import PbsLauncherConf
-from mfcl_sweeps.backends.base import (
-    Backend,
-    JobHandle,
-    JobRequest,
-    JobState,
-    Submission,
-    options_type,
-)
+from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
 from mfcl_sweeps.backends.local import signal_name
 from mfcl_sweeps.backends.polling import BackoffPoller, TaskState, scheduler_command
+from mfcl_sweeps.config import PbsLauncherConf
 from mfcl_sweeps.errors import MfclError
 from mfcl_sweeps.job.jobspec import array_worker_argv, atomic_write_bytes, worker_argv
 from mfcl_sweeps.model import RunResources
+from mfcl_sweeps.options import options_type, parse_options
 
 log = logging.getLogger(__name__)
 
-DIALECTS = ("pbspro", "torque")
-FRONTENDS = ("auto", "pbs", "slurm")
-SUBJOB_LIMITS = ("suffix", "max_run_subjobs")
 TEMPLATE = Path(__file__).resolve().parent / "pbs.sh.j2"
-# PBS Pro: up to 236 characters starting with a letter; Torque clients may truncate long names.
-JOB_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.+-]{0,235}")
 QSUB_TIMEOUT_S = 120
 
 
@@ -51,68 +40,13 @@ class PbsError(MfclError):
     """A PBS option is invalid or a PBS command failed."""
 
 
-# Option names, defaults and meanings are written once, in the launcher config (hydra_plugins/mfcl_sweeps/pbs_launcher.py).
-PbsOptions = options_type("PbsOptions", PbsLauncherConf, job_name="mfcl")
-
-
-NUMBERS = {"priority": int, "nodes": int, "ncpus": int, "ngpus": int, "array_parallelism": int,
-           "max_array_size": int, "mem_gb": float, "timeout_min": float, "poll_min_s": float, "poll_max_s": float}
-
-
-def _bad(key: str, value: Any, why: str) -> PbsError:
-    return PbsError(f"hydra.launcher.{key}={value!r}: {why}")
+PbsOptions = options_type(PbsLauncherConf)  # declared, with their checks, in mfcl_sweeps.config
+DEFAULTS = {"job_name": "mfcl"}  # for callers that bypass Hydra, which resolves ${hydra.job.name}
 
 
 def pbs_options(raw: Mapping[str, Any]) -> PbsOptions:
-    """Validated options from `hydra.launcher.*` (unknown keys are an error: a typo must not
-    silently submit with defaults)."""
-    known = {f.name for f in dataclasses.fields(PbsOptions)}
-    for key in raw:
-        if key not in known:
-            raise PbsError(f"hydra.launcher.{key}: unknown mfcl_pbs option; known: {', '.join(sorted(known))}")
-    values = dict(raw)
-    for key, kind in NUMBERS.items():
-        value = values.get(key)
-        if value is None:
-            continue
-        try:
-            if isinstance(value, bool) or (kind is int and float(value) != int(value)):
-                raise ValueError(value)
-            values[key] = kind(value)
-        except (TypeError, ValueError):
-            raise _bad(key, value, "must be an integer" if kind is int else "must be a number") from None
-    for key in ("extra_directives", "setup"):
-        if key in values:
-            v = values[key] or ()
-            values[key] = (v,) if isinstance(v, str) else tuple(str(x) for x in v)
-    opts = PbsOptions(**values)
-    checks = [
-        ("dialect", opts.dialect in DIALECTS, f"must be one of {', '.join(DIALECTS)}"),
-        ("frontend", opts.frontend in FRONTENDS, f"must be one of {', '.join(FRONTENDS)}"),
-        ("subjob_limit", opts.subjob_limit in SUBJOB_LIMITS, f"must be one of {', '.join(SUBJOB_LIMITS)}"),
-        ("job_name", isinstance(opts.job_name, str) and JOB_NAME.fullmatch(opts.job_name),
-         "a PBS job name starts with a letter and holds only letters, digits and _.+- (no spaces)"),
-        ("priority", opts.priority is None or -1024 <= opts.priority <= 1023, "must be in -1024..1023"),
-        ("nodes", opts.nodes >= 1, "must be >= 1"),
-        ("ncpus", opts.ncpus >= 1, "must be >= 1"),
-        ("ngpus", opts.ngpus >= 0, "must be >= 0"),
-        ("mem_gb", opts.mem_gb is None or opts.mem_gb > 0, "must be > 0 (or null)"),
-        ("timeout_min", opts.timeout_min > 0, "must be > 0 minutes"),
-        ("array_parallelism", opts.array_parallelism is None or opts.array_parallelism >= 1,
-         "must be >= 1 (or null: no limit)"),
-        ("max_array_size", opts.max_array_size >= 1, "must be >= 1"),
-        ("poll_min_s", 0 < opts.poll_min_s <= opts.poll_max_s, "must be > 0 and <= poll_max_s"),
-    ]
-    for key, ok, why in checks:
-        if not ok:
-            raise _bad(key, getattr(opts, key), why)
-    for key in ("queue", "account"):
-        value = getattr(opts, key)
-        if value is not None and not re.fullmatch(r"[\w.@-]+", str(value)):
-            raise _bad(key, value, "must be a plain name (letters, digits, _.@-)")
-    if opts.template is not None and not Path(opts.template).is_file():
-        raise _bad("template", opts.template, "no such file")
-    return opts
+    """Checked options from `hydra.launcher.*` (OptionError for the first bad one)."""
+    return parse_options(PbsLauncherConf, raw, "mfcl_pbs", **DEFAULTS)
 
 
 # -- planning (pure) -------------------------------------------------------------------------
@@ -407,6 +341,8 @@ def make_frontend(choice: str, dialect: str) -> PbsFrontend:
 # -- the backend -------------------------------------------------------------------------------
 class PbsBackend(Backend):
     name = "pbs"
+    conf = PbsLauncherConf
+    conf_defaults = DEFAULTS
     queues_jobs = True
     poll_interval = 0.2  # the driver loop's sleep; qstat itself runs at most every poll_min_s..poll_max_s
 
@@ -488,47 +424,44 @@ class PbsBackend(Backend):
     def cancel(self, handles: Sequence[JobHandle]) -> None:
         self.frontend.cancel([h.backend_job_id for h in handles])
 
+    # -- what the CLI and claim takeover ask of runs this backend started ----------------------
+    @classmethod
+    def from_options(cls, raw: Mapping[str, Any], *, session: Any) -> PbsBackend:
+        return cls(cls.check_options(raw), sweep_dir=session.sweep_dir)
 
-# -- CLI hooks (mfcl-sweeps status / cancel on runs this backend started) ----------------------
-def _frontend_for(records: Sequence[Any]) -> PbsFrontend:
-    extra = next((r.extra for r in records if "pbs_dialect" in (getattr(r, "extra", None) or {})), {})
-    return make_frontend(extra.get("pbs_frontend", "auto"), extra.get("pbs_dialect", "pbspro"))
+    @staticmethod
+    def _frontend_for(records: Sequence[Any]) -> PbsFrontend:
+        extra = next((r.extra for r in records if "pbs_dialect" in (getattr(r, "extra", None) or {})), {})
+        return make_frontend(extra.get("pbs_frontend", "auto"), extra.get("pbs_dialect", "pbspro"))
 
+    @classmethod
+    def cancel_records(cls, records: Sequence[Any]) -> list[str]:
+        """`mfcl-sweeps cancel`: qdel the runs' PBS jobs; returns the config hashes asked to stop."""
+        mine = [r for r in records if r.backend_job_id]
+        if mine:
+            cls._frontend_for(mine).cancel([r.backend_job_id for r in mine])
+        return [r.config_hash for r in mine]
 
-def cancel_records(records: Sequence[Any]) -> list[str]:
-    """`mfcl-sweeps cancel`: qdel the runs' PBS jobs; returns the config hashes asked to stop."""
-    mine = [r for r in records if r.backend_job_id]
-    if mine:
-        _frontend_for(mine).cancel([r.backend_job_id for r in mine])
-    return [r.config_hash for r in mine]
+    @classmethod
+    def refresh_records(cls, records: Sequence[Any]) -> dict[str, dict]:
+        """`mfcl-sweeps status`: what the scheduler says of runs the journal still calls active. A
+        job the scheduler has finished but that never journaled an end died from outside (deleted,
+        walltime, node failure): shown failed with the scheduler's reason."""
+        from mfcl_sweeps import model
 
-
-def refresh_records(records: Sequence[Any]) -> dict[str, dict]:
-    """`mfcl-sweeps status`: what the scheduler says of runs the journal still calls active. A
-    job the scheduler has finished but that never journaled an end died from outside (deleted,
-    walltime, node failure): shown failed with the scheduler's reason."""
-    from mfcl_sweeps import model
-
-    mine = [r for r in records if r.backend_job_id]
-    if not mine:
-        return {}
-    states = _frontend_for(mine).poll([r.backend_job_id for r in mine])
-    out: dict[str, dict] = {}
-    for rec in mine:
-        s = states.get(rec.backend_job_id)
-        if s is None:
-            continue
-        if s.done:
-            out[rec.config_hash] = {"status": model.FAILED, "exit_code": s.exit_code,
-                                    "error": s.error or f"PBS job {rec.backend_job_id} ended ({s.status}) "
-                                                        "without recording an outcome"}
-        elif s.running and rec.status == model.PENDING:
-            out[rec.config_hash] = {"status": model.RUNNING}
-    return out
-
-
-def make_backend(options: dict, *, session: Any) -> PbsBackend:
-    return PbsBackend(pbs_options(options), sweep_dir=session.sweep_dir)
-
-
-check_options = pbs_options  # LaunchCore.check_options: bad options fail at launcher setup
+        mine = [r for r in records if r.backend_job_id]
+        if not mine:
+            return {}
+        states = cls._frontend_for(mine).poll([r.backend_job_id for r in mine])
+        out: dict[str, dict] = {}
+        for rec in mine:
+            s = states.get(rec.backend_job_id)
+            if s is None:
+                continue
+            if s.done:
+                out[rec.config_hash] = {"status": model.FAILED, "exit_code": s.exit_code,
+                                        "error": s.error or f"PBS job {rec.backend_job_id} ended ({s.status}) "
+                                                            "without recording an outcome"}
+            elif s.running and rec.status == model.PENDING:
+                out[rec.config_hash] = {"status": model.RUNNING}
+        return out

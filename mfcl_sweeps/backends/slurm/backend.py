@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import re
 import shlex
 import sys
 import time
@@ -25,19 +24,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from hydra_plugins.mfcl_sweeps.slurm_launcher import SlurmLauncherConf
-from mfcl_sweeps.backends.slurm import query as slurm_sacct
-from mfcl_sweeps.backends.base import (
-    Backend,
-    JobHandle,
-    JobRequest,
-    JobState,
-    Submission,
-    options_type,
-)
+from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
 from mfcl_sweeps.backends.polling import BackoffPoller
+from mfcl_sweeps.backends.slurm import query as slurm_sacct
 from mfcl_sweeps.backends.slurm.query import SlurmError
+from mfcl_sweeps.config import SlurmLauncherConf
 from mfcl_sweeps.job.jobspec import atomic_write_bytes
+from mfcl_sweeps.options import options_type, parse_options
 
 log = logging.getLogger(__name__)
 
@@ -48,64 +41,13 @@ AGGREGATE = "<aggregate job>"
 ARRAYS = "<array ids>"
 
 
-# Option names, defaults and meanings are written once, in the launcher config (hydra_plugins/mfcl_sweeps/slurm_launcher.py).
-SlurmOptions = options_type("SlurmOptions", SlurmLauncherConf, name="mfcl")
-
-
-INT_OPTIONS = ("cpus_per_task", "cpus_per_gpu", "gpus_per_node", "gpus_per_task", "nproc_per_node")
-FLAG = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
-
-
-def _bad(key: str, value: Any, why: str) -> SlurmError:
-    return SlurmError(f"hydra.launcher.{key}={value!r}: {why}")
+SlurmOptions = options_type(SlurmLauncherConf)  # declared, with their checks, in mfcl_sweeps.config
+DEFAULTS = {"name": "mfcl"}  # for callers that bypass Hydra, which resolves ${hydra.job.name}
 
 
 def slurm_options(raw: Mapping[str, Any]) -> SlurmOptions:
-    """Validated options from `hydra.launcher.*`; an unknown key is an error (a typo must not
-    silently submit with defaults)."""
-    known = {f.name for f in dataclasses.fields(SlurmOptions)}
-    for key in raw:
-        if key not in known:
-            raise SlurmError(f"hydra.launcher.{key}: unknown mfcl_slurm option; known: {', '.join(sorted(known))}")
-    values = {k: v for k, v in raw.items()}
-    for key in ("setup", "srun_args"):
-        v = values.get(key) or ()
-        values[key] = (v,) if isinstance(v, str) else tuple(str(x) for x in v)
-    values["additional_parameters"] = dict(values.get("additional_parameters") or {})
-    opts = SlurmOptions(**values)
-    checks = [
-        ("timeout_min", float(opts.timeout_min) > 0, "must be > 0 minutes"),
-        ("nodes", int(opts.nodes) >= 1, "must be >= 1"),
-        ("tasks_per_node", int(opts.tasks_per_node) >= 1, "must be >= 1"),
-        ("mem_gb", opts.mem_gb is None or float(opts.mem_gb) > 0, "must be > 0 (or null)"),
-        ("signal_delay_s", int(opts.signal_delay_s) >= 0, "must be >= 0"),
-        ("max_num_timeout", int(opts.max_num_timeout) >= 0, "must be >= 0"),
-        ("array_parallelism", opts.array_parallelism is None or int(opts.array_parallelism) >= 1,
-         "must be >= 1 (or null: no limit)"),
-        ("max_array_size", opts.max_array_size is None or int(opts.max_array_size) >= 1, "must be >= 1 (or null)"),
-        ("rdzv_port", opts.rdzv_port is None or 1 <= int(opts.rdzv_port) <= 65535, "must be a TCP port"),
-        ("poll_min_s", 0 < float(opts.poll_min_s) <= float(opts.poll_max_s), "must be > 0 and <= poll_max_s"),
-        ("name", isinstance(opts.name, str) and opts.name.strip() != "" and "\n" not in opts.name,
-         "must be a non-empty one-line string"),
-    ]
-    checks += [(k, getattr(opts, k) is None or int(getattr(opts, k)) >= (0 if k == "gpus_per_node" else 1),
-                "must be a positive integer (or null)") for k in INT_OPTIONS]
-    for key, ok, why in checks:
-        if not ok:
-            raise _bad(key, getattr(opts, key), why)
-    for key in ("partition", "qos", "account", "comment", "constraint", "exclude", "gres", "mem_per_gpu", "mem_per_cpu"):
-        value = getattr(opts, key)
-        if value is not None and (not isinstance(value, str) or "\n" in value or not value.strip()):
-            raise _bad(key, value, "must be a non-empty one-line string (or null)")
-    for key, value in opts.additional_parameters.items():
-        if not FLAG.fullmatch(str(key)):
-            raise _bad(f"additional_parameters.{key}", value, "not an sbatch option name (like mail_type or mail-type)")
-        if "\n" in str(value):
-            raise _bad(f"additional_parameters.{key}", value, "must be one line")
-    for line in opts.setup:
-        if "\n" in line:
-            raise _bad("setup", line, "give one shell line per list item")
-    return opts
+    """Checked options from `hydra.launcher.*` (OptionError for the first bad one)."""
+    return parse_options(SlurmLauncherConf, raw, "mfcl_slurm", **DEFAULTS)
 
 
 # -- planning (pure) ---------------------------------------------------------------------------
@@ -229,6 +171,8 @@ def aggregate_argv(opts: SlurmOptions, python: str, sweep_dir: str, log_dir: str
 # -- the backend -------------------------------------------------------------------------------
 class SlurmBackend(Backend):
     name = "slurm"
+    conf = SlurmLauncherConf
+    conf_defaults = DEFAULTS
     queues_jobs = True
     poll_interval = 0.2  # the driver loop's sleep; sacct itself runs every poll_min_s..poll_max_s
 
@@ -354,45 +298,42 @@ class SlurmBackend(Backend):
         if self._aggregate:  # a detached launch that failed half-way: aggregate what was submitted
             self._release_aggregate()
 
+    # -- what the CLI and claim takeover ask of runs this backend started ----------------------
+    @classmethod
+    def from_options(cls, raw: Mapping[str, Any], *, session: Any) -> SlurmBackend:
+        from omegaconf import OmegaConf
 
-# -- CLI hooks (mfcl-sweeps status / cancel on runs this backend started) ----------------------
-def cancel_records(records: Sequence[Any]) -> list[str]:
-    """`mfcl-sweeps cancel`: scancel the runs' array tasks and the sweep's aggregation job."""
-    mine = [r for r in records if r.backend_job_id]
-    aggregate = {str(r.extra["slurm_aggregate_job"]) for r in mine if (r.extra or {}).get("slurm_aggregate_job")}
-    slurm_sacct.cancel([r.backend_job_id for r in mine] + sorted(aggregate))
-    return [r.config_hash for r in mine]
+        detach = bool(OmegaConf.select(session.master_config, "hydra.launcher.detach", default=False))
+        return cls(cls.check_options(raw), sweep_dir=session.sweep_dir, detach=detach)
 
+    @classmethod
+    def cancel_records(cls, records: Sequence[Any]) -> list[str]:
+        """`mfcl-sweeps cancel`: scancel the runs' array tasks and the sweep's aggregation job."""
+        mine = [r for r in records if r.backend_job_id]
+        aggregate = {str(r.extra["slurm_aggregate_job"]) for r in mine if (r.extra or {}).get("slurm_aggregate_job")}
+        slurm_sacct.cancel([r.backend_job_id for r in mine] + sorted(aggregate))
+        return [r.config_hash for r in mine]
 
-def refresh_records(records: Sequence[Any]) -> dict[str, dict]:
-    """`mfcl-sweeps status`: what Slurm says of runs whose worker has not journaled an outcome. A
-    task Slurm has ended without one died from outside (cancelled, time limit, node, memory)."""
-    from mfcl_sweeps import model
+    @classmethod
+    def refresh_records(cls, records: Sequence[Any]) -> dict[str, dict]:
+        """`mfcl-sweeps status`: what Slurm says of runs whose worker has not journaled an outcome. A
+        task Slurm has ended without one died from outside (cancelled, time limit, node, memory)."""
+        from mfcl_sweeps import model
 
-    mine = [r for r in records if r.backend_job_id]
-    # a task gone from squeue that sacct has not recorded yet is left as the journal says
-    states = slurm_sacct.SlurmQuery(grace_s=math.inf).states([r.backend_job_id for r in mine]) if mine else {}
-    out: dict[str, dict] = {}
-    for rec in mine:
-        s = states.get(rec.backend_job_id)
-        if s is None or s.status == "ending":
-            continue
-        if s.done:
-            out[rec.config_hash] = {"status": model.FAILED, "exit_code": s.exit_code,
-                                    "error": s.error or f"Slurm job {rec.backend_job_id} ended ({s.status}) "
-                                                        "without recording an outcome"}
-        elif s.running and rec.status == model.PENDING:
-            out[rec.config_hash] = {"status": model.RUNNING}
-        elif not s.running and rec.status == model.RUNNING:  # requeued: waits to start again
-            out[rec.config_hash] = {"status": model.PREEMPTED}
-    return out
-
-
-def make_backend(options: dict, *, session: Any) -> SlurmBackend:
-    from omegaconf import OmegaConf
-
-    detach = bool(OmegaConf.select(session.master_config, "hydra.launcher.detach", default=False))
-    return SlurmBackend(slurm_options(options), sweep_dir=session.sweep_dir, detach=detach)
-
-
-check_options = slurm_options  # LaunchCore.check_options: bad options fail at launcher setup
+        mine = [r for r in records if r.backend_job_id]
+        # a task gone from squeue that sacct has not recorded yet is left as the journal says
+        states = slurm_sacct.SlurmQuery(grace_s=math.inf).states([r.backend_job_id for r in mine]) if mine else {}
+        out: dict[str, dict] = {}
+        for rec in mine:
+            s = states.get(rec.backend_job_id)
+            if s is None or s.status == "ending":
+                continue
+            if s.done:
+                out[rec.config_hash] = {"status": model.FAILED, "exit_code": s.exit_code,
+                                        "error": s.error or f"Slurm job {rec.backend_job_id} ended ({s.status}) "
+                                                            "without recording an outcome"}
+            elif s.running and rec.status == model.PENDING:
+                out[rec.config_hash] = {"status": model.RUNNING}
+            elif not s.running and rec.status == model.RUNNING:  # requeued: waits to start again
+                out[rec.config_hash] = {"status": model.PREEMPTED}
+        return out

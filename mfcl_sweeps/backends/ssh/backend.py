@@ -24,16 +24,17 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from mfcl_sweeps.backends.ssh import commands as cmd
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
 from mfcl_sweeps.backends.ssh.health import HealthRules, HostHealth, SweepLogs
-from mfcl_sweeps.backends.ssh.hosts import HostSpec, SshOptions, parse_options
+from mfcl_sweeps.backends.ssh.hosts import HostSpec, SshOptions, check_workdirs, parse_options
 from mfcl_sweeps.backends.ssh.paths import RemoteLayout, job_dir_of, localize_return, remote_session, remote_spec
 from mfcl_sweeps.backends.ssh.strategy import HostLoad, choose
-from mfcl_sweeps.backends.ssh.sync import HostSetupError, Unreachable, local_commit, prepare_host, project_root
+from mfcl_sweeps.backends.ssh.sync import Unreachable, local_commit, prepare_host, project_root
 from mfcl_sweeps.backends.ssh.transport import SSH_FAILED, HostConn
+from mfcl_sweeps.config import SshLauncherConf
 from mfcl_sweeps.errors import MfclError
 from mfcl_sweeps.job.jobspec import atomic_write_bytes, worker_argv
 
@@ -228,7 +229,22 @@ class RemoteJob:
 
 class SshBackend(Backend):
     name = "ssh"
+    conf = SshLauncherConf
     poll_interval = 0.05
+
+    @classmethod
+    def check_options(cls, raw: Mapping[str, Any]) -> SshOptions:
+        options = parse_options(dict(raw))
+        check_workdirs(options)
+        return options
+
+    @classmethod
+    def from_options(cls, raw: Mapping[str, Any], *, session: Any) -> SshBackend:
+        return cls(cls.check_options(raw), session=session)
+
+    @classmethod
+    def cancel_records(cls, records: Sequence[Any]) -> list[str]:
+        return cancel_records(records)
 
     def __init__(self, opts: SshOptions, *, session: Any) -> None:
         self.opts = opts
@@ -238,10 +254,6 @@ class SshBackend(Backend):
         self.project_dir = os.path.abspath(opts.project_dir) if opts.project_dir else project_root(cwd)
         self.control_dir = tempfile.mkdtemp(prefix="mfcl-ssh-")  # 0700: nobody else reaches our sockets
         self.hosts = [Host(spec, opts, self.control_dir, self.project_dir) for spec in opts.hosts]
-        for i, h in enumerate(self.hosts):
-            if h.workdir is None:
-                raise HostSetupError(f"hydra.launcher.hosts[{i}].workdir: missing for {h.label}; give the project's "
-                                     "path on that host (or hydra.launcher.workdir for every host)")
         self.rules = HealthRules(opts.max_consecutive_failures, opts.max_failure_rate, opts.min_jobs_for_rate)
         self.logs = SweepLogs(self.sweep_dir)
         self.lock = threading.RLock()
@@ -501,6 +513,3 @@ def cancel_records(records: Sequence[Any]) -> list[str]:
             log.warning("could not cancel run %s on %s: %s", getattr(rec, "run_id", "?"), spec.describe(), res.err.strip())
     return stopped
 
-
-def make_backend(options: dict, *, session: Any) -> SshBackend:
-    return SshBackend(parse_options(options), session=session)

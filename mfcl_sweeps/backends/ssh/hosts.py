@@ -12,15 +12,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from hydra_plugins.mfcl_sweeps.ssh_launcher import SshLauncherConf
-from mfcl_sweeps.backends.base import options_type
-from mfcl_sweeps.errors import MfclError
-
-STRATEGIES = ("least_loaded", "round_robin", "random", "weighted")
-SYNC_MODES = ("check", "rsync", "none")
+from mfcl_sweeps.config import SshLauncherConf
+from mfcl_sweeps.errors import OptionError
+from mfcl_sweeps.options import options_type, ssh_option
+from mfcl_sweeps.options import parse_options as parse_launcher_options
 
 
-class SshConfigError(MfclError):
+class SshConfigError(OptionError):
     """A `hydra.launcher.*` value of the SSH launcher is malformed (raised before anything runs)."""
 
 
@@ -56,8 +54,7 @@ class HostSpec:
         return f"{self.target}:{self.port}" if self.port else self.target
 
 
-# Option names, defaults and meanings are written once, in the launcher config (hydra_plugins/mfcl_sweeps/ssh_launcher.py).
-SshOptions = options_type("SshOptions", SshLauncherConf)
+SshOptions = options_type(SshLauncherConf)  # declared, with their checks, in mfcl_sweeps.config
 
 
 _SHORT = re.compile(r"^(?:(?P<user>[^@:\s]+)@)?(?P<host>[^@:\s]+)(?::(?P<port>\d*))?(?::(?P<slots>\d+))?$")
@@ -65,10 +62,9 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def check_ssh_option(opt: Any, key: str) -> None:
-    # `-o` values only: a value starting with "-" would be read by ssh as another flag.
-    if not isinstance(opt, str) or "=" not in opt or opt.startswith("-"):
-        raise SshConfigError(f"{key}: {opt!r} is not an ssh option; write Name=value (as after `ssh -o`), "
-                             "e.g. ProxyJump=bastion")
+    why = ssh_option(opt, {})
+    if why:
+        raise SshConfigError(f"{key}={opt!r}: {why}")
 
 
 def parse_short(text: str, key: str) -> HostSpec:
@@ -119,22 +115,8 @@ def parse_host(value: Any, key: str) -> HostSpec:
 
 
 def parse_options(options: dict) -> SshOptions:
-    known = {f.name for f in dataclasses.fields(SshOptions)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise SshConfigError(f"hydra.launcher.{unknown[0]}: unknown option of mfcl_ssh; expected one of {', '.join(sorted(known))}")
-    opts = SshOptions(**options)
-    if opts.strategy not in STRATEGIES:
-        raise SshConfigError(f"hydra.launcher.strategy={opts.strategy!r}: expected one of {', '.join(STRATEGIES)}")
-    if opts.sync not in SYNC_MODES:
-        raise SshConfigError(f"hydra.launcher.sync={opts.sync!r}: expected one of {', '.join(SYNC_MODES)}")
-    if not opts.hosts:
-        raise SshConfigError("hydra.launcher.hosts is empty: give at least one host, "
-                             "e.g. hydra.launcher.hosts=[gpu1:4] or [localhost:2]")
-    if not 0 < opts.max_failure_rate <= 1:
-        raise SshConfigError(f"hydra.launcher.max_failure_rate={opts.max_failure_rate}: expected a fraction in (0, 1]")
-    for opt in opts.ssh_options:
-        check_ssh_option(opt, "hydra.launcher.ssh_options")
+    """`hydra.launcher.*` of mfcl_ssh -> SshOptions with every host parsed (HostSpec)."""
+    opts = parse_launcher_options(SshLauncherConf, options, "mfcl_ssh")
     hosts = [parse_host(h, f"hydra.launcher.hosts[{i}]") for i, h in enumerate(opts.hosts)]
     labels = [h.label for h in hosts]
     dupes = sorted({lb for lb in labels if labels.count(lb) > 1})
@@ -142,3 +124,11 @@ def parse_options(options: dict) -> SshOptions:
         raise SshConfigError(f"hydra.launcher.hosts: {dupes[0]!r} is listed twice; give each entry a distinct "
                              "host/port or a distinct `name`")
     return dataclasses.replace(opts, hosts=hosts)
+
+
+def check_workdirs(opts: SshOptions) -> None:
+    """Every remote host needs to know where the project is (a local one runs in the project dir)."""
+    for i, h in enumerate(opts.hosts):
+        if not (h.workdir or opts.workdir or h.is_local):
+            raise SshConfigError(f"hydra.launcher.hosts[{i}].workdir: missing for {h.label}; give the project's "
+                                 "path on that host (or hydra.launcher.workdir for every host)")

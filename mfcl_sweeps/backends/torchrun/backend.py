@@ -24,15 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
-from hydra_plugins.mfcl_sweeps.torchrun_launcher import TorchrunLauncherConf
-from mfcl_sweeps.backends.base import (
-    Backend,
-    JobHandle,
-    JobRequest,
-    JobState,
-    Submission,
-    options_type,
-)
+from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
 from mfcl_sweeps.backends.local import (
     die_with_parent,
     overdue_reason,
@@ -48,74 +40,15 @@ from mfcl_sweeps.backends.torchrun.hosts import (
     ssh_options,
     workdir_of,
 )
+from mfcl_sweeps.config import TorchrunLauncherConf
 from mfcl_sweeps.errors import MfclError
 from mfcl_sweeps.model import PlannedRun
+from mfcl_sweeps.options import conf_string, is_port, options_type, problem, split_endpoint
 
-NPROC_NAMES = ("auto", "cpu", "gpu", "xpu")  # torchrun's symbolic --nproc-per-node values
 LOCALHOST = "127.0.0.1"
 
 
-# Option names, defaults and meanings are written once, in the launcher config (hydra_plugins/mfcl_sweeps/torchrun_launcher.py).
-TorchrunOptions = options_type("TorchrunOptions", TorchrunLauncherConf)
-
-
-def _fail(key: str, value: Any, why: str) -> MfclError:
-    return MfclError(f"hydra.launcher.{key}={value!r}: {why}")
-
-
-def validate_options(o: TorchrunOptions) -> None:
-    """One clear error per bad launcher option, before anything starts."""
-    if not _is_nproc(o.nproc_per_node):
-        raise _fail("nproc_per_node", o.nproc_per_node, f"must be an integer >= 1 or one of {', '.join(NPROC_NAMES)}")
-    if not (isinstance(o.nnodes, int) and o.nnodes >= 1):
-        raise _fail("nnodes", o.nnodes, "must be an integer >= 1 (elastic min:max ranges are not supported)")
-    if o.node_rank is not None and not (isinstance(o.node_rank, int) and 0 <= o.node_rank < o.nnodes):
-        raise _fail("node_rank", o.node_rank, f"must be an integer in [0, nnodes={o.nnodes})")
-    if not (isinstance(o.rdzv_backend, str) and o.rdzv_backend):
-        raise _fail("rdzv_backend", o.rdzv_backend, "must be a rendezvous backend name such as c10d or static")
-    if o.rdzv_endpoint is not None:
-        split_endpoint(o.rdzv_endpoint, "hydra.launcher.rdzv_endpoint")
-    conf_string(o.rdzv_conf, "hydra.launcher.rdzv_conf")
-    if not (isinstance(o.max_restarts, int) and o.max_restarts >= 0):
-        raise _fail("max_restarts", o.max_restarts, "must be an integer >= 0")
-    if not (isinstance(o.monitor_interval, (int, float)) and o.monitor_interval > 0):
-        raise _fail("monitor_interval", o.monitor_interval, "must be a number of seconds > 0")
-    if o.master_port is not None and not _is_port(o.master_port):
-        raise _fail("master_port", o.master_port, "must be a TCP port in 1..65535")
-    if o.max_concurrent is not None and not (isinstance(o.max_concurrent, int) and o.max_concurrent >= 1):
-        raise _fail("max_concurrent", o.max_concurrent, "must be an integer >= 1")
-    if o.pack_gpus and not isinstance(o.nproc_per_node, int):
-        raise _fail("nproc_per_node", o.nproc_per_node, "must be an integer when packing runs onto GPUs")
-
-
-def _is_nproc(v: Any) -> bool:
-    return (isinstance(v, int) and not isinstance(v, bool) and v >= 1) or v in NPROC_NAMES
-
-
-def _is_port(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536
-
-
-def split_endpoint(endpoint: str, key: str) -> tuple[str, Optional[int]]:
-    """(host, port or None) of `host[:port]` (IPv6 hosts in brackets)."""
-    m = re.fullmatch(r"(\[[^\]]+\]|[^:\[\]]+)(?::(\d+))?", str(endpoint))
-    if not m or (m.group(2) is not None and not _is_port(int(m.group(2)))):
-        raise MfclError(f"{key}={endpoint!r}: must be host or host:port (port 1..65535)")
-    return m.group(1), int(m.group(2)) if m.group(2) else None
-
-
-def conf_string(conf: Union[str, Mapping[str, Any], None], key: str) -> str:
-    """torchrun's `k1=v1,k2=v2` form of a rendezvous conf given as a mapping or a string."""
-    if conf is None or conf == "":
-        return ""
-    if isinstance(conf, Mapping):
-        for k, v in conf.items():
-            if any(c in str(k) + str(v) for c in ",="):
-                raise MfclError(f"{key}.{k}={v!r}: keys and values cannot hold ',' or '='")
-        return ",".join(f"{k}={v}" for k, v in conf.items())
-    if isinstance(conf, str) and all("=" in part for part in conf.split(",")):
-        return conf
-    raise MfclError(f"{key}={conf!r}: must be a mapping or a 'key=value,key=value' string")
+TorchrunOptions = options_type(TorchrunLauncherConf)  # declared, with their checks, in mfcl_sweeps.config
 
 
 # -- one run's torchrun parameters (pure) --------------------------------------------------------
@@ -179,7 +112,7 @@ def resolve(o: TorchrunOptions, request: JobRequest, take_port: Callable[[], int
     if port is None and o.master_port is not None:
         port = o.master_port
     if port is None and environ.get("MASTER_PORT"):
-        if not environ["MASTER_PORT"].isdigit() or not _is_port(int(environ["MASTER_PORT"])):
+        if not environ["MASTER_PORT"].isdigit() or not is_port(int(environ["MASTER_PORT"])):
             raise MfclError(f"MASTER_PORT={environ['MASTER_PORT']!r}: must be a TCP port in 1..65535")
         port = int(environ["MASTER_PORT"])
     if port is None:
@@ -291,15 +224,13 @@ def failure_reason(error_file: str, log_text: str) -> Optional[tuple[int, str]]:
 # -- the backend ---------------------------------------------------------------------------------
 class TorchrunBackend(Backend):
     name = "torchrun"
+    conf = TorchrunLauncherConf
     poll_interval = 0.05
 
     def __init__(self, options: TorchrunOptions, *, session: Any = None,
                  ports: Optional[Callable[[], int]] = None, environ: Optional[Mapping[str, str]] = None) -> None:
-        validate_options(options)
         self.options = options
-        self.hosts = parse_hosts(options)
-        if self.hosts and options.nnodes > len(self.hosts):
-            raise _fail("nnodes", options.nnodes, f"needs as many hosts; hydra.launcher.hosts lists {len(self.hosts)}")
+        self.hosts = self.node_hosts(options)
         self.ssh = ssh_options(options, self.hosts) if self.hosts else None
         self.checked_hosts: set[int] = set()
         self.ports = ports or PORTS
@@ -313,13 +244,33 @@ class TorchrunBackend(Backend):
         self.total_gpus = len(self.free_gpus)
         per_run = self.default_procs()
         if self.pack and not isinstance(options.nproc_per_node, int):
-            raise _fail("nproc_per_node", options.nproc_per_node, "must be an integer when packing runs onto GPUs")
+            raise problem("nproc_per_node", options.nproc_per_node, "must be an integer when packing runs onto GPUs; "
+                          "set a number of ranks or pack_gpus=false")
         if self.pack and self.total_gpus < per_run:
             raise MfclError(f"hydra.launcher.nproc_per_node={options.nproc_per_node} x {per_run // int(options.nproc_per_node)} "
                             f"local node(s) needs {per_run} GPU(s) but {self.total_gpus} are visible ({self.free_gpus}); "
                             "lower nproc_per_node, set hydra.launcher.gpus=[...] or pack_gpus=false")
         self.max_concurrent = options.max_concurrent or (
             1 if self.hosts else self.total_gpus if self.pack else max(1, (os.cpu_count() or 1) // per_run))
+
+    @classmethod
+    def check_options(cls, raw: Mapping[str, Any]) -> TorchrunOptions:
+        options = super().check_options(raw)
+        cls.node_hosts(options)
+        return options
+
+    @classmethod
+    def from_options(cls, raw: Mapping[str, Any], *, session: Any) -> TorchrunBackend:
+        return cls(cls.check_options(raw), session=session)
+
+    @staticmethod
+    def node_hosts(options: TorchrunOptions) -> tuple[Any, ...]:
+        """The hosts node agents start on (checked: at least nnodes of them)."""
+        hosts = parse_hosts(options)
+        if hosts and options.nnodes > len(hosts):
+            raise problem("nnodes", options.nnodes, f"needs as many hosts; hydra.launcher.hosts lists {len(hosts)}: "
+                          "add hosts or lower nnodes")
+        return hosts
 
     def default_procs(self) -> int:
         o = self.options
@@ -513,19 +464,10 @@ class TorchrunBackend(Backend):
                 codes[proc.pid] = proc.returncode
         return len(codes) == len(h.data["pids"])
 
+    @classmethod
+    def cancel_records(cls, records: Sequence[Any]) -> Any:
+        """`mfcl-sweeps cancel`: stops rank 0's process group (journaled by the worker); its torchrun
+        agent then stops the run's other ranks. Returns the config hashes stopped."""
+        from mfcl_sweeps.backends.procs import cancel_records as cancel_process_groups
 
-def cancel_records(records: Sequence[Any]) -> Any:
-    """`mfcl-sweeps cancel`: stops rank 0's process group (journaled by the worker); its torchrun
-    agent then stops the run's other ranks. Returns the config hashes stopped."""
-    from mfcl_sweeps.backends.procs import cancel_records as cancel_process_groups
-
-    return cancel_process_groups(records)
-
-
-def make_backend(options: dict, *, session: Any) -> TorchrunBackend:
-    known = {f.name for f in dataclasses.fields(TorchrunOptions)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise MfclError(f"hydra.launcher.{unknown[0]}: not an option of mfcl_torchrun "
-                        f"(options: {', '.join(sorted(known))})")
-    return TorchrunBackend(TorchrunOptions(**options), session=session)
+        return cancel_process_groups(records)

@@ -18,7 +18,6 @@ from mfcl_sweeps.backends.ssh import commands as cmd
 from mfcl_sweeps.backends.ssh.hosts import (
     HostSpec,
     SshOptions,
-    check_ssh_option,
     parse_host,
 )
 from mfcl_sweeps.errors import MfclError
@@ -38,8 +37,6 @@ def parse_node_host(value: Any, key: str) -> HostSpec:
 
 def parse_hosts(options: Any) -> tuple[HostSpec, ...]:
     hosts = tuple(parse_node_host(h, f"hydra.launcher.hosts[{i}]") for i, h in enumerate(options.hosts))
-    for opt in options.ssh_options:
-        check_ssh_option(opt, "hydra.launcher.ssh_options")
     if hosts and options.node_rank is not None:
         raise MfclError(f"hydra.launcher.node_rank={options.node_rank} with hydra.launcher.hosts: hosts start every "
                         "node's agent from this driver; drop one of the two (node_rank is for one driver per node)")
