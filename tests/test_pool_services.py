@@ -155,3 +155,59 @@ def test_complete_after_the_driver_is_killed_runs_only_the_unfinished_runs_on_ot
     assert {r.status for r in recs.values()} == {"completed"}
     assert {recs[x].extra["source"] for x in range(12) if x not in finished} <= {"local", "cluster"}
     assert {recs[x].extra["source"] for x in finished} <= {"a", "b"}
+
+
+@pytest.fixture
+def partition_down():
+    """The test partition held DOWN (jobs queue, none starts); UP again whatever happens."""
+    require_service("slurm")
+    subprocess.run(["scontrol", "update", f"PartitionName={SLURM_PARTITION}", "State=DOWN"], check=True)
+    try:
+        yield lambda: subprocess.run(["scontrol", "update", f"PartitionName={SLURM_PARTITION}", "State=UP"],
+                                     check=True)
+    finally:
+        subprocess.run(["scontrol", "update", f"PartitionName={SLURM_PARTITION}", "State=UP"], check=True)
+
+
+@pytest.mark.slurm
+def test_runs_stuck_in_a_held_partition_move_to_a_free_source_after_max_queue_wait_and_complete_once(
+        project: Path, partition_down):  # noqa: F811
+    tmp = project.parent
+    write_presets(tmp, {})
+    p = subprocess.run(pool_argv(project, "[local:1,slurm:cluster:3]", "x=range(6)", "sleep_s=0.5",
+                                 "hydra.launcher.max_queue_wait_s=3"),
+                       cwd=project, capture_output=True, text=True, timeout=300)
+    partition_down()  # up again before asserting: nothing may start late and run a second time
+    assert p.returncode == 0, p.stderr[-3000:]
+    time.sleep(2)
+    assert counts(tmp / "side" / "started.log") == {x: 1 for x in range(6)}  # none ran twice
+    recs = records(tmp / "sweep")
+    moved = [r for r in recs.values() if r.preemptions]
+    assert moved and all(r.status == "completed" and r.extra["source"] == "local" for r in recs.values())
+    health = (tmp / "sweep" / "logs" / "health_status.log").read_text()
+    assert health.count("source=cluster event=withdrawn") == len(moved)
+    assigned = (tmp / "sweep" / "logs" / "task_assignments.log").read_text()
+    for r in moved:  # first queued on the cluster, then run on local
+        assert f"run={r.run_id} attempt=1 source=cluster" in assigned
+        assert f"run={r.run_id} attempt=2 source=local" in assigned
+    queue = subprocess.run(["squeue", "-h", "-p", SLURM_PARTITION, "-o", "%i %T"], capture_output=True, text=True)
+    assert not any(r.backend_job_id and r.backend_job_id in queue.stdout for r in moved), queue.stdout
+
+
+@pytest.mark.slurm
+def test_runs_asking_for_gpus_only_go_to_the_source_that_declares_them(project: Path, services):  # noqa: F811
+    tmp = project.parent
+    write_presets(tmp, {"a": PORT_A})
+    sweep_file = tmp / "sweep.yaml"
+    sweep_file.write_text("groups:\n  - group: cpu\n    params: {x: [0, 1, 2, 3]}\n"
+                          "  - group: gpu\n    gpus_per_node: 2\n    params: {x: [10, 11, 12]}\n")
+    # only the SSH host declares GPUs (the test cluster has none: its source declares 0)
+    sources = "[local:2,{kind:ssh,preset:a,name:a,gpus:2},{kind:slurm,preset:cluster,name:cluster,slots:2,gpus:0}]"
+    p = subprocess.run(pool_argv(project, sources, f"hydra.sweeper.sweep_file={sweep_file}",
+                                 "hydra.launcher.strategy=round_robin"),
+                       cwd=project, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    recs = records(tmp / "sweep")
+    assert {r.extra["source"] for r in recs.values() if r.group == "gpu"} == {"a"}
+    assert {r.extra["source"] for r in recs.values() if r.group == "cpu"} - {"a"}  # the others took cpu runs
+    assert counts(tmp / "side" / "done.log") == {x: 1 for x in (0, 1, 2, 3, 10, 11, 12)}

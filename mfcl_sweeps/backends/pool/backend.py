@@ -1,9 +1,8 @@
 """PoolBackend: one launch over several child backends (sources), as the driver loop sees one.
 
-The driver asks the pool for its capacity (the free slots of its enabled sources, less the runs
-it holds), hands it runs, and polls. The pool places each run on a source (affinity first, then
-the strategy), submits it through that source's own backend, and maps the child's answers back.
-What a child cannot do alone is done here, the same for every kind of source:
+The driver asks the pool for its capacity (its enabled sources' free slots less the runs it
+holds), hands it runs and polls. Each run goes to a source (affinity, then the strategy) through
+that source's own backend. What a child cannot do alone is done here, alike for every kind:
 
 - health: a source whose backend raises (unreachable), that fails `max_consecutive_failures`
   runs in a row or passes `max_failure_rate`, or that reports no free slot while idle, is
@@ -19,6 +18,7 @@ What a child cannot do alone is done here, the same for every kind of source:
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -210,14 +210,28 @@ class PoolBackend(Backend):
                     handles.update((h.key, h) for h in self._start(src, child))
                     continue
                 except Exception as err:
-                    self.disable(src, f"submission failed: {one_line(err)}")
+                    refused = f"submission to {src.name} failed: {one_line(err)}"
             for req in child.requests:
                 h = JobHandle(request=req, backend_job_id=HELD, started=time.monotonic(),
                               data={"flight": Flight(), "queued": True, "journal_fields": {"source": HELD}})
                 self.held[req.key] = h
                 self.flying[req.key] = h
                 handles[req.key] = h
+            if src is not None:
+                self._refuse(src, [handles[r.key] for r in child.requests], refused)
         return [handles[r.key] for r in submission.requests]
+
+    def _refuse(self, src: Source, handles: list[JobHandle], error: str) -> None:
+        """Runs a source's backend would not take (its submit command failed): each fails with
+        that error (a retry goes elsewhere if another source fits) and counts against the source."""
+        self.logs.health(src.name, "submit-failed", f"runs={len(handles)} reason={error!r}")
+        for h in handles:
+            self.held.pop(h.key, None)
+            h.data["flight"].error = error
+            h.request.spec.journal = False  # no worker ran: the driver journals the failure
+            self.avoid[h.request.run.run_id].add(src.name)
+            if reason := src.health.record(False, self.rules):
+                self.disable(src, reason)
 
     def _start(self, src: Source, child_sub: Submission, handles: Optional[list[JobHandle]] = None) -> list[JobHandle]:
         """Submit through `src`'s backend; new pool handles, or `handles` (held ones) updated."""
@@ -265,11 +279,11 @@ class PoolBackend(Backend):
                     for h in mine:
                         del self.held[h.key]
             except Exception as err:
-                self.disable(src, f"submission failed: {one_line(err)}")
+                self._refuse(src, [h for h in hs if h.key in self.held], f"submission to {src.name} failed: "
+                             f"{one_line(err)}")
 
     def _tick(self, now: float) -> None:
-        if self.live:
-            self._recheck(now)
+        self._recheck(now)  # only disabled sources are asked: none before the launch starts
         self._dispatch_held()
         self._steal(now)
         if now - self.last_utilization >= self.opts.utilization_interval_s:
@@ -313,7 +327,7 @@ class PoolBackend(Backend):
         for h in handles:
             fl: Flight = h.data["flight"]
             if fl.source == HELD:
-                states[h.key] = JobState(done=False)
+                states[h.key] = JobState(done=fl.error is not None, error=fl.error)
             else:
                 per_source[fl.source].append(h)
         for name, hs in per_source.items():
@@ -354,11 +368,9 @@ class PoolBackend(Backend):
             ok = st.error is None and not st.preempted and not st.run_failed and st.exit_code in (0, None)
             if st.preempted:
                 self.logs.health(src.name, "lost", f"run={h.request.run.run_id} reason={st.error!r}")
-            reason = src.health.record(ok, self.rules)
-            if reason:
+            if reason := src.health.record(ok, self.rules):
                 self.disable(src, reason)
-            out[h.key] = JobState(done=True, running=st.running, exit_code=st.exit_code, error=st.error,
-                                  preempted=st.preempted, run_failed=st.run_failed, fields=fields)
+            out[h.key] = dataclasses.replace(st, fields=fields)
         return out
 
     def _children_of(self, handles: Sequence[JobHandle]) -> dict[str, list[JobHandle]]:

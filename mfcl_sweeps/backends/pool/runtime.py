@@ -66,6 +66,7 @@ class Flight:
     submitted: float = field(default_factory=time.monotonic)
     withdrawing: Optional[str] = None  # why it is being withdrawn from its scheduler queue
     started_running: bool = False
+    error: Optional[str] = None  # why the run could not be started (it then fails with this error)
 
 
 def one_line(err: BaseException) -> str:
