@@ -25,8 +25,9 @@ def facts(sweep: Sweep, params: Params, configs: pd.DataFrame) -> list[str]:
     else:
         out.append("metric: none (no eval.csv, no numeric return value; see docs/telemetry-and-reports.md)")
     if params.seed_keys:
+        low, high = int(configs["n_runs"].min()), int(configs["n_runs"].max())
         out.append(f"seeds: {', '.join(f'`{k}`' for k in params.seed_keys)}; {len(configs)} configs, "
-                   f"runs per config {int(configs['n_runs'].min())}-{int(configs['n_runs'].max())}")
+                   f"runs per config {low if low == high else f'{low}-{high}'}")
     return out
 
 
