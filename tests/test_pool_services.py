@@ -211,3 +211,34 @@ def test_runs_asking_for_gpus_only_go_to_the_source_that_declares_them(project: 
     assert {r.extra["source"] for r in recs.values() if r.group == "gpu"} == {"a"}
     assert {r.extra["source"] for r in recs.values() if r.group == "cpu"} - {"a"}  # the others took cpu runs
     assert counts(tmp / "side" / "done.log") == {x: 1 for x in (0, 1, 2, 3, 10, 11, 12)}
+
+
+@pytest.mark.slurm
+def test_complete_re_attaches_runs_a_scheduler_still_holds_instead_of_submitting_them_again(
+        project: Path, partition_down):  # noqa: F811
+    tmp = project.parent
+    write_presets(tmp, {})
+    sweep = tmp / "sweep"
+    driver = subprocess.Popen(pool_argv(project, "[slurm:cluster:3]", "x=range(3)", "sleep_s=6"), cwd=project,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (len(recs := records(sweep)) == 3 and all(r.backend_job_id for r in recs.values())):
+            assert driver.poll() is None and time.monotonic() < deadline, "the runs were not queued"
+            time.sleep(0.2)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    jobs = {x: r.backend_job_id for x, r in records(sweep).items()}
+    scripts = sorted((sweep / ".mfcl" / "slurm").glob("*.sh"))
+    partition_down()  # up: the queued jobs start, with no driver following them
+    p = subprocess.run([sys.executable, "-m", "mfcl_sweeps.cli", "complete", str(sweep),
+                        f"hydra.launcher.preset_dir={tmp / 'presets'}", "--sources", "local:1,slurm:cluster:3"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "re-attached by job id" in p.stdout + p.stderr
+    assert counts(tmp / "side" / "started.log") == {0: 1, 1: 1, 2: 1}  # each ran once, in its first job
+    assert sorted((sweep / ".mfcl" / "slurm").glob("*.sh")) == scripts  # nothing submitted again
+    recs = records(sweep)
+    assert {r.status for r in recs.values()} == {"completed"}
+    assert {x: r.backend_job_id for x, r in recs.items()} == jobs
