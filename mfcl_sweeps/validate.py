@@ -4,8 +4,12 @@ Per block (group): compose its first run once; then check each distinct setting 
 that config. A single plain `key=value` is applied to a copy of the composed config the way
 Hydra applies overrides (keys must exist, values must fit typed nodes); a setting that selects a
 config group option, or sets several keys together (paired, runs), is checked by composing the
-first run with that setting swapped in. Cost grows with the sum of the value lists, not their
-product. A value that only fails in combination with another fails that run alone, in its job.
+first run with that setting swapped in (so is a plain one that fails that cheap check). Cost
+grows with the sum of the value lists, not their product.
+
+Only a run of the sweep that does not compose is refused (Hydra's BasicSweeper refuses those
+too, composing every run first): a sweep Hydra would run never is. The options a group lists
+(which miss those from `hydra.searchpath`) only word the message of a run that failed to compose.
 """
 from __future__ import annotations
 
@@ -69,15 +73,23 @@ class _BlockCheck:
                     continue
                 checked.add(setting.overrides)
                 if len(setting.overrides) == 1 and not self.touches_group(setting, choices):
-                    self.apply_one(setting.overrides[0], task, axis.source)
-                elif setting is not axis.settings[0]:
-                    self.check_groups(setting, choices, axis.source)
-                    combo = self.base[:position] + (setting,) + self.base[position + 1:]
                     try:
-                        self.compose(combo)
-                    except Exception as err:
-                        raise SweepSpecError(f"{self.where}{' '.join(setting.overrides)}: {_reason(err)}",
-                                             key=axis.source) from None
+                        self.apply_one(setting.overrides[0], task, axis.source)
+                        continue
+                    except SweepSpecError:
+                        pass  # the key may come with another group option: composing decides
+                elif setting is axis.settings[0]:
+                    continue  # composed in the first run
+                self.compose_with(position, setting, axis.source, choices)
+
+    def compose_with(self, position: int, setting: Setting, source: str, choices: Any) -> None:
+        """Compose the first run with `setting` swapped in; reject only what cannot run."""
+        combo = self.base[:position] + (setting,) + self.base[position + 1:]
+        try:
+            self.compose(combo)
+        except Exception as err:
+            self.check_groups(setting, choices, source)  # a clearer message for a mistyped group option
+            raise SweepSpecError(f"{self.where}{' '.join(setting.overrides)}: {_reason(err)}", key=source) from None
 
     def touches_group(self, setting: Setting, choices: Any) -> bool:
         return any(self.is_group(k, choices) for k in setting.keys)
@@ -89,7 +101,7 @@ class _BlockCheck:
                 continue
             value = text.split("=", 1)[1]
             options = self.group_options(key)
-            if options and value not in options and value != "null":
+            if options and value not in options and value != "null" and not value.startswith("["):
                 raise SweepSpecError(f"{self.where}{value!r} is not an option of config group {key!r} "
                                      f"(options: {', '.join(options)})", key=source)
 
