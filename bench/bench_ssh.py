@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from mfcl_sweeps.backends.ssh import commands as cmd
-from mfcl_sweeps.backends.ssh.hosts import parse_options
-from mfcl_sweeps.backends.ssh.transport import HostConn
+from mfcl_sweeps.backends.sshclient import commands as cmd
+from mfcl_sweeps.backends.sshclient.hosts import parse_options
+from mfcl_sweeps.backends.sshclient.transport import HostConn
 
 STATE = Path("/tmp/mfcl-ssh")
 

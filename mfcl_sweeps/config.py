@@ -109,9 +109,11 @@ class TorchrunLauncherConf(SshClientConf, CommonLauncherConf):
     max_restarts: int = opt(0, at_least(0))
     monitor_interval: float = opt(0.1, above(0, " seconds"))
     master_addr: str = opt("127.0.0.1", one_line)  # rendezvous host when rdzv_endpoint names none
-    master_port: Optional[int] = opt(None, port)  # fixed rendezvous port; default: $MASTER_PORT, else a free one per run
+    # fixed rendezvous port; default: $MASTER_PORT, else a free one per run
+    master_port: Optional[int] = opt(None, port)
     extra_args: List[str] = opt(list)  # more torchrun flags, e.g. [--tee, "3"]
-    max_concurrent: Optional[int] = opt(None, at_least(1))  # runs at once; default: GPUs or CPU count // processes per run
+    # runs at once; default: GPUs or CPU count // processes per run
+    max_concurrent: Optional[int] = opt(None, at_least(1))
     timeout: Optional[float] = opt(None, above(0, " seconds"))  # seconds per run
     idle_timeout: Optional[float] = opt(None, above(0, " seconds"))  # seconds without output
     gpus: Optional[List[Any]] = None  # GPU ids to pack runs onto; default: visible GPUs
@@ -157,7 +159,8 @@ class SlurmLauncherConf(CommonLauncherConf):
     nodes: int = opt(1, at_least(1))
     name: str = opt("${hydra.job.name}", one_line)
     stderr_to_stdout: bool = False
-    signal_delay_s: int = opt(120, at_least(0, " seconds"))  # USR2 this long before the time limit: the task requeues itself
+    # USR2 this long before the time limit: the task requeues itself
+    signal_delay_s: int = opt(120, at_least(0, " seconds"))
     max_num_timeout: int = opt(3, at_least(0))  # time-limit requeues per run
     additional_parameters: Dict[str, Any] = opt(dict, _sbatch_flags)  # e.g. {mail-type: END}
     array_parallelism: Optional[int] = opt(256, at_least(1))  # tasks of one array running at once (null: no limit)
@@ -177,6 +180,7 @@ class SlurmLauncherConf(CommonLauncherConf):
 # -- mfcl_pbs --------------------------------------------------------------------------------
 # PBS Pro: up to 236 characters starting with a letter; Torque clients may truncate long names.
 PBS_JOB_NAME = r"[A-Za-z][A-Za-z0-9_.+-]{0,235}"
+PBS_JOB_NAME_RULE = "a PBS job name starts with a letter and holds only letters, digits and _.+- (no spaces); rename it"
 
 
 @dataclass
@@ -184,8 +188,7 @@ class PbsLauncherConf(CommonLauncherConf):
     _target_: str = PLUGINS + "pbs_launcher.MfclPbsLauncher"
     dialect: str = opt("pbspro", one_of("pbspro", "torque"))  # pbspro (-J, select=) | torque (-t, nodes=)
     frontend: str = opt("auto", one_of("auto", "pbs", "slurm"))  # slurm: Debian's slurm-wlm-torque qsub over Slurm
-    job_name: str = opt("${hydra.job.name}", matches(PBS_JOB_NAME, "a PBS job name starts with a letter and holds "
-                                                                   "only letters, digits and _.+- (no spaces); rename it"))
+    job_name: str = opt("${hydra.job.name}", matches(PBS_JOB_NAME, PBS_JOB_NAME_RULE))
     queue: Optional[str] = opt(None, _plain_name)
     account: Optional[str] = opt(None, _plain_name)
     priority: Optional[int] = opt(None, between(-1024, 1023))

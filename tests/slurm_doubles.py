@@ -2,7 +2,7 @@
 only by chance: sacct and squeue answers are given as text, parsing and decisions are the real ones."""
 from __future__ import annotations
 
-from mfcl_sweeps.backends.slurm.query import SlurmQuery, parse_sacct, parse_squeue, plain_ids
+from mfcl_sweeps.backends.sacct import SlurmQuery, parse_sacct, parse_squeue, plain_ids
 
 
 class FakeOutputQuery(SlurmQuery):

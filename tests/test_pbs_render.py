@@ -14,22 +14,20 @@ import goldenfiles
 import pytest
 from slurm_doubles import FakeOutputQuery
 
-from mfcl_sweeps.errors import OptionError
 from mfcl_sweeps.backends.base import JobRequest
-from mfcl_sweeps.backends.pbs.backend import (
-    PbsBackend,
+from mfcl_sweeps.backends.pbs.backend import PbsBackend, array_range, pbs_mem, pbs_options, walltime
+from mfcl_sweeps.backends.pbs.frontends import (
     PbsError,
     PbsFrontend,
-    array_range,
+    SlurmTorqueFrontend,
     detect_frontend,
     parse_qstat_full,
-    pbs_mem,
-    pbs_options,
+    pbs_id,
     pbs_task_state,
+    slurm_id,
     unknown_ids,
-    walltime,
 )
-from mfcl_sweeps.backends.pbs.frontends import SlurmTorqueFrontend, pbs_id, slurm_id
+from mfcl_sweeps.errors import OptionError
 from mfcl_sweeps.job.jobspec import JobSpec, run_to_dict
 from mfcl_sweeps.model import PlannedRun, RunResources
 

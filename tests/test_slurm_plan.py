@@ -13,17 +13,16 @@ import goldenfiles
 import pytest
 from slurm_doubles import FakeOutputQuery
 
-from mfcl_sweeps.errors import OptionError
 from mfcl_sweeps.backends.base import JobRequest
+from mfcl_sweeps.backends.sacct import ended, expand_ids, parse_sacct, parse_squeue
 from mfcl_sweeps.backends.slurm.backend import (
     SlurmBackend,
-    SlurmError,
     array_resources,
     signal_delay,
     slurm_options,
 )
-from mfcl_sweeps.backends.slurm.query import ended, expand_ids, parse_sacct, parse_squeue
 from mfcl_sweeps.backends.slurm.task import rank_env, rendezvous_port, restarted
+from mfcl_sweeps.errors import OptionError
 from mfcl_sweeps.job.jobspec import JobSpec, run_to_dict
 from mfcl_sweeps.model import PlannedRun, RunResources
 

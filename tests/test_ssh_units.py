@@ -13,12 +13,12 @@ import time
 
 import pytest
 
-from mfcl_sweeps.errors import OptionError
-from mfcl_sweeps.backends.ssh import commands as cmd
 from mfcl_sweeps.backends.ssh.health import HealthRules, HostHealth
-from mfcl_sweeps.backends.ssh.hosts import SshConfigError, parse_options, parse_short
 from mfcl_sweeps.backends.ssh.paths import PathMap, RemoteLayout, remote_spec
 from mfcl_sweeps.backends.ssh.strategy import HostLoad, choose
+from mfcl_sweeps.backends.sshclient import commands as cmd
+from mfcl_sweeps.backends.sshclient.hosts import parse_options, parse_short
+from mfcl_sweeps.errors import OptionError
 from mfcl_sweeps.job.jobspec import JobSpec
 
 INJECTION = "; $(touch /tmp/mfcl-pwned) ' \" \\ `id`\nline2 && rm -rf /nope"

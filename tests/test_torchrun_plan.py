@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from mfcl_sweeps.backends.torchrun.backend import (PortAllocator, TorchrunBackend, TorchrunOptions, failure_reason,
-                                                   node_command, resolve)
+from mfcl_sweeps.backends.torchrun.backend import (
+    PortAllocator,
+    TorchrunBackend,
+    TorchrunOptions,
+    failure_reason,
+    node_command,
+    resolve,
+)
 from mfcl_sweeps.errors import MfclError
 from mfcl_sweeps.launch.driver import make_request
 from mfcl_sweeps.model import PlannedRun, RunResources

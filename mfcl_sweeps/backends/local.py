@@ -14,7 +14,6 @@ import logging
 import os
 import select
 import signal
-import subprocess
 import sys
 import time
 import traceback
@@ -22,7 +21,7 @@ from typing import Any, NoReturn, Optional, Sequence
 
 from mfcl_sweeps.backends import supervise
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
-from mfcl_sweeps.backends.supervise import die_with_parent  # noqa: F401  (torchrun, ddp_worker)
+from mfcl_sweeps.backends.children import GpuPool, overdue_reason, signal_name, visible_gpus
 from mfcl_sweeps.config import LocalLauncherConf
 from mfcl_sweeps.job.jobspec import worker_argv
 from mfcl_sweeps.options import options_type
@@ -56,56 +55,12 @@ def cuda_initialized() -> bool:
     return cuda_driver_loaded()
 
 
-def visible_gpus(declared: Optional[Sequence[int]] = None) -> list[str]:
-    """GPU ids jobs may be packed onto: declared ones, else CUDA_VISIBLE_DEVICES, else nvidia-smi."""
-    if declared is not None:
-        return [str(g) for g in declared]
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
-
-
 def pidfd_of(pid: int) -> Optional[int]:
     """A descriptor that becomes readable when `pid` exits (Linux >= 5.3), else None."""
     try:
         return os.pidfd_open(pid)
     except (AttributeError, OSError):
         return None
-
-
-def release_gpus(free: list[str], released: Sequence[str], order: Sequence[str]) -> None:
-    """Give GPUs back, keeping the free list in visible order so the next job gets the lowest ids."""
-    free.extend(released)
-    free.sort(key=list(order).index)
-
-
-def signal_name(code: int) -> str:
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return f"signal {-code}"
-
-
-def overdue_reason(h: JobHandle, now: float, timeout: Optional[float], idle_timeout: Optional[float]) -> Optional[str]:
-    """Why a running job must be killed now (timeout, or no output for idle_timeout), else None."""
-    run_timeout = h.request.run.resources.timeout_min
-    if run_timeout:
-        timeout = run_timeout * 60
-    if timeout and now - h.started > timeout:
-        return f"timed out after {timeout:g}s (timeout)"
-    if idle_timeout:
-        try:
-            idle = time.time() - os.stat(h.request.log_path).st_mtime
-        except OSError:
-            idle = now - h.started
-        if idle > idle_timeout and now - h.started > idle_timeout:
-            return f"no output for {idle_timeout:g}s (idle_timeout)"
-    return None
 
 
 LocalOptions = options_type(LocalLauncherConf)  # declared, with their checks, in mfcl_sweeps.config
@@ -121,15 +76,14 @@ class LocalBackend(Backend):
         self.session = session  # the in-memory session, for forked jobs
         self.running: dict[str, JobHandle] = {}
         self.max_concurrent = options.max_concurrent or os.cpu_count() or 1
-        self.gpus = visible_gpus(options.gpus) if options.gpus_per_job else []
-        self.free_gpus = list(self.gpus)
+        self.gpus = GpuPool(visible_gpus(options.gpus) if options.gpus_per_job else ())
         self.templates: Any = None  # composed configs forked jobs finish from (mfcl_sweeps.job.config_templates)
         self._fork_safe: Optional[bool] = None
-        if options.gpus_per_job and len(self.free_gpus) < options.gpus_per_job:
+        if options.gpus_per_job and len(self.gpus) < options.gpus_per_job:
             from mfcl_sweeps.errors import MfclError
 
             raise MfclError(f"hydra.launcher.gpus_per_job={options.gpus_per_job} but only "
-                            f"{len(self.free_gpus)} GPU(s) are visible ({self.free_gpus}); "
+                            f"{len(self.gpus)} GPU(s) are visible ({self.gpus.ids}); "
                             "lower gpus_per_job or set hydra.launcher.gpus=[...]")
 
     # -- planning (pure) -------------------------------------------------------------------
@@ -152,7 +106,7 @@ class LocalBackend(Backend):
     def capacity(self) -> Optional[int]:
         free = self.max_concurrent - len(self.running)
         if self.options.gpus_per_job:
-            free = min(free, len(self.free_gpus) // self.options.gpus_per_job)
+            free = min(free, len(self.gpus.free) // self.options.gpus_per_job)
         return max(free, 0)
 
     # -- running ------------------------------------------------------------------------------
@@ -165,7 +119,7 @@ class LocalBackend(Backend):
     def submit(self, submission: Submission) -> list[JobHandle]:
         handles = []
         for request, argv in zip(submission.requests, submission.commands):
-            gpus = [self.free_gpus.pop(0) for _ in range(self.options.gpus_per_job)]
+            gpus = self.gpus.take(self.options.gpus_per_job)
             env = self.job_env(request, gpus)
             os.makedirs(os.path.dirname(request.log_path), exist_ok=True)
             command = None if self.use_fork() else argv
@@ -299,7 +253,7 @@ class LocalBackend(Backend):
         self.running.pop(h.key, None)
         if h.data.get("pidfd") is not None:
             os.close(h.data.pop("pidfd"))
-        release_gpus(self.free_gpus, h.data.get("gpus", []), self.gpus)
+        self.gpus.release(h.data.get("gpus", []))
 
     def cancel(self, handles: Sequence[JobHandle]) -> None:
         # SIGTERM reaches the job's group; its supervisor then stops every process below it and

@@ -1,15 +1,14 @@
 """Stop local runs recorded in a sweep's journal: their process groups, SIGTERM then SIGKILL.
 
-Used by `mfcl-sweeps cancel` through the local backend (`backends.local.cancel_records`).
+Used by `mfcl-sweeps cancel` through the local and torchrun backends (`cancel_records`).
 Linux only: liveness and group membership come from /proc.
 """
 from __future__ import annotations
 
 import os
-import signal
-import time
 from typing import Any, Iterable, Optional
 
+from mfcl_sweeps.backends.children import stop_gracefully
 from mfcl_sweeps.state.journal import HOST
 
 DEFAULT_GRACE_S = 10.0
@@ -79,19 +78,7 @@ def cancel_records(records: Iterable[Any], grace_s: float = DEFAULT_GRACE_S) -> 
             stopped.append(rec.config_hash)
         else:
             targets.setdefault(target, []).append(rec.config_hash)
-    for target in targets:
-        _signal(target, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    alive = list(targets)
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.05)
-        alive = [t for t in alive if _alive(t)]
-    for target in alive:
-        _signal(target, signal.SIGKILL)
-    deadline = time.monotonic() + 5.0
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.02)
-        alive = [t for t in alive if _alive(t)]
+    alive = stop_gracefully(targets, _signal, _alive, grace_s)
     for target, hashes in targets.items():
         if target not in alive:
             stopped.extend(hashes)

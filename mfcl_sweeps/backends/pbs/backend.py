@@ -2,42 +2,28 @@
 template, for PBS Pro (`-J`, `select=`) or Torque (`-t`, `nodes=`).
 
 Planning is pure (`pbs_options`, `directives`, `render_script`, `qsub_argv`); `PbsBackend.submit`
-is the only place qsub runs. Scheduler commands go through a *front end*: `PbsFrontend` below speaks
-real PBS (`qstat -f -t`, `qdel ID[i]`); `mfcl_sweeps.backends.pbs.frontends` holds what differs on
-front ends that only imitate PBS (Debian's slurm-wlm-torque over Slurm).
+(the array-scheduler base's, backends/scheduler.py) is the only place qsub runs. Scheduler commands
+go through a *front end* (frontends.py): real PBS, or Debian's slurm-wlm-torque over Slurm.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
-import logging
 import math
-import re
 import shlex
+import subprocess
 import sys
-import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
-from mfcl_sweeps.backends.local import signal_name
-from mfcl_sweeps.backends.polling import BackoffPoller, TaskState, scheduler_command
+from mfcl_sweeps.backends.base import JobRequest, Submission
+from mfcl_sweeps.backends.pbs.frontends import PbsError, PbsFrontend, make_frontend, run_command
+from mfcl_sweeps.backends.scheduler import ArraySchedulerBackend, BackoffPoller, TaskState
 from mfcl_sweeps.config import PbsLauncherConf
-from mfcl_sweeps.errors import MfclError
-from mfcl_sweeps.job.jobspec import array_worker_argv, atomic_write_bytes, worker_argv
+from mfcl_sweeps.job.jobspec import array_worker_argv, worker_argv
 from mfcl_sweeps.model import RunResources
 from mfcl_sweeps.options import options_type, parse_options
 
-log = logging.getLogger(__name__)
-
 TEMPLATE = Path(__file__).resolve().parent / "pbs.sh.j2"
-QSUB_TIMEOUT_S = 120
-
-
-class PbsError(MfclError):
-    """A PBS option is invalid or a PBS command failed."""
 
 
 PbsOptions = options_type(PbsLauncherConf)  # declared, with their checks, in mfcl_sweeps.config
@@ -185,166 +171,14 @@ def qsub_argv(ctx: ScriptContext, script_path: str) -> list[str]:
     return argv + [script_path]
 
 
-# -- front ends: how the scheduler's commands are spoken --------------------------------------
-run_command = functools.partial(scheduler_command, error_type=PbsError, scheduler="PBS")
-
-
-JOB_ID = re.compile(r"(\d+)(?:\[(\d*)\])?((?:\.[\w.-]+)?)")
-
-
-def split_job_id(job_id: str) -> tuple[str, Optional[int], str]:
-    """`123[4].server` -> ("123", 4, ".server"); `123[].s` -> ("123", None, ".s"); `123` -> ("123", None, "")."""
-    m = JOB_ID.fullmatch(job_id.strip())
-    if m is None:
-        raise PbsError(f"not a PBS job id: {job_id!r}")
-    return m.group(1), (int(m.group(2)) if m.group(2) else None), m.group(3)
-
-
-def parse_qstat_full(text: str) -> dict[str, dict[str, str]]:
-    """`qstat -f` text (PBS Pro and Torque alike) -> {job id: {attribute (lower case): value}}.
-    Long values continue on lines indented deeper than the attribute's."""
-    jobs: dict[str, dict[str, str]] = {}
-    current: Optional[dict[str, str]] = None
-    key = None
-    for line in text.splitlines():
-        if line.startswith("Job Id:"):
-            current = jobs.setdefault(line.split(":", 1)[1].strip(), {})
-            key = None
-        elif current is not None and " = " in line and not line.startswith("\t\t"):
-            key, value = line.strip().split(" = ", 1)
-            key = key.lower()
-            current[key] = value
-        elif current is not None and key and line.strip():
-            current[key] += line.strip()
-    return jobs
-
-
-def pbs_task_state(attrs: Mapping[str, str]) -> TaskState:
-    """One job's `qstat -f` attributes -> TaskState. PBS Pro: F (finished) and X (subjob
-    finished) end a job; Torque: C. Exit_status > 256 means killed by signal N-256 (PBS Pro;
-    Torque uses 256+N as well); negative values are PBS's own failures to run the job."""
-    state = attrs.get("job_state", "?")
-    done = state in ("F", "X", "C")
-    code = None
-    error = None
-    raw = attrs.get("exit_status")
-    if raw is not None and raw.lstrip("-").isdigit():
-        code = int(raw)
-        if code > 256:
-            error = f"PBS job killed by {signal_name(256 - code)} (Exit_status {code})"
-            code = 256 - code  # as the local backend records a signal
-        elif code < 0:
-            error = f"PBS could not run the job (Exit_status {code})"
-    return TaskState(done=done, running=state in ("R", "E"), exit_code=code, error=error if done else None,
-                     status=state)
-
-
-def unknown_ids(text: str) -> list[str]:
-    """Job ids that qstat's error lines name as unknown or finished."""
-    ids = []
-    for line in text.splitlines():
-        if re.search(r"unknown job id|job has finished|invalid job id", line, re.I):
-            ids += [m.group(0) for m in re.finditer(r"\b\d+(?:\[\d*\])?(?:\.[\w-]+(?:\.[\w-]+)*)?", line)]
-    return ids
-
-
-class PbsFrontend:
-    """Real PBS Pro / Torque client commands."""
-
-    name = "pbs"
-    index_env: tuple[str, ...] = ("PBS_ARRAY_INDEX", "PBS_ARRAYID")
-
-    def __init__(self, dialect: str) -> None:
-        self.dialect = dialect
-
-    def output_path(self, out_dir: str, job_name: str, array: bool) -> str:
-        # A directory: PBS names each (sub)job's file itself, so array tasks never share one.
-        return out_dir.rstrip("/") + "/"
-
-    def submitted_id(self, stdout: str) -> str:
-        lines = [ln.strip() for ln in stdout.splitlines() if ln.strip()]
-        if not lines:
-            raise PbsError("qsub printed no job id")
-        split_job_id(lines[-1])
-        return lines[-1]
-
-    def task_id(self, job_id: str, index: Optional[int]) -> str:
-        """The id of array task `index` of `job_id` (`123[].s` -> `123[4].s`), as PBS names it."""
-        return job_id if index is None else job_id.replace("[]", f"[{index}]", 1)
-
-    def qstat_argv(self, job_ids: Sequence[str]) -> list[str]:
-        # PBS Pro shows finished jobs only with -x (history); Torque's -x means XML instead.
-        return ["qstat", "-f", "-t", *(["-x"] if self.dialect == "pbspro" else []), *job_ids]
-
-    def poll(self, task_ids: Sequence[str]) -> dict[str, TaskState]:
-        """States of these tasks from one qstat call over their arrays. A task qstat no longer
-        knows has ended (its result file says how); if qstat failed outright, nothing is reported."""
-        arrays = sorted({self.array_id(t) for t in task_ids})
-        proc = run_command(self.qstat_argv(arrays))
-        seen = {self.key(j): attrs for j, attrs in parse_qstat_full(proc.stdout).items() if JOB_ID.fullmatch(j)}
-        gone = {self.key(j) for j in unknown_ids(proc.stderr)} if proc.returncode else set()
-        out = {}
-        for t in task_ids:
-            k = self.key(t)
-            if k in seen:
-                out[t] = pbs_task_state(seen[k])
-            elif proc.returncode == 0 or k in gone or self.key(self.array_id(t)) in gone:
-                out[t] = TaskState(done=True, status="gone")
-        if proc.returncode and not out:
-            log.warning("qstat failed (exit %s): %s", proc.returncode, proc.stderr.strip()[:300])
-        return out
-
-    @staticmethod
-    def array_id(task_id: str) -> str:
-        seq, index, server = split_job_id(task_id)
-        return f"{seq}[]{server}" if index is not None or "[]" in task_id else task_id
-
-    @staticmethod
-    def key(job_id: str) -> tuple[str, Optional[int]]:
-        # qstat may print a longer server name than qsub did: match on sequence number and index
-        seq, index, _ = split_job_id(job_id)
-        return seq, index
-
-    def cancel(self, task_ids: Sequence[str]) -> None:
-        if task_ids:
-            proc = run_command(["qdel", *task_ids])
-            if proc.returncode:  # finished tasks cannot be deleted; the rest were
-                log.info("qdel exit %s: %s", proc.returncode, proc.stderr.strip()[:300])
-
-
-def detect_frontend(choice: str = "auto") -> str:
-    """'pbs' or 'slurm': which qsub this machine has (slurm-wlm-torque's is a Perl script
-    that runs sbatch)."""
-    if choice != "auto":
-        return choice
-    import shutil
-
-    qsub = shutil.which("qsub")
-    if qsub is None:
-        return "pbs"
-    try:
-        with open(qsub, "rb") as f:
-            head = f.read(65536)
-    except OSError:
-        return "pbs"
-    return "slurm" if b"sbatch" in head and b"Slurm" in head else "pbs"
-
-
-def make_frontend(choice: str, dialect: str) -> PbsFrontend:
-    if detect_frontend(choice) == "slurm":
-        from mfcl_sweeps.backends.pbs.frontends import SlurmTorqueFrontend
-
-        return SlurmTorqueFrontend(dialect)
-    return PbsFrontend(dialect)
-
-
 # -- the backend -------------------------------------------------------------------------------
-class PbsBackend(Backend):
+class PbsBackend(ArraySchedulerBackend):
     name = "pbs"
     conf = PbsLauncherConf
     conf_defaults = DEFAULTS
-    queues_jobs = True
-    poll_interval = 0.2  # the driver loop's sleep; qstat itself runs at most every poll_min_s..poll_max_s
+    scheduler = "PBS"
+    job_word = "PBS job"
+    error_type = PbsError
 
     def __init__(self, options: PbsOptions, *, sweep_dir: str, frontend: Optional[PbsFrontend] = None,
                  workdir: Optional[str] = None) -> None:
@@ -352,25 +186,23 @@ class PbsBackend(Backend):
         self.sweep_dir = sweep_dir
         self.frontend = frontend or make_frontend(options.frontend, options.dialect)
         self.workdir = workdir or str(Path.cwd())
-        self.out_dir = options.output_dir or str(Path(sweep_dir) / ".mfcl" / "pbs")
+        self.state_dir = options.output_dir or str(Path(sweep_dir) / ".mfcl" / "pbs")
         self.python = options.python or sys.executable
-        self.poller = BackoffPoller(self.frontend.poll, options.poll_min_s, options.poll_max_s)
+        self.poller = BackoffPoller(self.query, options.poll_min_s, options.poll_max_s)
 
     # -- planning (pure) ------------------------------------------------------------------
-    def plan(self, requests: Sequence[JobRequest]) -> list[Submission]:
-        groups: dict[ArrayResources, list[JobRequest]] = defaultdict(list)
-        for req in requests:
-            groups[array_resources(self.options, req.run.resources)].append(req)
-        size = self.options.max_array_size
-        return [self.plan_array(res, reqs[i:i + size]) for res, reqs in groups.items()
-                for i in range(0, len(reqs), size)]
+    def resources(self, request: JobRequest) -> ArrayResources:
+        return array_resources(self.options, request.run.resources)
 
-    def plan_array(self, res: ArrayResources, requests: list[JobRequest]) -> Submission:
+    def max_array_size(self) -> int:
+        return self.options.max_array_size
+
+    def plan_array(self, res: ArrayResources, requests: list[JobRequest], part: int = 0) -> Submission:
         o = self.options
         first = requests[0]
-        stem = str(Path(self.out_dir) / f"{first.run.run_id}.{first.spec.attempt}")
+        stem = str(Path(self.state_dir) / f"{first.run.run_id}.{first.spec.attempt}")
         rng = array_range(o, len(requests))
-        out = self.frontend.output_path(self.out_dir, o.job_name, rng is not None)
+        out = self.frontend.output_path(self.state_dir, o.job_name, rng is not None)
         err = None if o.join_output else out
         index_env = list(self.frontend.index_env)
         job_list = f"{stem}.jobs.json" if rng else None
@@ -391,38 +223,24 @@ class PbsBackend(Backend):
                           script=render_script(ctx, o.template), script_path=script_path,
                           extra={"job_list_path": job_list, "array_size": len(requests)})
 
-    # -- running ------------------------------------------------------------------------------
-    def submit(self, submission: Submission) -> list[JobHandle]:
-        Path(self.out_dir).mkdir(parents=True, exist_ok=True)
-        for req in submission.requests:
-            Path(req.log_path).parent.mkdir(parents=True, exist_ok=True)
-        if submission.extra["job_list_path"]:
-            atomic_write_bytes(submission.extra["job_list_path"],
-                               json.dumps([r.job_path for r in submission.requests]).encode())
-        atomic_write_bytes(submission.script_path, submission.script.encode())
-        argv = submission.commands[0]
-        proc = run_command(argv, timeout=QSUB_TIMEOUT_S)
-        if proc.returncode != 0:
-            detail = (proc.stderr.strip() or proc.stdout.strip())[-500:]
-            raise PbsError(f"qsub failed (exit {proc.returncode}): {detail}; command: {shlex.join(argv)}")
-        job_id = self.frontend.submitted_id(proc.stdout)
-        array = submission.extra["array_size"] > 1
-        now = time.monotonic()
-        fields = {"pbs_frontend": self.frontend.name, "pbs_dialect": self.options.dialect}
-        handles = []
-        for i, req in enumerate(submission.requests):
-            task = self.frontend.task_id(job_id, i if array else None)
-            handles.append(JobHandle(request=req, backend_job_id=task, started=now,
-                                     data={"job_id": job_id, "journal_fields": fields}))
-        log.info("submitted %s (%d run(s)) with %s", job_id, len(handles), submission.script_path)
-        self.poller.reset()
-        return handles
+    # -- the scheduler's commands, through the front end --------------------------------------
+    def parse_job_id(self, stdout: str) -> str:
+        return self.frontend.submitted_id(stdout)
 
-    def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
-        return self.poller.states(handles)
+    def task_id(self, job_id: str, index: int, submission: Submission) -> str:
+        return self.frontend.task_id(job_id, index if submission.extra["array_size"] > 1 else None)
 
-    def cancel(self, handles: Sequence[JobHandle]) -> None:
-        self.frontend.cancel([h.backend_job_id for h in handles])
+    def journal_fields(self, submission: Submission, job_id: str, index: int) -> dict[str, Any]:
+        return {"pbs_frontend": self.frontend.name, "pbs_dialect": self.options.dialect}
+
+    def run_command(self, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+        return run_command(argv, timeout=timeout)
+
+    def query(self, task_ids: list[str]) -> dict[str, TaskState]:
+        return self.frontend.poll(task_ids)
+
+    def cancel_ids(self, task_ids: list[str]) -> None:
+        self.frontend.cancel(task_ids)
 
     # -- what the CLI and claim takeover ask of runs this backend started ----------------------
     @classmethod
@@ -435,33 +253,9 @@ class PbsBackend(Backend):
         return make_frontend(extra.get("pbs_frontend", "auto"), extra.get("pbs_dialect", "pbspro"))
 
     @classmethod
-    def cancel_records(cls, records: Sequence[Any]) -> list[str]:
-        """`mfcl-sweeps cancel`: qdel the runs' PBS jobs; returns the config hashes asked to stop."""
-        mine = [r for r in records if r.backend_job_id]
-        if mine:
-            cls._frontend_for(mine).cancel([r.backend_job_id for r in mine])
-        return [r.config_hash for r in mine]
+    def query_records(cls, records: Sequence[Any]) -> dict[str, TaskState]:
+        return cls._frontend_for(records).poll([r.backend_job_id for r in records])
 
     @classmethod
-    def refresh_records(cls, records: Sequence[Any]) -> dict[str, dict]:
-        """`mfcl-sweeps status`: what the scheduler says of runs the journal still calls active. A
-        job the scheduler has finished but that never journaled an end died from outside (deleted,
-        walltime, node failure): shown failed with the scheduler's reason."""
-        from mfcl_sweeps import model
-
-        mine = [r for r in records if r.backend_job_id]
-        if not mine:
-            return {}
-        states = cls._frontend_for(mine).poll([r.backend_job_id for r in mine])
-        out: dict[str, dict] = {}
-        for rec in mine:
-            s = states.get(rec.backend_job_id)
-            if s is None:
-                continue
-            if s.done:
-                out[rec.config_hash] = {"status": model.FAILED, "exit_code": s.exit_code,
-                                        "error": s.error or f"PBS job {rec.backend_job_id} ended ({s.status}) "
-                                                            "without recording an outcome"}
-            elif s.running and rec.status == model.PENDING:
-                out[rec.config_hash] = {"status": model.RUNNING}
-        return out
+    def cancel_record_ids(cls, records: Sequence[Any]) -> None:
+        cls._frontend_for(records).cancel([r.backend_job_id for r in records])

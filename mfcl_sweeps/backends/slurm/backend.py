@@ -8,28 +8,26 @@ picks the array task's job file, handles requeues and the time-limit signal, and
 worker. Job files are written before `sbatch` runs, so no task waits for its input.
 
 Planning is pure (`slurm_options`, `array_resources`, `sbatch_parameters`, `render_script`);
-`SlurmBackend.submit` is the only place sbatch runs; states come from `slurm_sacct`.
+`SlurmBackend.submit` is the only place sbatch runs (the plumbing is the array-scheduler base's,
+backends/scheduler.py); states come from `backends.sacct`.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
 import shlex
+import subprocess
 import sys
-import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
-from mfcl_sweeps.backends.polling import BackoffPoller
-from mfcl_sweeps.backends.slurm import query as slurm_sacct
-from mfcl_sweeps.backends.slurm.query import SlurmError
+from mfcl_sweeps.backends import sacct as slurm_sacct
+from mfcl_sweeps.backends.base import JobHandle, JobRequest, Submission
+from mfcl_sweeps.backends.sacct import SlurmError
+from mfcl_sweeps.backends.scheduler import ArraySchedulerBackend, BackoffPoller, TaskState
 from mfcl_sweeps.config import SlurmLauncherConf
-from mfcl_sweeps.job.jobspec import atomic_write_bytes
 from mfcl_sweeps.options import options_type, parse_options
 
 log = logging.getLogger(__name__)
@@ -169,12 +167,13 @@ def aggregate_argv(opts: SlurmOptions, python: str, sweep_dir: str, log_dir: str
 
 
 # -- the backend -------------------------------------------------------------------------------
-class SlurmBackend(Backend):
+class SlurmBackend(ArraySchedulerBackend):
     name = "slurm"
     conf = SlurmLauncherConf
     conf_defaults = DEFAULTS
-    queues_jobs = True
-    poll_interval = 0.2  # the driver loop's sleep; sacct itself runs every poll_min_s..poll_max_s
+    scheduler = "Slurm"
+    job_word = "Slurm job"
+    error_type = SlurmError
 
     def __init__(self, options: SlurmOptions, *, sweep_dir: str, detach: bool = False,
                  max_array_size: Optional[int] = None) -> None:
@@ -184,24 +183,23 @@ class SlurmBackend(Backend):
         self.state_dir = str(Path(sweep_dir) / ".mfcl" / "slurm")
         self.log_dir = str(Path(self.state_dir) / "logs")
         self.python = options.python or sys.executable
-        self.max_array_size = options.max_array_size or max_array_size or read_max_array_size()
-        self.query = slurm_sacct.SlurmQuery(has_result=self._has_result)
+        self.array_limit = options.max_array_size or max_array_size or read_max_array_size()
+        self.sacct = slurm_sacct.SlurmQuery(has_result=self._has_result)
         self._results: dict[str, str] = {}  # task id -> result path
         self._last_array: dict[ArrayResources, str] = {}  # per group: the latest array (chained by parallelism)
         self._arrays: list[str] = []
         self._aggregate: Optional[dict] = None  # {"id", "arrays_expected"} while the aggregate job is held
-        self.poller = BackoffPoller(self.query.states, options.poll_min_s, options.poll_max_s)
+        self.poller = BackoffPoller(self.query, options.poll_min_s, options.poll_max_s)
 
     # -- planning (pure) ------------------------------------------------------------------
+    def resources(self, request: JobRequest) -> ArrayResources:
+        return array_resources(self.options, request.run.resources)
+
+    def max_array_size(self) -> int:
+        return self.array_limit  # the largest index is MaxArraySize - 1
+
     def plan(self, requests: Sequence[JobRequest]) -> list[Submission]:
-        groups: dict[ArrayResources, list[JobRequest]] = defaultdict(list)
-        for req in requests:
-            groups[array_resources(self.options, req.run.resources)].append(req)
-        size = self.max_array_size  # the largest index is MaxArraySize - 1
-        out = []
-        for res, reqs in groups.items():
-            for n, i in enumerate(range(0, len(reqs), size)):
-                out.append(self.plan_array(res, reqs[i:i + size], after_previous=n > 0))
+        out = super().plan(requests)
         if self.detach and out:
             out.insert(0, Submission(requests=[], commands=[
                 aggregate_argv(self.options, self.python, self.sweep_dir, self.log_dir),
@@ -209,7 +207,7 @@ class SlurmBackend(Backend):
                 ["scontrol", "release", AGGREGATE]], extra={"aggregate": True, "arrays": len(out)}))
         return out
 
-    def plan_array(self, res: ArrayResources, requests: list[JobRequest], *, after_previous: bool) -> Submission:
+    def plan_array(self, res: ArrayResources, requests: list[JobRequest], part: int) -> Submission:
         first = requests[0]
         stem = str(Path(self.state_dir) / f"{first.run.run_id}.{first.spec.attempt}")
         job_list = f"{stem}.jobs.json"
@@ -217,7 +215,7 @@ class SlurmBackend(Backend):
         script_path = f"{stem}.sh"
         argv = ["sbatch", "--parsable"]
         # %P holds per array: a group split into several arrays runs them one after another
-        chained = after_previous and self.options.array_parallelism is not None
+        chained = part > 0 and self.options.array_parallelism is not None
         if chained:
             argv.append(f"--dependency=afterany:{PREVIOUS}")
         return Submission(requests=list(requests), commands=[argv + [script_path]],
@@ -226,49 +224,47 @@ class SlurmBackend(Backend):
                           extra={"job_list_path": job_list, "resources": res, "chained": chained,
                                  "torchrun": bool(res.nproc_per_node)})
 
-    # -- running ------------------------------------------------------------------------------
+    # -- running: the base's plumbing, with the previous array and the aggregation job filled in --
     def submit(self, submission: Submission) -> list[JobHandle]:
-        Path(self.log_dir).mkdir(parents=True, exist_ok=True)
+        Path(self.log_dir).mkdir(parents=True, exist_ok=True)  # Slurm writes task output there
         if submission.extra.get("aggregate"):
-            self._aggregate = {"id": self._sbatch(submission.commands[0]), "arrays_expected": submission.extra["arrays"]}
+            self._aggregate = {"id": self.run_submit(submission.commands[0]),
+                               "arrays_expected": submission.extra["arrays"]}
             return []
-        for req in submission.requests:
-            Path(req.log_path).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(submission.extra["job_list_path"],
-                           json.dumps([r.job_path for r in submission.requests]).encode())
-        atomic_write_bytes(submission.script_path, submission.script.encode())
+        return super().submit(submission)
+
+    def submit_argv(self, submission: Submission) -> list[str]:
         res = submission.extra["resources"]
         argv = [a.replace(PREVIOUS, self._last_array.get(res, "")) for a in submission.commands[0]]
         if submission.extra["chained"] and res not in self._last_array:
             argv = [a for a in argv if not a.startswith("--dependency=")]
-        array_id = self._sbatch(argv)
-        self._last_array[res] = array_id
-        self._arrays.append(array_id)
-        now = time.monotonic()
-        handles = []
+        return argv
+
+    def parse_job_id(self, stdout: str) -> str:
+        job_id = stdout.strip().split(";")[0]  # --parsable prints ID or ID;cluster
+        if not job_id.isdigit():
+            raise SlurmError(f"sbatch printed no job id: {stdout.strip()[-300:]!r}")
+        return job_id
+
+    def task_id(self, job_id: str, index: int, submission: Submission) -> str:
+        return f"{job_id}_{index}"
+
+    def journal_fields(self, submission: Submission, job_id: str, index: int) -> dict[str, Any]:
+        fields = {"slurm_log": log_paths(self.log_dir, job_id, index)}
+        if self._aggregate:
+            fields["slurm_aggregate_job"] = self._aggregate["id"]
+        return fields
+
+    def submitted(self, submission: Submission, job_id: str) -> None:
+        self._last_array[submission.extra["resources"]] = job_id
+        self._arrays.append(job_id)
         for i, req in enumerate(submission.requests):
-            task = f"{array_id}_{i}"
-            self._results[task] = req.spec.result_path
-            fields = {"slurm_log": log_paths(self.log_dir, array_id, i)}
-            if self._aggregate:
-                fields["slurm_aggregate_job"] = self._aggregate["id"]
-            handles.append(JobHandle(request=req, backend_job_id=task, started=now,
-                                     data={"array_id": array_id, "journal_fields": fields}))
-        log.info("submitted Slurm array %s (%d run(s)) with %s", array_id, len(handles), submission.script_path)
+            self._results[self.task_id(job_id, i, submission)] = req.spec.result_path
         if self._aggregate and len(self._arrays) == self._aggregate["arrays_expected"]:
             self._release_aggregate()
-        self.poller.reset()
-        return handles
 
-    def _sbatch(self, argv: list[str]) -> str:
-        proc = slurm_sacct.run_command(argv, timeout=120)
-        if proc.returncode != 0:
-            detail = (proc.stderr.strip() or proc.stdout.strip())[-500:]
-            raise SlurmError(f"sbatch failed (exit {proc.returncode}): {detail}; command: {shlex.join(argv)}")
-        job_id = proc.stdout.strip().split(";")[0]  # --parsable prints ID or ID;cluster
-        if not job_id.isdigit():
-            raise SlurmError(f"sbatch printed no job id: {proc.stdout.strip()[-300:]!r}")
-        return job_id
+    def run_command(self, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+        return slurm_sacct.run_command(argv, timeout=timeout)
 
     def _release_aggregate(self) -> None:
         agg, self._aggregate = self._aggregate["id"], None
@@ -278,9 +274,8 @@ class SlurmBackend(Backend):
         log.info("aggregation job %s runs `mfcl-sweeps aggregate %s` after arrays %s", agg, self.sweep_dir,
                  ", ".join(self._arrays))
 
-    @staticmethod
-    def _scontrol(args: list[str]) -> None:
-        proc = slurm_sacct.run_command(["scontrol", *args])
+    def _scontrol(self, args: list[str]) -> None:
+        proc = self.run_command(["scontrol", *args])
         if proc.returncode:
             raise SlurmError(f"scontrol {' '.join(args)} failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
 
@@ -288,11 +283,11 @@ class SlurmBackend(Backend):
         path = self._results.get(task_id)
         return bool(path) and os.path.exists(path)
 
-    def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
-        return self.poller.states(handles)
+    def query(self, task_ids: list[str]) -> dict[str, TaskState]:
+        return self.sacct.states(task_ids)
 
-    def cancel(self, handles: Sequence[JobHandle]) -> None:
-        slurm_sacct.cancel([h.backend_job_id for h in handles])
+    def cancel_ids(self, task_ids: list[str]) -> None:
+        slurm_sacct.cancel(task_ids)
 
     def close(self) -> None:
         if self._aggregate:  # a detached launch that failed half-way: aggregate what was submitted
@@ -307,33 +302,12 @@ class SlurmBackend(Backend):
         return cls(cls.check_options(raw), sweep_dir=session.sweep_dir, detach=detach)
 
     @classmethod
-    def cancel_records(cls, records: Sequence[Any]) -> list[str]:
-        """`mfcl-sweeps cancel`: scancel the runs' array tasks and the sweep's aggregation job."""
-        mine = [r for r in records if r.backend_job_id]
-        aggregate = {str(r.extra["slurm_aggregate_job"]) for r in mine if (r.extra or {}).get("slurm_aggregate_job")}
-        slurm_sacct.cancel([r.backend_job_id for r in mine] + sorted(aggregate))
-        return [r.config_hash for r in mine]
+    def query_records(cls, records: Sequence[Any]) -> dict[str, TaskState]:
+        # a task gone from squeue that sacct has not recorded yet is left as the journal says
+        return slurm_sacct.SlurmQuery(grace_s=math.inf).states([r.backend_job_id for r in records])
 
     @classmethod
-    def refresh_records(cls, records: Sequence[Any]) -> dict[str, dict]:
-        """`mfcl-sweeps status`: what Slurm says of runs whose worker has not journaled an outcome. A
-        task Slurm has ended without one died from outside (cancelled, time limit, node, memory)."""
-        from mfcl_sweeps import model
-
-        mine = [r for r in records if r.backend_job_id]
-        # a task gone from squeue that sacct has not recorded yet is left as the journal says
-        states = slurm_sacct.SlurmQuery(grace_s=math.inf).states([r.backend_job_id for r in mine]) if mine else {}
-        out: dict[str, dict] = {}
-        for rec in mine:
-            s = states.get(rec.backend_job_id)
-            if s is None or s.status == "ending":
-                continue
-            if s.done:
-                out[rec.config_hash] = {"status": model.FAILED, "exit_code": s.exit_code,
-                                        "error": s.error or f"Slurm job {rec.backend_job_id} ended ({s.status}) "
-                                                            "without recording an outcome"}
-            elif s.running and rec.status == model.PENDING:
-                out[rec.config_hash] = {"status": model.RUNNING}
-            elif not s.running and rec.status == model.RUNNING:  # requeued: waits to start again
-                out[rec.config_hash] = {"status": model.PREEMPTED}
-        return out
+    def cancel_record_ids(cls, records: Sequence[Any]) -> None:
+        """scancel the runs' array tasks and the sweep's aggregation job."""
+        aggregate = {str(r.extra["slurm_aggregate_job"]) for r in records if (r.extra or {}).get("slurm_aggregate_job")}
+        slurm_sacct.cancel([r.backend_job_id for r in records] + sorted(aggregate))

@@ -134,7 +134,7 @@ def run_torchrun(args: argparse.Namespace, job: JobSpec, job_path: str, environ:
                  lead: bool) -> int:
     """This node's torchrun agent (c10d rendezvous on the first node); the lead node turns a
     failed rank into the run's failure when rank 0 itself completed."""
-    from mfcl_sweeps.backends.torchrun import backend as torchrun
+    from mfcl_sweeps.backends import ddp as torchrun
 
     run = job.planned_run
     state_dir = str(Path(job.sweep_dir) / ".mfcl" / "slurm" / "torchrun" / f"{run.run_id}.{job.attempt}")

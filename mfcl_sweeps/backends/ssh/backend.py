@@ -26,14 +26,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Optional, Sequence
 
-from mfcl_sweeps.backends.ssh import commands as cmd
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
 from mfcl_sweeps.backends.ssh.health import HealthRules, HostHealth, SweepLogs
-from mfcl_sweeps.backends.ssh.hosts import HostSpec, SshOptions, check_workdirs, parse_options
 from mfcl_sweeps.backends.ssh.paths import RemoteLayout, job_dir_of, localize_return, remote_session, remote_spec
 from mfcl_sweeps.backends.ssh.strategy import HostLoad, choose
 from mfcl_sweeps.backends.ssh.sync import Unreachable, local_commit, prepare_host, project_root
-from mfcl_sweeps.backends.ssh.transport import SSH_FAILED, HostConn
+from mfcl_sweeps.backends.sshclient import commands as cmd
+from mfcl_sweeps.backends.sshclient.hosts import HostSpec, SshOptions, check_workdirs, parse_options
+from mfcl_sweeps.backends.sshclient.transport import SSH_FAILED, HostConn
 from mfcl_sweeps.config import SshLauncherConf
 from mfcl_sweeps.errors import MfclError
 from mfcl_sweeps.job.jobspec import atomic_write_bytes, worker_argv

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from mfcl_sweeps import model
-from mfcl_sweeps.backends.ssh.commands import REMOTE_DIR
+from mfcl_sweeps.backends.sshclient.commands import REMOTE_DIR
 from mfcl_sweeps.job.jobspec import JobSpec, Session, quote_override_value
 
 

@@ -13,8 +13,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Optional
 
-from mfcl_sweeps.backends.ssh import commands as cmd
-from mfcl_sweeps.backends.ssh.transport import HostConn
+from mfcl_sweeps.backends.sshclient import commands as cmd
+from mfcl_sweeps.backends.sshclient.transport import HostConn
 from mfcl_sweeps.errors import MfclError
 
 log = logging.getLogger(__name__)

@@ -14,24 +14,25 @@ dry run prints the exact command, and back-to-back or concurrent runs never shar
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import re
 import signal
 import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
-from mfcl_sweeps.backends.local import (
-    die_with_parent,
+from mfcl_sweeps.backends.children import (
+    GpuPool,
     overdue_reason,
-    release_gpus,
+    signal_group,
     signal_name,
+    stop_gracefully,
     visible_gpus,
 )
+from mfcl_sweeps.backends.ddp import RunLaunch, failure_reason, node_command
+from mfcl_sweeps.backends.supervise import die_with_parent
 from mfcl_sweeps.backends.torchrun.hosts import (
     check_host,
     parse_hosts,
@@ -49,41 +50,6 @@ LOCALHOST = "127.0.0.1"
 
 
 TorchrunOptions = options_type(TorchrunLauncherConf)  # declared, with their checks, in mfcl_sweeps.config
-
-
-# -- one run's torchrun parameters (pure) --------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class RunLaunch:
-    """Everything torchrun needs for one run, resolved from the launcher options and the run's
-    own resources; `node_command` turns it into each node's command line."""
-
-    run_id: str
-    nnodes: int
-    nproc_per_node: Union[int, str]
-    nodes: tuple[int, ...]  # the node ranks this driver starts
-    rdzv_backend: str
-    rdzv_endpoint: str
-    rdzv_id: str
-    rdzv_conf: str
-    max_restarts: int
-    monitor_interval: float
-    python: str
-    session_path: str
-    job_path: str
-    state_dir: str  # torchrun log dirs and error files of this attempt
-    node_result: Optional[str]  # where node-local rank 0 writes its JobReturn (one driver per node)
-    extra_args: tuple[str, ...] = ()
-    hosts: tuple[Any, ...] = ()  # HostSpec of each node in `nodes` when agents start over SSH
-
-    @property
-    def per_node_driver(self) -> bool:
-        return self.node_result is not None
-
-    def gpus_needed(self) -> int:
-        return self.nproc_per_node * len(self.nodes) if isinstance(self.nproc_per_node, int) else 0
-
-    def error_file(self, node_rank: int) -> str:
-        return str(Path(self.state_dir) / f"node{node_rank}.error.json")
 
 
 def resolve(o: TorchrunOptions, request: JobRequest, take_port: Callable[[], int],
@@ -144,35 +110,6 @@ def resolve(o: TorchrunOptions, request: JobRequest, take_port: Callable[[], int
     )
 
 
-def node_command(launch: RunLaunch, node_rank: int, *, host: Optional[str] = None,
-                 gpus: Sequence[str] = ()) -> list[str]:
-    """One node's agent: `env VARS python -m torch.distributed.run FLAGS -m mfcl_sweeps.ddp_worker ...`.
-
-    `host` is where the agent runs (None: this machine); it becomes torchrun's --local-addr so an
-    SSH launcher can run this same argv on that host.
-    """
-    env = {"NNODES": str(launch.nnodes), "NODE_RANK": str(node_rank),
-           "TORCHELASTIC_ERROR_FILE": launch.error_file(node_rank)}
-    if gpus:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
-    argv = ["env", *(f"{k}={v}" for k, v in env.items()), launch.python, "-m", "torch.distributed.run",
-            "--nnodes", str(launch.nnodes), "--nproc-per-node", str(launch.nproc_per_node),
-            "--rdzv-backend", launch.rdzv_backend, "--rdzv-endpoint", launch.rdzv_endpoint,
-            "--rdzv-id", launch.rdzv_id]
-    if launch.rdzv_backend == "static":  # other backends assign node ranks themselves (and warn)
-        argv += ["--node-rank", str(node_rank)]
-    if launch.rdzv_conf:
-        argv += ["--rdzv-conf", launch.rdzv_conf]
-    if host is not None:
-        argv += ["--local-addr", host]
-    argv += ["--max-restarts", str(launch.max_restarts), "--monitor-interval", f"{launch.monitor_interval:g}",
-             "--log-dir", str(Path(launch.state_dir) / f"node{node_rank}"), *launch.extra_args,
-             "-m", "mfcl_sweeps.ddp_worker", launch.session_path, launch.job_path]
-    if launch.node_result:
-        argv += ["--node-result", launch.node_result]
-    return argv
-
-
 class PortAllocator:
     """Free TCP ports on this machine, never the same one twice from one allocator: runs planned
     back to back get distinct ports even before their agents bind them."""
@@ -195,32 +132,6 @@ class PortAllocator:
 PORTS = PortAllocator()  # one per driver process: several launches in one sweep share it
 
 
-# -- failures ------------------------------------------------------------------------------------
-ROOT_CAUSE = re.compile(r"rank\s*:\s*(\d+)\s*\(local_rank:\s*\d+\)\s*\n\s*exitcode\s*:\s*(-?\d+)"
-                        r"(?:.*\n\s*error_file\s*:.*\n\s*traceback\s*:\s*(.*))?")
-
-
-def failure_reason(error_file: str, log_text: str) -> Optional[tuple[int, str]]:
-    """(exit code, "rank R exited with code C: last error line") of a failed agent, from the error
-    file torchrun copies from the failed rank (written by ddp_worker), else from torchrun's
-    root-cause report in the log (a rank killed by a signal writes no error file)."""
-    try:
-        msg = json.loads(Path(error_file).read_text())["message"]
-        info = msg.get("extraInfo", {})
-        code = int(msg.get("errorCode", 1))
-        rank = info.get("mfcl_rank", "?")
-        return code, f"rank {rank} exited with code {code}: {msg['message']}"
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
-    found = ROOT_CAUSE.findall(log_text)
-    if not found:
-        return None
-    rank, code, why = found[-1]
-    code = int(code)
-    shown = f"code {code} ({signal_name(code)})" if code < 0 else f"code {code}"
-    return code, f"rank {rank} exited with {shown}" + (f": {why.strip()}" if why.strip() else "")
-
-
 # -- the backend ---------------------------------------------------------------------------------
 class TorchrunBackend(Backend):
     name = "torchrun"
@@ -239,19 +150,18 @@ class TorchrunBackend(Backend):
         self.waiting: list[JobHandle] = []  # accepted, waiting for GPUs (a run larger than the default)
         declared_or_seen = visible_gpus(options.gpus) if options.pack_gpus is not False and not self.hosts else []
         self.pack = bool(declared_or_seen) if options.pack_gpus is None else options.pack_gpus
-        self.gpus = list(declared_or_seen) if self.pack else []
-        self.free_gpus = list(self.gpus)
-        self.total_gpus = len(self.free_gpus)
+        self.gpus = GpuPool(declared_or_seen if self.pack else ())
         per_run = self.default_procs()
         if self.pack and not isinstance(options.nproc_per_node, int):
             raise problem("nproc_per_node", options.nproc_per_node, "must be an integer when packing runs onto GPUs; "
                           "set a number of ranks or pack_gpus=false")
-        if self.pack and self.total_gpus < per_run:
-            raise MfclError(f"hydra.launcher.nproc_per_node={options.nproc_per_node} x {per_run // int(options.nproc_per_node)} "
-                            f"local node(s) needs {per_run} GPU(s) but {self.total_gpus} are visible ({self.free_gpus}); "
+        if self.pack and len(self.gpus) < per_run:
+            nodes = per_run // int(options.nproc_per_node)
+            raise MfclError(f"hydra.launcher.nproc_per_node={options.nproc_per_node} x {nodes} "
+                            f"local node(s) needs {per_run} GPU(s) but {len(self.gpus)} are visible ({self.gpus.ids}); "
                             "lower nproc_per_node, set hydra.launcher.gpus=[...] or pack_gpus=false")
         self.max_concurrent = options.max_concurrent or (
-            1 if self.hosts else self.total_gpus if self.pack else max(1, (os.cpu_count() or 1) // per_run))
+            1 if self.hosts else len(self.gpus) if self.pack else max(1, (os.cpu_count() or 1) // per_run))
 
     @classmethod
     def check_options(cls, raw: Mapping[str, Any]) -> TorchrunOptions:
@@ -280,12 +190,12 @@ class TorchrunBackend(Backend):
     # -- planning (pure but for the port allocator) ------------------------------------------
     def plan(self, requests: Sequence[JobRequest]) -> list[Submission]:
         subs = []
-        free = list(self.free_gpus)  # the slices submit will take, so the printed commands are exact
+        free = list(self.gpus.free)  # the slices submit will take, so the printed commands are exact
         for request in requests:
             launch = resolve(self.options, request, self.ports, self.environ, self.hosts)
-            if self.pack and launch.gpus_needed() > self.total_gpus:
+            if self.pack and launch.gpus_needed() > len(self.gpus):
                 raise MfclError(f"run {launch.run_id}: nproc_per_node={launch.nproc_per_node} x {len(launch.nodes)} "
-                                f"local node(s) needs {launch.gpus_needed()} GPU(s); only {self.total_gpus} exist here")
+                                f"local node(s) needs {launch.gpus_needed()} GPU(s); only {len(self.gpus)} exist here")
             gpus = self._slices(launch, free) if self.pack and launch.gpus_needed() <= len(free) else None
             if gpus is not None:
                 del free[:launch.gpus_needed()]
@@ -329,7 +239,7 @@ class TorchrunBackend(Backend):
     def capacity(self) -> Optional[int]:
         free = self.max_concurrent - len(self.running) - len(self.waiting)
         if self.pack:
-            free = min(free, len(self.free_gpus) // self.default_procs())
+            free = min(free, len(self.gpus.free) // self.default_procs())
         return max(free, 0)
 
     # -- running ---------------------------------------------------------------------------------
@@ -349,8 +259,7 @@ class TorchrunBackend(Backend):
         import subprocess
 
         launch: RunLaunch = handle.data["launch"]
-        for g in gpus:
-            self.free_gpus.remove(g)
+        self.gpus.take_these(gpus)
         Path(launch.state_dir).mkdir(parents=True, exist_ok=True)
         for n in launch.nodes:
             Path(launch.error_file(n)).unlink(missing_ok=True)
@@ -373,9 +282,9 @@ class TorchrunBackend(Backend):
         while self.waiting:
             handle = self.waiting[0]
             launch: RunLaunch = handle.data["launch"]
-            if launch.gpus_needed() > len(self.free_gpus):
+            if launch.gpus_needed() > len(self.gpus.free):
                 return
-            gpus = self._slices(launch, self.free_gpus)
+            gpus = self._slices(launch, self.gpus.free)
             self.waiting.pop(0)
             commands = [node_command(launch, n, gpus=g) for n, g in zip(launch.nodes, gpus)]
             self._start(handle, commands, [g for s in gpus for g in s])
@@ -428,31 +337,23 @@ class TorchrunBackend(Backend):
     def _signal(self, h: JobHandle, sig: int) -> None:
         for pid in h.data["pids"]:
             if pid not in h.data["codes"]:
-                try:
-                    os.killpg(pid, sig)  # each agent leads its own process group; ranks die with it
-                except ProcessLookupError:
-                    pass
+                signal_group(pid, sig)  # each agent leads its own process group; ranks die with it
 
     def _release(self, h: JobHandle) -> None:
         self.running.pop(h.key, None)
         for proc in h.data.get("procs", []):
             if proc.stdin:
                 proc.stdin.close()
-        release_gpus(self.free_gpus, h.data.get("gpus", []), self.gpus)
+        self.gpus.release(h.data.get("gpus", []))
 
     def cancel(self, handles: Sequence[JobHandle]) -> None:
         self.waiting = [w for w in self.waiting if all(w is not h for h in handles)]
         live = [h for h in handles if h.data["pids"]]
+        # torchrun stops its ranks on SIGTERM; an agent still there after the grace gets SIGKILL
+        stop_gracefully(live, self._signal, lambda h: not self._reap(h), self.options.kill_grace_s)
         for h in live:
-            self._signal(h, signal.SIGTERM)  # torchrun stops its ranks on SIGTERM
-        deadline = time.monotonic() + self.options.kill_grace_s
-        while time.monotonic() < deadline and not all(self._reap(h) for h in live):
-            time.sleep(0.05)
-        for h in live:
-            if not self._reap(h):
-                self._signal(h, signal.SIGKILL)
-                for proc in h.data["procs"]:
-                    h.data["codes"][proc.pid] = proc.wait()
+            for proc in h.data["procs"]:
+                h.data["codes"].setdefault(proc.pid, proc.wait())
             self._release(h)
 
     @staticmethod

@@ -14,8 +14,8 @@ import shlex
 import sys
 from typing import Any, Sequence
 
-from mfcl_sweeps.backends.ssh import commands as cmd
-from mfcl_sweeps.backends.ssh.hosts import (
+from mfcl_sweeps.backends.sshclient import commands as cmd
+from mfcl_sweeps.backends.sshclient.hosts import (
     HostSpec,
     SshOptions,
     parse_host,
@@ -79,7 +79,7 @@ def preflight_script(workdir: str, python: str, session_path: str) -> str:
 
 def check_host(ssh: SshOptions, host: HostSpec, index: int, *, workdir: str, python: str, session_path: str) -> None:
     """Raise a one-line MfclError saying what to change when `host` cannot run a node agent."""
-    from mfcl_sweeps.backends.ssh.transport import HostConn
+    from mfcl_sweeps.backends.sshclient.transport import HostConn
 
     conn = HostConn(host, ssh, None)
     res = conn.run(preflight_script(workdir, python, session_path), multiplex=False)

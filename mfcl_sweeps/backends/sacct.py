@@ -1,6 +1,6 @@
 """What Slurm says about array tasks (and jobs without an array, which the PBS front end over
-Slurm submits): one `sacct` call for all of them, `squeue` for the ones sacct cannot settle
-(docs/slurm-notes.md, section 4).
+Slurm submits: the slurm and pbs backends share this module): one `sacct` call for all of them,
+`squeue` for the ones sacct cannot settle (docs/slurm-notes.md, section 4).
 
 Parsing is pure (`parse_sacct`, `parse_squeue`, `ended`); `SlurmQuery.states` runs the two
 commands. A task is done only when nothing of it can run again: sacct says it ended and squeue
@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import AbstractSet, Callable, Iterable, Mapping, Optional, Sequence
 
-from mfcl_sweeps.backends.local import signal_name
-from mfcl_sweeps.backends.polling import TaskState, scheduler_command
+from mfcl_sweeps.backends.children import signal_name
+from mfcl_sweeps.backends.scheduler import TaskState, scheduler_command
 from mfcl_sweeps.errors import MfclError
 
 log = logging.getLogger(__name__)

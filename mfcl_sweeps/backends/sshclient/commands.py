@@ -10,8 +10,8 @@ import os
 import shlex
 from typing import Optional, Sequence
 
-from mfcl_sweeps.backends.ssh.hosts import HostSpec, SshOptions
-from mfcl_sweeps.backends.ssh.remote import EXIT_MARK, PID_MARK  # noqa: F401 (the supervisor's protocol)
+from mfcl_sweeps.backends.sshclient.hosts import HostSpec, SshOptions
+from mfcl_sweeps.backends.sshclient.remote import EXIT_MARK, PID_MARK  # noqa: F401 (the supervisor's protocol)
 
 REMOTE_DIR = ".mfcl-remote"  # under each host's workdir; never synced, never deleted by rsync
 

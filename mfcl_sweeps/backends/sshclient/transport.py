@@ -6,8 +6,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import IO, Optional
 
-from mfcl_sweeps.backends.ssh import commands as cmd
-from mfcl_sweeps.backends.ssh.hosts import HostSpec, SshOptions
+from mfcl_sweeps.backends.sshclient import commands as cmd
+from mfcl_sweeps.backends.sshclient.hosts import HostSpec, SshOptions
 from mfcl_sweeps.errors import MfclError
 
 SSH_FAILED = 255  # ssh's own exit code: connection or authentication failed
