@@ -54,7 +54,8 @@ def test_options_from_hydra_searchpath(tmp_path: Path) -> None:
 def test_multi_select_lists(tmp_path: Path) -> None:
     app = make_app(tmp_path, {"config.yaml": "defaults:\n  - server/site: [amazon]\n",
                               "server/site/amazon.yaml": "amazon: {port: 1}\n",
-                              "server/site/fb.yaml": "fb: {port: 2}\n", "server/site/google.yaml": "google: {port: 3}\n"})
+                              "server/site/fb.yaml": "fb: {port: 2}\n",
+                              "server/site/google.yaml": "google: {port: 3}\n"})
     assert planned(dry_run(app, "server/site=[amazon],[fb,google]")) == 2
 
 
