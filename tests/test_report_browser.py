@@ -52,7 +52,8 @@ def test_index_html_in_headless_chromium(report, tmp_path):
                            "d.querySelectorAll('table').length)")
         assert tables == ["table-best:1", "table-failures:1", "table-configs:1", "table-runs:1"]
         assert page.eval("document.querySelectorAll('figure.plot svg').length") == len(files.plots) == 6
-        widths = page.eval("[...document.querySelectorAll('figure.plot svg')].map(s => s.getBoundingClientRect().width)")
+        widths = page.eval("[...document.querySelectorAll('figure.plot svg')]"
+                           ".map(s => s.getBoundingClientRect().width)")
         assert min(widths) >= 600
         assert page.eval("document.querySelectorAll('#table-runs tbody tr').length") == n_runs
         assert page.eval("document.querySelector('#table-runs .pager span').textContent") == \
@@ -65,7 +66,8 @@ def test_index_html_in_headless_chromium(report, tmp_path):
         assert links == ["../logs/runs/00000_sgd.log", "../0/.hydra/config.yaml", "../0/"]
 
         # sort the runs table by accuracy: ascending, then descending (empty cells last)
-        column = page.eval("[...document.querySelectorAll('#table-runs th')].findIndex(th => th.textContent == 'accuracy')")
+        column = page.eval("[...document.querySelectorAll('#table-runs th')]"
+                           ".findIndex(th => th.textContent == 'accuracy')")
         assert column > 0
         first = (f"[...document.querySelectorAll('#table-runs tbody tr')].map(tr => tr.cells[{column}].textContent)"
                  ".filter(t => t !== '')")

@@ -165,7 +165,7 @@ def test_seeds_are_aggregated_per_config_with_exact_statistics(seeded):
     configs = stats.per_config(sweep.runs, params, sweep.metric, sweep.lower_is_better).set_index("lr")
     t2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom
     for lr in (0.1, 0.3):
-        xs = [v for (l, _), v in values.items() if l == lr]
+        xs = [v for (rate, _), v in values.items() if rate == lr]
         mean, std = statistics.mean(xs), statistics.stdev(xs)
         row = configs.loc[lr]
         assert row["return_value_mean"] == pytest.approx(mean, abs=1e-12)

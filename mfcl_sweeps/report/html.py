@@ -24,7 +24,8 @@ PAGE_ROWS = 50
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1100px;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:13px;margin:.4em 0}td,th{border:1px solid #ddd;padding:2px 6px;white-space:nowrap}
+table{border-collapse:collapse;font-size:13px;margin:.4em 0}
+td,th{border:1px solid #ddd;padding:2px 6px;white-space:nowrap}
 th{background:#f4f4f4;cursor:pointer;user-select:none;white-space:nowrap}th.asc:after{content:" \\25B2"}
 th.desc:after{content:" \\25BC"}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .pager{font-size:13px}.pager button{margin:0 .3em}figure{margin:1em 0}figure svg{max-width:100%;height:auto}

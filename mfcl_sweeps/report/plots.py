@@ -173,7 +173,7 @@ def curves(stream: pd.DataFrame, column: str, configs: pd.Series, config_rows: p
                           "step": pd.to_numeric(rows["step"], errors="coerce").to_numpy(),
                           "y": pd.to_numeric(rows[column], errors="coerce").to_numpy()})
     present = set(np.unique(frame["config"]).tolist())
-    ranked = config_rows.sort_values("rank", kind="stable")["config"] if "rank" in config_rows else config_rows["config"]
+    ranked = (config_rows.sort_values("rank", kind="stable") if "rank" in config_rows else config_rows)["config"]
     code_of = {name: i for i, name in enumerate(names)}
     chosen = [code_of[c] for c in ranked if code_of.get(c) in present][:MAX_CURVES]
     fig, ax = _figure(title)
