@@ -43,7 +43,7 @@ def test_info_plugins_lists_real_plugins_only(tmp_path: Path) -> None:
     listed = {line.strip() for line in proc.stdout.splitlines()}
     ours = {name for name in listed if name.startswith("Mfcl")}
     assert ours == {"MfclSweeper", "MfclLocalLauncher", "MfclTorchrunLauncher", "MfclSlurmLauncher",
-                    "MfclPbsLauncher", "MfclSshLauncher"}
+                    "MfclPbsLauncher", "MfclSshLauncher", "MfclPoolLauncher"}
 
 
 def test_an_explicit_sweep_dir_wins_over_the_named_sweep_default(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ("MfclSweeper", "MfclLocalLauncher", "MfclTorchrunLauncher", "MfclSlurmLauncher",
-           "MfclPbsLauncher", "MfclSshLauncher")
+           "MfclPbsLauncher", "MfclSshLauncher", "MfclPoolLauncher")
 APP = '''import os
 import hydra
 
