@@ -139,3 +139,21 @@ def test_health_rules_disable_on_consecutive_failures_and_failure_rate():
     assert h.disable("x", 1.0) and not h.disable("y", 2.0)  # disabled once, its first reason's time kept
     h.enable()
     assert h.enabled and h.finished == 0
+
+
+def test_complete_command_swaps_the_recorded_launcher_for_the_pool():
+    from mfcl_sweeps.commands.complete import complete_command
+
+    recorded = {"sweep_dir": "/s/sweep", "command": {"python": "/py", "argv": [
+        "train.py", "--multirun", "hydra/sweeper=mfcl", "hydra/launcher=mfcl_ssh", "hydra.launcher.hosts=[a:2]",
+        "+hydra.launcher.sync=rsync", "lr=0.1,0.2"]}}
+    cmd = complete_command(recorded, "local:2,slurm:cluster:8", retry_failed=False)
+    assert cmd[:4] == ["/py", "train.py", "--multirun", "hydra/sweeper=mfcl"] and "lr=0.1,0.2" in cmd
+    assert not any("mfcl_ssh" in a or "hosts" in a or "sync" in a for a in cmd)
+    assert "hydra/launcher=mfcl_pool" in cmd and "hydra.launcher.sources=[local:2,slurm:cluster:8]" in cmd
+    assert "hydra.sweeper.resume=skip_finished" in cmd and "hydra.sweep.dir='/s/sweep'" in cmd
+    again = complete_command(recorded, "[local:2]", retry_failed=True, extra=["hydra.launcher.strategy=random"])
+    assert "hydra.sweeper.resume=skip_completed" in again and "hydra.launcher.sources=[local:2]" in again
+    assert again[-1] == "hydra.launcher.strategy=random"
+    with pytest.raises(Exception, match="give at least one source"):
+        complete_command(recorded, "[]", retry_failed=False)
