@@ -243,11 +243,16 @@ def test_init_asks_on_a_terminal(tmp_path):
         t.wait_for("account [none]:")
         t.type("acct9")
         t.keys("Enter")
+        t.wait_for("SSH hosts for hydra/launcher=ssh")
+        t.type("me@gpu1:2222:4, gpu2")
+        t.keys("Enter")
         screen = t.wait_for("write these files? [Y/n]")
         assert "will write " + str(root / "sweeps" / "example.yaml") in screen
         t.keys("Enter")
         t.wait_for("created: src/configs/hydra/launcher/cluster.yaml")
     finally:
         t.close()
-    cluster = yaml.safe_load((root / "src" / "configs" / "hydra" / "launcher" / "cluster.yaml").read_text())
+    launchers = root / "src" / "configs" / "hydra" / "launcher"
+    cluster = yaml.safe_load((launchers / "cluster.yaml").read_text())
     assert cluster["account"] == "acct9" and cluster["partition"] == project_scan.schedulers()[0].default_queue
+    assert yaml.safe_load((launchers / "ssh.yaml").read_text())["hosts"] == ["me@gpu1:2222:4", "gpu2"]

@@ -118,6 +118,9 @@ def plan(args: argparse.Namespace, ask: Optional[Callable[[str], str]]) -> tuple
         p.queue = _ask_default(ask, "PBS queue", args.queue or kinds["pbs"].default_queue)
     if kinds:
         p.account = _ask_default(ask, "account", p.account)
+    if ask is not None and not p.ssh_hosts:
+        answer = ask("SSH hosts for hydra/launcher=ssh (user@host[:port][:slots], comma-separated) [none]: ")
+        p.ssh_hosts = [h.strip() for h in answer.split(",") if h.strip()]
 
     python = _prefix(scan.python)
     app_command = f"{python} {shlex.quote(str(script))}"
