@@ -68,6 +68,18 @@ def _sort_key(text: Any) -> tuple:
     return (0, value, "") if isinstance(value, float) else (1, 0.0, str(value))
 
 
+def _shifter(x: pd.Series, categorical: bool, log: bool):
+    """shift(values, fraction): values moved by `fraction` of the axis (category units for categories)."""
+    if categorical or x.empty:
+        return lambda v, a: v + a
+    low, high = float(x.min()), float(x.max())
+    if log:
+        span = np.log10(high / low) or 1.0
+        return lambda v, a: v * 10 ** (a * span)
+    span = (high - low) or abs(high) or 1.0
+    return lambda v, a: v + a * span
+
+
 def _colour_key(params: Params, x_key: str, runs: pd.DataFrame, done: pd.Series) -> tuple[str, pd.Series]:
     """The second parameter to colour by: the one with fewest (but 2 to MAX_COLOURS) values among
     the plotted runs; else the group when there are several; else one colour."""
@@ -90,18 +102,19 @@ def metric_vs_param(runs: pd.DataFrame, params: Params, configs: pd.Series, metr
     colour_name, colour = _colour_key(params, key, runs, done)
     names = sorted(colour[done].unique(), key=_sort_key)[:MAX_COLOURS]
     cmap = _plt().get_cmap("tab10")
-    width = 0.6 / max(1, len(names)) if categorical else 0.0
+    shift = _shifter(x[done], categorical, ax.get_xscale() == "log")
+    width = (0.6 if categorical else 0.04) / max(1, len(names))  # colours side by side, not on top
     for i, name in enumerate(names):
         sel = done & (colour == name)
         offset = (i - (len(names) - 1) / 2) * width
-        xs = x[sel] + offset
+        xs = shift(x[sel], offset)
         if categorical:  # spread the runs of one category a little so they do not hide each other
             xs = xs + np.random.default_rng(i).uniform(-width / 3, width / 3, len(xs))
         ax.scatter(xs, runs.loc[sel, metric], s=10, alpha=0.35, color=cmap(i % 10),
                    rasterized=len(runs) > RASTER_ABOVE)
         grouped = runs.loc[sel, metric].groupby(configs[sel])
         mean, std, n = grouped.mean(), grouped.std(ddof=1), grouped.count()
-        cx = x[sel].groupby(configs[sel]).first().reindex(mean.index) + offset
+        cx = shift(x[sel].groupby(configs[sel]).first().reindex(mean.index), offset)
         half = np.nan_to_num(t_quantile(n) * std / np.sqrt(n))
         order = np.argsort(cx.to_numpy())
         ax.errorbar(cx.to_numpy()[order], mean.to_numpy()[order], yerr=half[order], fmt="o", capsize=4,
