@@ -26,7 +26,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from mfcl_sweeps import model
-from mfcl_sweeps.errors import MfclError
+from mfcl_sweeps.errors import MfclError, OptionError
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,10 @@ class MfclCallback(Callback):
     def __init__(self, report: bool = True, html: bool = True, plots: bool = True,
                  metric: Optional[str] = None, mode: Optional[str] = None, live: bool = True,
                  live_interval_s: float = 30.0, notify: Any = None) -> None:
+        if mode not in (None, "min", "max"):  # checked when Hydra builds the callback, before any job
+            raise OptionError(f"hydra.callbacks.mfcl.mode must be min or max (or null), got {mode!r}")
+        if float(live_interval_s) <= 0:
+            raise OptionError(f"hydra.callbacks.mfcl.live_interval_s must be > 0, got {live_interval_s!r}")
         self.report, self.html, self.plots, self.metric, self.mode = report, html, plots, metric, mode
         self.live, self.live_interval_s = live, live_interval_s
         self.notify = OmegaConf.to_container(notify) if OmegaConf.is_config(notify) else notify

@@ -202,3 +202,22 @@ def test_seed_key_from_the_spec(tmp_path):
     params = params_mod.swept(sweep.overrides, sweep.manifest, sweep.runs.index)
     assert params.seed_keys == ["init"] and params.config_keys == []
     assert summarize(str(root))["return_value"].tolist() == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("options, key", [({"mode": "lowest"}, "hydra.callbacks.mfcl.mode"),
+                                          ({"live_interval_s": 0}, "hydra.callbacks.mfcl.live_interval_s")])
+def test_bad_callback_options_name_the_key_before_anything_runs(options, key):
+    from mfcl_sweeps.callbacks import MfclCallback
+    from mfcl_sweeps.errors import OptionError
+
+    with pytest.raises(OptionError, match=rf"^{key} must be "):
+        MfclCallback(**options)
+
+
+def test_bad_mode_on_the_command_line_is_one_line(tmp_path, capsys):
+    from mfcl_sweeps.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["aggregate", str(tmp_path), "--mode", "lowest"])
+    assert exit_.value.code == 2
+    assert "argument --mode: invalid choice: 'lowest'" in capsys.readouterr().err
