@@ -79,6 +79,23 @@ def printed_dry_run(out: str) -> str:
     return next(line.strip() for line in out.splitlines() if "hydra.sweeper.dry_run=true" in line)
 
 
+def check_slurm_dry_run(init_out: str, root: Path, runs: int, partition: str) -> None:
+    """The dry run init printed lists the runs and a job script the real sbatch accepts."""
+    dry = run_printed(printed_dry_run(init_out), root)
+    assert dry.returncode == 0, dry.stderr
+    assert f"mfcl dry run: {runs} run(s)" in dry.stdout
+    assert f"#SBATCH --partition={partition}" in dry.stdout and "#SBATCH --array=" in dry.stdout
+    script = root / "job.sh"  # the printed script, checked by sbatch --test-only (nothing submitted)
+    script.write_text(dry.stdout[dry.stdout.index("#!/bin/bash"):dry.stdout.index("$ sbatch")])
+    test_only = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True, timeout=60)
+    assert test_only.returncode == 0 and "to start at" in test_only.stderr, test_only.stderr
+
+
+def default_partition() -> str:
+    sinfo = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, check=True).stdout
+    return next(p.rstrip("*") for p in sinfo.split() if p.endswith("*"))
+
+
 # -- probes, against the real things ------------------------------------------------------------
 @pytest.mark.slurm
 def test_schedulers_reads_the_real_partitions():
@@ -122,8 +139,7 @@ def test_init_example_app_with_slurm(tmp_path):
     sweep = root / "sweeps" / "example.yaml"
     presets = {p.stem: yaml.safe_load(p.read_text()) for p in (root / "conf" / "hydra" / "launcher").glob("*.yaml")}
     assert {"local", "cluster"} <= set(presets)
-    sinfo = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, check=True).stdout
-    default = next(p.rstrip("*") for p in sinfo.split() if p.endswith("*"))
+    default = default_partition()
     assert presets["cluster"]["defaults"][0] == "mfcl_slurm" and presets["cluster"]["partition"] == default
     doc = yaml.safe_load(sweep.read_text())
     assert set(doc["grid"]) <= set(project_scan.leaf_values(project_scan.compose_app(
@@ -131,14 +147,7 @@ def test_init_example_app_with_slurm(tmp_path):
     count = cli("count", "sweeps/example.yaml", cwd=root)
     assert count.returncode == 0 and int(count.stdout) == sweep_count(sweep) > 1
 
-    dry = run_printed(printed_dry_run(first.stdout), root)
-    assert dry.returncode == 0, dry.stderr
-    assert f"mfcl dry run: {sweep_count(sweep)} run(s)" in dry.stdout
-    assert f"#SBATCH --partition={default}" in dry.stdout and "#SBATCH --array=" in dry.stdout
-    script = tmp_path / "job.sh"  # the printed script, checked by the real sbatch (nothing submitted)
-    script.write_text(dry.stdout[dry.stdout.index("#!/bin/bash"):dry.stdout.index("$ sbatch")])
-    test_only = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True, timeout=60)
-    assert test_only.returncode == 0 and "to start at" in test_only.stderr, test_only.stderr
+    check_slurm_dry_run(first.stdout, root, sweep_count(sweep), default)
 
     before = snapshot(root)
     second = cli("init", "--yes", cwd=root)
@@ -168,6 +177,20 @@ def test_init_fresh_app_without_a_scheduler(tmp_path):
     before = snapshot(root)
     again = cli("init", "--yes", "--app", "src/fit.py", cwd=root, path=path)
     assert again.returncode == 0 and snapshot(root) == before
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_init_fresh_app_with_slurm(tmp_path):
+    require_service("slurm")
+    root = fresh_app(tmp_path / "proj")
+    first = cli("init", "--yes", cwd=root)
+    assert first.returncode == 0, first.stderr
+    sweep = root / "sweeps" / "example.yaml"
+    assert int(cli("count", "sweeps/example.yaml", cwd=root).stdout) == sweep_count(sweep)
+    check_slurm_dry_run(first.stdout, root, sweep_count(sweep), default_partition())
+    before = snapshot(root)
+    assert cli("init", "--yes", cwd=root).returncode == 0 and snapshot(root) == before
 
 
 @pytest.mark.slow
