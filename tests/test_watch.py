@@ -126,3 +126,16 @@ def test_watch_in_tmux_during_a_real_sweep(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_sweep_planned_without_a_total_ends_with_its_process(tmp_path):
+    """BasicSweeper + callback: no total ahead; a failed job means no final snapshot either."""
+    import socket
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for pid, ended in ((os.getpid(), False), (int(dead.stdout), True)):
+        manifest = SweepManifest(tmp_path / str(pid))
+        manifest.record_plan({"sweeper": "BasicSweeper"}, "spec1", {"total": 0},
+                             command={"host": socket.gethostname(), "pid": pid})
+        manifest.transition(planned(0, "job"), model.FAILED, error="boom")
+        assert build_view(SweepManifest(tmp_path / str(pid))).ended is ended

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -92,13 +93,17 @@ def build_view(manifest: Any, now: Optional[float] = None, rows: int = 10) -> Vi
 
 def sweep_ended(manifest: Any) -> bool:
     """Every planned run has ended. A sweep whose sweeper planned no runs ahead (the callback's
-    plan of 0 runs) has ended when sweep_manifest.json is newer than the journal's last line
-    (the end of the multirun writes it)."""
+    plan of 0 runs) has ended when its process (recorded in the plan) is gone from this host, or
+    when sweep_manifest.json is newer than the journal's last line (the end of a multirun writes
+    it; a BasicSweeper whose job raised writes none)."""
     counts = manifest.counts()
     if counts["total"] == 0 or any(counts.get(s) for s in ACTIVE):
         return False
     plans = manifest.plans()
     if plans and plans[-1].count:
+        return True
+    command = (plans[-1].op.get("command") or {}) if plans else {}
+    if command.get("host") == socket.gethostname() and command.get("pid") and not _alive(int(command["pid"])):
         return True
     try:
         snap = os.stat(os.path.join(manifest.sweep_dir, "sweep_manifest.json")).st_mtime_ns
@@ -106,6 +111,16 @@ def sweep_ended(manifest: Any) -> bool:
     except FileNotFoundError:
         return False
     return snap >= journal
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _duration(seconds: Optional[float]) -> str:
