@@ -72,7 +72,7 @@ class ConfigureScreen:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text(self.builder.text(self.app))
         self.saved, self.confirm_overwrite = self.out, False
-        self.message = f"saved {self.out} ({self.preview.count} runs): mfcl-sweeps count {self.out}"
+        self.message = f"saved {self.out} ({self.preview.count} run(s)): mfcl-sweeps count {self.out}"
 
     # -- drawing ------------------------------------------------------------------------------
     def key_lines(self) -> list[tuple[str, str]]:
@@ -88,7 +88,7 @@ class ConfigureScreen:
 
     def preview_lines(self) -> str:
         p = self.preview
-        head = f"count: {p.count} runs" if p.count is not None else f"count: ? ({p.error})"
+        head = f"count: {p.count} run(s)" if p.count is not None else f"count: ? ({p.error})"
         extra = [f"seeds: {self.builder.seeds}" if self.builder.seeds is not None else "",
                  f"excludes: {len(self.builder.exclude)}" if self.builder.exclude else ""]
         runs = [f"  {i}: {r}" for i, r in enumerate(p.runs)]

@@ -18,7 +18,7 @@ from mfcl_sweeps.expand import count
 from mfcl_sweeps.spec import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
-COUNT_ON_SCREEN = re.compile(r"count: (\d+) runs")
+COUNT_ON_SCREEN = re.compile(r"count: (\d+) run\(s\)")
 
 
 def builder() -> Builder:
@@ -88,7 +88,7 @@ def tui(project: Path):
 
     def start(*args: str) -> Tmux:
         sessions.append(Tmux(f"{sys.executable} -m mfcl_sweeps.cli configure {' '.join(args)}", project))
-        sessions[-1].wait_for("count: 1 runs")
+        sessions[-1].wait_for("count: 1 run(s)")
         return sessions[-1]
 
     yield start
