@@ -53,7 +53,7 @@ def test_dry_run_prints_the_exact_sbatch_script_and_submits_nothing(tmp_path: Pa
 def test_bad_option_fails_in_one_line_before_anything_is_written(tmp_path: Path) -> None:
     proc = run_app("behave", tmp_path, *SLURM, "value=1,2", "hydra.launcher.array_parallelism=0")
     assert proc.returncode != 0
-    assert "hydra.launcher.array_parallelism=0: must be >= 1 (or null: no limit)" in proc.stderr
+    assert "hydra.launcher.array_parallelism=0: must be >= 1; set 1 or more" in proc.stderr
     assert not (tmp_path / "sweep").exists()
 
 

@@ -259,7 +259,8 @@ def test_a_host_that_cannot_run_agents_is_named_before_anything_starts(tmp_path:
 def test_ssh_host_options_are_checked_before_launch(tmp_path: Path) -> None:
     for bad, message in [("hydra.launcher.hosts=[a:b:c]", "hydra.launcher.hosts[0]='a:b:c': expected [user@]host[:port]"),
                          ("hydra.launcher.hosts=[h1]", "hydra.launcher.nnodes=2: needs as many hosts"),
-                         ("hydra.launcher.ssh_options=[-oops]", "hydra.launcher.ssh_options: '-oops' is not an ssh option")]:
+                         ("hydra.launcher.ssh_options=[-oops]",
+                          "hydra.launcher.ssh_options=['-oops']: item '-oops': is not an ssh option")]:
         extra = ["hydra.launcher.hosts=[h1,h2]"] if "hosts" not in bad else []
         proc = run_app("ddp_app", tmp_path, *MFCL, "hydra.launcher.nnodes=2", bad, *extra)
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]

@@ -20,7 +20,7 @@ from mfcl_sweeps.backends.sshclient.hosts import (
     SshOptions,
     parse_host,
 )
-from mfcl_sweeps.errors import MfclError
+from mfcl_sweeps.errors import MfclError, OptionError
 
 _SHORT = re.compile(r"^(?:(?P<user>[^@:\s]+)@)?(?P<host>[^@:\s]+)(?::(?P<port>\d+))?$")
 
@@ -30,18 +30,19 @@ def parse_node_host(value: Any, key: str) -> HostSpec:
     if isinstance(value, str):
         m = _SHORT.match(value.strip())
         if not m:
-            raise MfclError(f"{key}={value!r}: expected [user@]host[:port], e.g. gpu2 or me@10.0.0.2:2222")
-        value = HostSpec(host=m.group("host"), user=m.group("user"), port=int(m.group("port")) if m.group("port") else None)
+            raise OptionError(f"{key}={value!r}: expected [user@]host[:port], e.g. gpu2 or me@10.0.0.2:2222")
+        port = int(m.group("port")) if m.group("port") else None
+        value = HostSpec(host=m.group("host"), user=m.group("user"), port=port)
     return parse_host(value, key)
 
 
 def parse_hosts(options: Any) -> tuple[HostSpec, ...]:
     hosts = tuple(parse_node_host(h, f"hydra.launcher.hosts[{i}]") for i, h in enumerate(options.hosts))
     if hosts and options.node_rank is not None:
-        raise MfclError(f"hydra.launcher.node_rank={options.node_rank} with hydra.launcher.hosts: hosts start every "
+        raise OptionError(f"hydra.launcher.node_rank={options.node_rank} with hydra.launcher.hosts: hosts start every "
                         "node's agent from this driver; drop one of the two (node_rank is for one driver per node)")
     if hosts and options.pack_gpus:
-        raise MfclError("hydra.launcher.pack_gpus=true with hydra.launcher.hosts: packing slices this machine's "
+        raise OptionError("hydra.launcher.pack_gpus=true with hydra.launcher.hosts: packing slices this machine's "
                         "GPUs; on hosts give each host's env a CUDA_VISIBLE_DEVICES instead")
     return hosts
 
