@@ -6,6 +6,10 @@ overhead per run and slot utilization, from real sweeps of the tests' ssh_app (e
 - scheduling overhead per run = (wall time x slots - sum of run durations) / runs: the slot time
   each run cost beyond its own duration (start-up, placement, polling, result collection, idle).
 
+On one test machine every "source" shares the same cores (the sshd hosts and the Slurm node
+are this machine), so the pool cannot be faster here: the numbers measure what the pool and its
+sources cost per run, not the speed-up real extra machines give.
+
     sudo scripts/ssh-test-hosts.sh start && sudo scripts/slurm-test-cluster.sh start
     python bench/bench_pool.py [--runs 200] [--sleep 0.5] [--local-slots 2]
 """

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from mfcl_sweeps import backends
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
-from mfcl_sweeps.backends.pool import attach, journaled, placement
+from mfcl_sweeps.backends.pool import attach, journaled, placement, runtime
 from mfcl_sweeps.backends.pool.config import PoolLauncherConf
 from mfcl_sweeps.backends.pool.logs import PoolLogs
 from mfcl_sweeps.backends.pool.runtime import HELD, AllSourcesDown, Flight, PoolSubmission, Source, one_line
@@ -87,8 +87,7 @@ class PoolBackend(Backend):
         self.last_utilization = 0.0
 
     def check_runs(self, runs: Any) -> list[Any]:
-        """Before anything launches: every run fits some source (NoSourceFits names the first
-        that does not, and why)."""
+        """Before anything launches: every run fits a source (else NoSourceFits says which, why)."""
         runs = list(runs)
         specs = [s.spec for s in self.sources]
         for run in runs:
@@ -199,8 +198,8 @@ class PoolBackend(Backend):
 
     # -- running ---------------------------------------------------------------------------
     def submit(self, submission: Submission) -> list[JobHandle]:
-        """Each part through its source's backend (a source that fails to take it is disabled
-        and its runs held); one handle per request, in the submission's order."""
+        """Each part through its source's backend (runs it refuses fail with its error; runs no
+        source can take now are held); one handle per request, in the submission's order."""
         assert isinstance(submission, PoolSubmission)
         handles: dict[str, JobHandle] = {}
         for source, child in submission.parts:
@@ -248,7 +247,8 @@ class PoolBackend(Backend):
         for k, ch in enumerate(children):
             src.running += 1
             src.started += 1
-            fields = {**ch.data.get("journal_fields", {}), "source": src.name, "source_kind": src.spec.kind}
+            fields = {**runtime.local_process(ch), **ch.data.get("journal_fields", {}), "source": src.name,
+                      "source_kind": src.spec.kind}
             h = handles[k] if handles else JobHandle(request=ch.request, backend_job_id="", started=time.monotonic())
             h.backend_job_id = ch.backend_job_id
             h.data.update(flight=Flight(source=src.name, child=ch), queued=queued, journal_fields=fields)

@@ -69,6 +69,15 @@ class Flight:
     error: Optional[str] = None  # why the run could not be started (it then fails with this error)
 
 
+def local_process(child: JobHandle) -> dict:
+    """host and pid of a job the child started on this machine (its process group leader), for
+    `mfcl-sweeps cancel`: the worker, which would journal them, does not journal in a pool."""
+    from mfcl_sweeps.liveness import HOST
+
+    pid = child.data.get("pid")
+    return {"host": HOST, "pid": pid} if isinstance(pid, int) else {}
+
+
 def one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return (text[-1] if text else type(err).__name__)[:300]
