@@ -11,16 +11,15 @@ import itertools
 import random
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
-from mfcl_sweeps.spec import overrides as ov
 from mfcl_sweeps.errors import SweepSpecError
 from mfcl_sweeps.model import PlannedRun
+from mfcl_sweeps.spec import limits
+from mfcl_sweeps.spec import overrides as ov
 from mfcl_sweeps.spec.types import Block, Setting, SweepSpec
 
 HASH_CHARS = 16
 INDEX_WIDTH = 5  # run ids sort by index up to 99,999 runs; larger indices just get longer
 MAX_RUN_ID = 100
-# Exclude entries beyond this are counted by iterating rather than by inclusion-exclusion (2^n terms).
-MAX_ARITHMETIC_EXCLUDES = 12
 
 
 def config_hash(overrides: Iterable[str], env: Optional[Mapping[str, str]] = None) -> str:
@@ -74,50 +73,71 @@ def _block_matching(block: Block, assignment: Mapping[str, Any]) -> Optional[int
     return n if covered == set(assignment) else 0
 
 
-def _merge(entries: Sequence[tuple[tuple[str, Any], ...]]) -> Optional[dict]:
-    """The assignment that matches all `entries` at once, or None if they contradict."""
-    merged: dict = {}
-    for entry in entries:
-        for k, v in entry:
-            if k in merged and not _same(merged[k], v):
-                return None
-            merged[k] = v
-    return merged
+def _merge(merged: Mapping[str, Any], entry: tuple[tuple[str, Any], ...]) -> Optional[dict]:
+    """The assignment matching `merged` and `entry` at once, or None if they contradict."""
+    out = dict(merged)
+    for k, v in entry:
+        if k in out and not _same(out[k], v):
+            return None
+        out[k] = v
+    return out
 
 
 def _excluded_count(block: Block, exclude: Sequence[tuple[tuple[str, Any], ...]]) -> Optional[int]:
-    """How many of the block's runs `exclude` drops, by inclusion-exclusion; None if only
-    iterating can tell."""
-    removed = 0
-    for r in range(1, len(exclude) + 1):
-        for subset in itertools.combinations(exclude, r):
-            merged = _merge(subset)
-            if merged is None:
+    """How many of the block's runs `exclude` drops, by inclusion-exclusion over the subsets of
+    entries that can match together (a contradicting or empty subset prunes all its supersets);
+    None if only iterating can tell (a key set by two axes, or more than MAX_COUNT_STEPS terms)."""
+    removed, steps = 0, 0
+    stack: list[tuple[int, dict, int]] = [(0, {}, 1)]  # (next entry, merged assignment, sign)
+    while stack:
+        start, merged, sign = stack.pop()
+        for i in range(start, len(exclude)):
+            both = _merge(merged, exclude[i])
+            if both is None:
                 continue
-            matching = _block_matching(block, merged)
+            steps += 1
+            matching = _block_matching(block, both) if steps <= limits.MAX_COUNT_STEPS else None
             if matching is None:
                 return None
-            removed += matching if r % 2 else -matching
+            if matching:
+                removed += sign * matching
+                stack.append((i + 1, both, -sign))
     return removed
 
 
-def _block_count(block: Block, exclude: Sequence[tuple[tuple[str, Any], ...]]) -> int:
+def _block_count(block: Block, exclude: Sequence[tuple[tuple[str, Any], ...]], spec: SweepSpec) -> int:
     if not exclude:
         return block.size
-    removed = _excluded_count(block, exclude) if len(exclude) <= MAX_ARITHMETIC_EXCLUDES else None
+    removed = _excluded_count(block, exclude)
     if removed is not None:
         return block.size - removed
+    if block.size > limits.MAX_COUNT_STEPS:
+        key, file, line = spec.exclude_at
+        raise SweepSpecError(f"cannot count {block.size:,} runs against {len(exclude)} exclude entries "
+                             "without listing them; use fewer entries, or entries that each fix the "
+                             "keys of one axis", key=key, file=file, line=line)
     return sum(1 for combo in _block_combos(block) if not _excluded(_values(combo), exclude))
 
 
 def count(spec: SweepSpec) -> int:
     """The number of runs `iter_runs(spec)` yields, computed without expanding plain grids."""
-    total = sum(_block_count(block, spec.exclude) for block in spec.blocks)
+    total = sum(_block_count(block, spec.exclude, spec) for block in spec.blocks)
     return total if spec.max_runs is None else min(total, spec.max_runs)
 
 
 def check_not_empty(spec: SweepSpec) -> None:
-    """A one-line error, at the exclude entries, when they remove every run of `spec`."""
+    """A one-line error, at the exclude entries, when they remove every run of `spec`; and at
+    `shuffle` when it would have to permute more runs than fit in memory."""
+    total = sum(block.size for block in spec.blocks)
+    if spec.shuffle and spec.max_runs is None and total > limits.MAX_SHUFFLED:
+        raise SweepSpecError(limits.too_many("shuffle of every run", total, limits.MAX_SHUFFLED,
+                                             "set hydra.sweeper.max_runs to run a random sample"), key="shuffle")
+    for i, entry in enumerate(spec.exclude):
+        if all(_block_matching(block, dict(entry)) == 0 for block in spec.blocks):
+            _, file, line = spec.exclude_at
+            shown = ", ".join(f"{k}={v!r}" for k, v in entry)
+            raise SweepSpecError(f"matches no run ({shown} never occurs together); fix or drop it",
+                                 key=f"exclude[{i}]", file=file, line=line)
     if spec.exclude and count(spec) == 0:
         key, file, line = spec.exclude_at
         raise SweepSpecError("the exclude entries remove every run: nothing left to sweep",
@@ -152,6 +172,15 @@ def _ordered(spec: SweepSpec) -> Iterator[tuple[Block, tuple[Setting, ...]]]:
         return
     total = sum(block.size for block in spec.blocks)
     rng = random.Random(spec.seed)
+    if spec.exclude and spec.max_runs is not None and total > limits.MAX_SHUFFLED:
+        # too many to permute: distinct positions drawn one by one, until max_runs pass exclude
+        seen: set[int] = set()
+        while len(seen) < total:
+            position = rng.randrange(total)
+            if position not in seen:
+                seen.add(position)
+                yield _combo_at(spec, position)
+        return
     # Without exclude only max_runs positions are ever needed: sample just those.
     wanted = total if spec.exclude or spec.max_runs is None else min(spec.max_runs, total)
     for position in rng.sample(range(total), wanted):

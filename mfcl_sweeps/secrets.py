@@ -67,10 +67,15 @@ def _contains(haystack: tuple[str, ...], needle: tuple[str, ...]) -> bool:
 
 def is_secret_key(key: str, extra: Optional[Iterable[str]] = None) -> bool:
     """Is this config key (`db.password`, `+wandb.api_key`) secret?"""
+    return _secret_key(key, _names(extra))
+
+
+@functools.lru_cache(maxsize=4096)  # a sweep has few distinct keys, asked about once per value
+def _secret_key(key: str, names: tuple[tuple[str, ...], ...]) -> bool:
     if key.rsplit(".", 1)[-1] in NOT_SECRET:
         return False
     have = words(key)
-    return any(_contains(have, n) for n in _names(extra))
+    return any(_contains(have, n) for n in names)
 
 
 def is_secret_env(name: str, extra: Optional[Iterable[str]] = None) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import re
 import socket
 import uuid
 from collections import Counter
@@ -25,6 +26,16 @@ log = logging.getLogger("mfcl_sweeps")
 
 RESUME_MODES = ("none", "skip_completed", "rerun_failed_only")
 HYDRA_DEFAULT_SWEEP_DIR = "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}"
+
+
+SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def check_sweep_name(name: Any) -> None:
+    """A sweep name names one dir under multirun/ (or $MFCL_STORAGE_ROOT): never a path out of it."""
+    if not isinstance(name, str) or not SWEEP_NAME.fullmatch(name) or ".." in name:
+        raise MfclError(f"hydra.sweeper.name={name!r}: a sweep name is a plain name of up to 128 letters, "
+                        "digits, '.', '_', '+', '-' (no '/', no '..'); to put the sweep elsewhere set hydra.sweep.dir")
 
 
 def storage_dir(name: str, cwd: str) -> str:
@@ -106,6 +117,8 @@ class SweepCore:
         from omegaconf import OmegaConf, open_dict
 
         name = self.opt("name")
+        if name:
+            check_sweep_name(name)
         # Hydra's default dir is a timestamp; one the user set (command line or config) wins over
         # the named-sweep default, as hydra.sweep.dir always does in Hydra.
         explicit = OmegaConf.to_container(self.config.hydra.sweep, resolve=False)["dir"] != HYDRA_DEFAULT_SWEEP_DIR

@@ -5,6 +5,7 @@ from typing import Any, Mapping, Sequence
 
 from mfcl_sweeps.errors import SweepSpecError
 from mfcl_sweeps.spec import overrides as ov
+from mfcl_sweeps.spec.limits import sweep_problem
 from mfcl_sweeps.spec.types import Axis, Setting
 
 # ----------------------------------------------------------------------------- command line
@@ -26,6 +27,9 @@ def _cli_axes(params: Mapping[str, str], cli_overrides: Sequence[str], config_lo
             key = parsed.get_key_element()
             canon = ov.canonical_key(key)
             if parsed.is_sweep_override():
+                problem = sweep_problem(parsed)
+                if problem:
+                    raise SweepSpecError(problem, key=key)
                 elements = list(parsed.sweep_iterator())
                 settings = tuple(Setting(
                     overrides=(f"{key}={parsed._get_value_element_as_str(e)}",), keys=(canon,),

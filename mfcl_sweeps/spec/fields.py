@@ -10,6 +10,7 @@ from mfcl_sweeps.errors import SweepSpecError
 from mfcl_sweeps.model import Budget, RunResources
 from mfcl_sweeps.spec import overrides as ov
 from mfcl_sweeps.spec import sweepfile
+from mfcl_sweeps.spec.limits import axis_values_message
 from mfcl_sweeps.spec.types import Setting
 
 DEFAULT_ALIASES: dict[str, Any] = {
@@ -215,5 +216,14 @@ def parse_seeds(raw: Any, ctx: Ctx, path: str, container: Any) -> Optional[list[
         if not raw or not all(isinstance(s, int) and not isinstance(s, bool) for s in raw):
             raise ctx.error(f"must be a positive count or a non-empty list of integers, got {raw!r}",
                             path, container, "seeds")
-        return list(raw)
-    return list(range(positive_int(raw, ctx, path, container, "seeds")))
+        seeds = list(raw)
+    else:
+        n = positive_int(raw, ctx, path, container, "seeds")
+        problem = axis_values_message(n)
+        if problem:
+            raise ctx.error(problem, path, container, "seeds")
+        seeds = list(range(n))
+    problem = axis_values_message(len(seeds))
+    if problem:
+        raise ctx.error(problem, path, container, "seeds")
+    return seeds

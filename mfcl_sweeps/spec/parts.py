@@ -15,6 +15,7 @@ from mfcl_sweeps.spec.fields import (
     parse_budget,
     parse_resources,
 )
+from mfcl_sweeps.spec.limits import axis_values_message, sweep_problem
 from mfcl_sweeps.spec.types import Axis, Setting
 
 # ----------------------------------------------------------------------------- values -> settings
@@ -68,6 +69,9 @@ def _sweep_values(key: str, text: str, ctx: Ctx, path: str, container: Any, ckey
     if parsed.value_type == ValueType.GLOB_CHOICE_SWEEP and ctx.config_loader is None:
         raise ctx.error("glob() needs the app's config groups; use it in a Hydra run, not here",
                         path, container, ckey)
+    problem = sweep_problem(parsed)
+    if problem:
+        raise ctx.error(problem, path, container, ckey)
     return [ov.plain_value(v) for v in parsed.sweep_iterator()]
 
 
@@ -83,6 +87,9 @@ def _axis_values(key: str, raw: Any, ctx: Ctx, path: str, container: Any, ckey: 
         return None
     if not values:
         raise ctx.error("empty list of values: nothing to sweep", path, container, ckey)
+    problem = axis_values_message(len(values))
+    if problem:
+        raise ctx.error(problem, path, container, ckey)
     return values
 
 

@@ -2,12 +2,15 @@
 so every later error can say `file:line`."""
 from __future__ import annotations
 
+import os
 import re
+import stat
 from typing import Any, Optional
 
 import yaml
 
 from mfcl_sweeps.errors import SweepSpecError
+from mfcl_sweeps.spec import limits
 
 
 class LineDict(dict):
@@ -24,8 +27,10 @@ class LineList(list):
     item_lines: list
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader, with YAML 1.2 floats (`1e-3` is a float, not a string) and dates kept as strings."""
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """SafeLoader (libyaml's parser where installed: pure Python takes seconds per MB), with YAML
+    1.2 floats (`1e-3` is a float, not a string) and dates kept as strings. Nesting and alias
+    expansion are bounded by `_expanded_size` before anything is constructed."""
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -71,18 +76,52 @@ _Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
 
 
+def _expanded_size(node: Any, path: str, depth: int = 1, sizes: Optional[dict] = None) -> int:
+    """Nodes `node` stands for with every alias expanded; SweepSpecError past the limits (a
+    "billion laughs" file, thousands of nested levels)."""
+    sizes = {} if sizes is None else sizes
+    if depth > limits.MAX_YAML_DEPTH:
+        raise SweepSpecError(f"nested more than {limits.MAX_YAML_DEPTH} levels deep", file=path,
+                             line=node.start_mark.line + 1)
+    if id(node) not in sizes:
+        children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else \
+            node.value if isinstance(node, yaml.SequenceNode) else []
+        sizes[id(node)] = 1 + sum(_expanded_size(c, path, depth + 1, sizes) for c in children)
+        if sizes[id(node)] > limits.MAX_YAML_NODES:
+            raise SweepSpecError(f"more than {limits.MAX_YAML_NODES:,} values once its aliases are expanded",
+                                 file=path, line=node.start_mark.line + 1)
+    return sizes[id(node)]
+
+
+def _read_text(path: str) -> str:
+    """The file's text: a regular file, at most MAX_FILE_BYTES, UTF-8."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise SweepSpecError("cannot read sweep file: not a regular file", file=path)
+        if st.st_size > limits.MAX_FILE_BYTES:
+            raise SweepSpecError(f"the sweep file has {st.st_size:,} bytes, more than the limit of "
+                                 f"{limits.MAX_FILE_BYTES:,}; is it the right file?", file=path)
+        with open(path, "rb") as fh:
+            data = fh.read(limits.MAX_FILE_BYTES + 1)
+        return data.decode("utf-8")
+    except OSError as err:
+        raise SweepSpecError(f"cannot read sweep file: {err.strerror or err}", file=path) from None
+    except UnicodeDecodeError as err:
+        raise SweepSpecError(f"cannot read sweep file: not UTF-8 text (byte {err.start})", file=path) from None
+
+
 def read(path: str) -> Any:
     """The parsed file; SweepSpecError (with the line of a syntax error) if it cannot be read."""
+    text = _read_text(path)
+    loader = None
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except (OSError, UnicodeDecodeError) as err:
-        raise SweepSpecError(f"cannot read sweep file: {getattr(err, 'strerror', None) or err}",
-                             file=path) from None
-    loader = _Loader(text)
-    loader.name = path
-    try:
-        data = loader.get_single_data()
+        loader = _Loader(text)
+        loader.name = path
+        node = loader.get_single_node()
+        if node is not None:
+            _expanded_size(node, path)
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         what = " ".join(str(p) for p in (err.context, err.problem) if p)
@@ -90,12 +129,15 @@ def read(path: str) -> Any:
                              line=mark.line + 1 if mark else None) from None
     except yaml.YAMLError as err:
         raise SweepSpecError(f"YAML error: {str(err).splitlines()[0]}", file=path) from None
+    except RecursionError:
+        raise SweepSpecError(f"nested more than {limits.MAX_YAML_DEPTH} levels deep", file=path) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if data is None or data == {} or data == []:
         # Running the one default job for an empty file would hide a wrong path or an unsaved file.
         raise SweepSpecError("the sweep file is empty; give it grid/paired/runs/params, or drop "
-                             "hydra.sweeper.sweep_file to sweep only the command line's values", file=path)
+                             "hydra.sweeper.sweep_file to sweep only the command line's values", file=path, line=1)
     return data
 
 

@@ -10,6 +10,7 @@ import random
 from typing import Any, Callable, Optional
 
 from mfcl_sweeps.errors import SweepSpecError
+from mfcl_sweeps.spec.limits import MAX_RUN_CAP, too_many
 
 WANDB_KEYS = {"method", "parameters", "run_cap", "metric", "name", "description", "program",
               "command", "project", "entity", "early_terminate"}
@@ -33,6 +34,8 @@ def _draw_int_uniform(spec, where, rng):
     low, high = _number(spec, "min", where), _number(spec, "max", where)
     if int(low) != low or int(high) != high:
         raise where(f"int_uniform needs integer min/max, got {low!r}/{high!r}", "min")
+    if low > high:
+        raise where(f"int_uniform needs min <= max, got {low!r}/{high!r}", "min")
     return rng.randint(int(low), int(high))
 
 
@@ -86,6 +89,8 @@ def to_native(doc: dict, *, seed: Optional[int], fail) -> dict:
     run_cap = doc.get("run_cap")
     if run_cap is not None and (isinstance(run_cap, bool) or not isinstance(run_cap, int) or run_cap <= 0):
         raise fail(f"run_cap must be a positive integer, got {run_cap!r}", "run_cap", doc, "run_cap")
+    if run_cap is not None and run_cap > MAX_RUN_CAP:
+        raise fail(too_many("run_cap", run_cap, MAX_RUN_CAP, "draw fewer runs"), "run_cap", doc, "run_cap")
     native: dict = {"metadata": {"wandb": {k: doc[k] for k in _INFO_KEYS if k in doc}}}
     if method == "grid":
         grid, defaults = {}, {}
