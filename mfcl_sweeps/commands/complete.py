@@ -3,7 +3,7 @@ sources than the ones it started on. Runs the sweep's recorded command again on 
 dir with `hydra/launcher=mfcl_pool` and these sources (the recorded launcher and its options
 dropped): completed runs are skipped, failed ones too unless --retry-failed, and runs a
 scheduler still holds from the earlier launch are re-attached by job id, not submitted again
-(docs/pool.md#complete)."""
+(docs/pool.md, "Finishing a sweep elsewhere")."""
 from __future__ import annotations
 
 import argparse
