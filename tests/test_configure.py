@@ -174,3 +174,11 @@ def test_configure_needs_a_terminal(project):
     proc = subprocess.run([sys.executable, "-m", "mfcl_sweeps.cli", "configure"], cwd=project,
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 2 and "configure needs a terminal" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_quits_without_saving(tui, project):
+    t = tui("--out", "sweeps/never.yaml")
+    pick(t, "optimizer.lr", "0.1,0.01")
+    t.keys("C-c")
+    screen = t.wait_for("configure: nothing saved")
+    assert "Traceback" not in screen and not (project / "sweeps" / "never.yaml").exists()

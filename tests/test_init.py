@@ -279,3 +279,17 @@ def test_init_asks_on_a_terminal(tmp_path):
     cluster = yaml.safe_load((launchers / "cluster.yaml").read_text())
     assert cluster["account"] == "acct9" and cluster["partition"] == project_scan.schedulers()[0].default_queue
     assert yaml.safe_load((launchers / "ssh.yaml").read_text())["hosts"] == ["me@gpu1:2222:4", "gpu2"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_a_question_writes_nothing(tmp_path):
+    root = fresh_app(tmp_path / "proj")
+    t = Tmux(f"{sys.executable} -m mfcl_sweeps.cli init; echo rc=$?", root)
+    try:
+        t.wait_for("]:")  # the first question (a partition with sbatch on PATH, else the SSH hosts)
+        t.keys("C-c")
+        screen = t.wait_for("rc=130")
+    finally:
+        t.close()
+    assert "init: interrupted; nothing written" in screen and "Traceback" not in screen
+    assert not (root / "sweeps").exists()
