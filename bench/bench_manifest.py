@@ -44,10 +44,10 @@ def build(sweep_dir: str, n_runs: int) -> None:
             ops.append(transition_op(run.config_hash, model.COMPLETED, {
                 "exit_code": 0, "return_value": "0.9312", "end_time": start + 30}))
         if len(ops) >= 10_000:
-            manifest.journal.append(ops)
+            manifest.store.append(ops)
             ops = []
     if ops:
-        manifest.journal.append(ops)
+        manifest.store.append(ops)
 
 
 def timed(fn, repeat: int = 3) -> float:

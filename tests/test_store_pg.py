@@ -271,3 +271,20 @@ def test_export_to_the_database_and_import_back_keep_the_sweep(pg, tmp_path):
     assert out.returncode == 0, out.stderr
     assert not (sweep / ".mfcl" / "store.json").exists() and (sweep / ".mfcl" / "journal.jsonl").exists()
     assert records_of(sweep) == before
+
+
+def test_a_replay_checkpoint_of_a_database_sweep_is_used_only_for_that_sweep(pg, tmp_path):
+    sweep = tmp_path / "sweep"
+    manifest = open_manifest(sweep, pg, fresh_name())
+    manifest.record_plan({}, "spec", 3)
+    manifest.store.append([{"op": "t", "h": f"h{i}", "s": model.COMPLETED, "t": 1.0} for i in range(3)])
+    manifest.write_snapshot()  # saves the replay beside the sweep
+    assert (sweep / ".mfcl" / "replay.ckpt").exists()
+    manifest.transition("h0", model.FAILED, exit_code=1)
+    reader = SweepManifest(sweep)
+    assert reader.refresh() == 1  # only the op after the checkpoint is read
+    assert reader.counts() == {"total": 3, "completed": 2, "failed": 1}
+    other = tmp_path / "other"  # another database sweep given this checkpoint must not use it
+    open_manifest(other, pg, fresh_name()).record_plan({}, "spec", 1)
+    (other / ".mfcl" / "replay.ckpt").write_bytes((sweep / ".mfcl" / "replay.ckpt").read_bytes())
+    assert SweepManifest(other).counts() == {"total": 1, "pending": 1}

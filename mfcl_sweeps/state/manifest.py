@@ -31,7 +31,7 @@ from mfcl_sweeps.liveness import HOST
 from mfcl_sweeps.model import PlannedRun
 from mfcl_sweeps.state import snapshot as snapshots
 from mfcl_sweeps.state.claims import ALREADY_MINE, DEFAULT_CLAIM_TIMEOUT_S
-from mfcl_sweeps.state.records import Checkpoint, RunRecord, journal_tail, read_checkpoint, write_checkpoint
+from mfcl_sweeps.state.records import Checkpoint, RunRecord, write_checkpoint
 from mfcl_sweeps.state.replay import PlanInfo, SweepState, check_state, identity_of, transition_op
 from mfcl_sweeps.state.store import FILE, Store, open_store
 
@@ -75,7 +75,7 @@ class SweepManifest:
         ops = self.store.read_new()
         for op in ops:
             self._state.apply(op)
-        if len(ops) >= CHECKPOINT_AFTER_OPS and self.journal is not None:
+        if len(ops) >= CHECKPOINT_AFTER_OPS:
             try:  # a long replay is worth keeping for the next reader
                 self.checkpoint()
             except OSError:
@@ -83,21 +83,15 @@ class SweepManifest:
         return len(ops)
 
     def _load_checkpoint(self) -> None:
-        if self.journal is None:
-            return
-        cp = read_checkpoint(self.state_dir, self.journal.path)
+        cp = self.store.load_checkpoint(self.state_dir)
         if cp is not None:
             self._state.load(cp.state, cp.records)
-            self.journal.resume_at(cp.ino, cp.offset, cp.lines)
 
     def checkpoint(self) -> None:
-        """Save this replay (see records.py) so later readers parse only newer journal lines."""
-        if self.journal is None:
-            return  # a database store: nothing to cache beside it
-        ino, offset, lines = self.journal.position()
-        if lines:
-            write_checkpoint(self.state_dir, self.journal.path, Checkpoint(
-                ino, offset, lines, journal_tail(self.journal.path, offset), self._state.dump(), self._state.records))
+        """Save this replay (see records.py) so later readers parse only newer ops."""
+        at = self.store.checkpoint_position()
+        if at is not None:
+            write_checkpoint(self.state_dir, Checkpoint(*at, self._state.dump(), self._state.records))
 
     @property
     def cluster(self) -> str:

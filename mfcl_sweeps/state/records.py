@@ -150,7 +150,7 @@ class Checkpoint:
     records: RecordStore
 
 
-def write_checkpoint(state_dir: Path, journal_path: Path, cp: Checkpoint) -> None:
+def write_checkpoint(state_dir: Path, cp: Checkpoint) -> None:
     payload = marshal.dumps({"format": _FORMAT, "ino": cp.ino, "offset": cp.offset, "lines": cp.lines,
                              "tail": cp.tail, "state": cp.state, **cp.records.dump()})
     atomic_write(state_dir / CHECKPOINT_NAME, payload, fsync=False)  # a cache: a lost one is rebuilt
@@ -163,17 +163,25 @@ def journal_tail(journal_path: Path, offset: int) -> bytes:
         return f.read(offset - start)
 
 
-def read_checkpoint(state_dir: Path, journal_path: Path) -> Optional[Checkpoint]:
-    """The checkpoint, if there is one that the journal still agrees with; else None."""
+def load_checkpoint(state_dir: Path) -> Optional[Checkpoint]:
+    """The checkpoint file as it is (its store checks that it still agrees), or None."""
     try:
         data = marshal.loads((state_dir / CHECKPOINT_NAME).read_bytes())
-        st = os.stat(journal_path)
     except (OSError, ValueError, EOFError, TypeError):
         return None
     if not isinstance(data, dict) or data.get("format") != _FORMAT:
         return None
-    if data["ino"] != st.st_ino or data["offset"] > st.st_size \
-            or journal_tail(journal_path, data["offset"]) != data["tail"]:
+    return Checkpoint(data["ino"], data["offset"], data["lines"], data["tail"], data["state"], RecordStore.load(data))
+
+
+def read_checkpoint(state_dir: Path, journal_path: Path) -> Optional[Checkpoint]:
+    """The checkpoint, if there is one that the journal still agrees with; else None."""
+    data = load_checkpoint(state_dir)
+    try:
+        st = os.stat(journal_path)
+    except OSError:
         return None
-    return Checkpoint(data["ino"], data["offset"], data["lines"], data["tail"], data["state"],
-                      RecordStore.load(data))
+    if data is None or data.ino != st.st_ino or data.offset > st.st_size \
+            or journal_tail(journal_path, data.offset) != data.tail:
+        return None
+    return data

@@ -25,6 +25,7 @@ from mfcl_sweeps.fsio import atomic_write
 from mfcl_sweeps.layout import SweepLayout, sweep_id_of
 from mfcl_sweeps.state.claims import DEFAULT_CLAIM_TIMEOUT_S, ClaimBook, ClaimRules
 from mfcl_sweeps.state.journal import Journal
+from mfcl_sweeps.state.records import Checkpoint, journal_tail, read_checkpoint
 
 ENV_STORE = "MFCL_STORE"
 OPTION = "hydra.sweeper.store"
@@ -54,6 +55,13 @@ class Store(Protocol):
     def plan_indices(self) -> dict[str, str]: ...
 
     def describe(self) -> str: ...
+
+    def load_checkpoint(self, state_dir: Path) -> Optional[Checkpoint]:
+        """The sweep dir's replay checkpoint if it agrees with this store (reading then resumes
+        after it), else None."""
+
+    def checkpoint_position(self) -> Optional[tuple]:
+        """(ino, offset, lines, tail) of a checkpoint taken now (records.Checkpoint), or None."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +190,16 @@ class FileStore:
 
     def describe(self) -> str:
         return str(self.journal.path)
+
+    def load_checkpoint(self, state_dir: Path) -> Optional[Checkpoint]:
+        cp = read_checkpoint(state_dir, self.journal.path)
+        if cp is not None:
+            self.journal.resume_at(cp.ino, cp.offset, cp.lines)
+        return cp
+
+    def checkpoint_position(self) -> Optional[tuple]:
+        ino, offset, lines = self.journal.position()
+        return (ino, offset, lines, journal_tail(self.journal.path, offset)) if lines else None
 
 
 def read_pointer(sweep_dir: Union[str, os.PathLike]) -> Optional[dict]:
