@@ -4,7 +4,7 @@ Jobs are forked from the driver, which has already imported Hydra and the task (
 no interpreter start-up per job), unless the driver has initialized CUDA: such a process cannot
 be forked safely and its children ignore their CUDA_VISIBLE_DEVICES, so jobs then start as fresh
 interpreters (`python -m mfcl_sweeps.worker`). Either way a crash, `os._exit` or kill of one
-job never reaches the driver, and each job runs under its own supervisor (backends/supervise.py):
+job never reaches the driver, and each job runs under its own supervisor (job/supervise.py):
 no process of a job outlives it or the driver, whatever signal ends the driver.
 """
 from __future__ import annotations
@@ -19,10 +19,10 @@ import time
 import traceback
 from typing import Any, NoReturn, Optional, Sequence
 
-from mfcl_sweeps.backends import supervise
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
 from mfcl_sweeps.backends.children import GpuPool, overdue_reason, signal_name, visible_gpus
 from mfcl_sweeps.config import LocalLauncherConf
+from mfcl_sweeps.job import supervise
 from mfcl_sweeps.job.jobspec import worker_argv
 from mfcl_sweeps.options import options_type
 
@@ -139,7 +139,7 @@ class LocalBackend(Backend):
         return self.templates.prepare(request.spec.overrides)
 
     def _start(self, request: JobRequest, env: dict[str, str], command: Optional[list[str]], prepared: Any) -> int:
-        """Fork the job's supervisor (backends/supervise.py), which forks the job: `command` exec'd
+        """Fork the job's supervisor (job/supervise.py), which forks the job: `command` exec'd
         (a fresh interpreter), or without one a forked worker. Returns the supervisor's pid."""
         sys.stdout.flush()
         sys.stderr.flush()

@@ -92,7 +92,7 @@ def main(argv: list[str]) -> int:
     from hydra.core.singleton import Singleton
     from hydra.core.utils import JobStatus
 
-    from mfcl_sweeps.backends.supervise import die_with_parent
+    from mfcl_sweeps.job.supervise import die_with_parent
 
     die_with_parent()  # torchrun starts ranks in their own sessions; a killed agent must take them along
     session_path, job_path, node_result = parse_args(argv)

@@ -32,7 +32,6 @@ from mfcl_sweeps.backends.children import (
     visible_gpus,
 )
 from mfcl_sweeps.backends.ddp import RunLaunch, failure_reason, node_command
-from mfcl_sweeps.backends.supervise import die_with_parent
 from mfcl_sweeps.backends.torchrun.hosts import (
     check_host,
     parse_hosts,
@@ -43,6 +42,7 @@ from mfcl_sweeps.backends.torchrun.hosts import (
 )
 from mfcl_sweeps.config import TorchrunLauncherConf
 from mfcl_sweeps.errors import MfclError
+from mfcl_sweeps.job.supervise import die_with_parent
 from mfcl_sweeps.model import PlannedRun
 from mfcl_sweeps.options import conf_string, is_port, options_type, problem, split_endpoint
 

@@ -152,11 +152,11 @@ def supervise(start_job: Callable[[], NoReturn], *, grace_s: float, parent: int)
 
 
 def main(argv: list[str]) -> NoReturn:
-    """`python -m mfcl_sweeps.backends.supervise GRACE_S PARENT_PID -- COMMAND...`: a command
+    """`python -m mfcl_sweeps.job.supervise GRACE_S PARENT_PID -- COMMAND...`: a command
     (a torchrun agent) under the supervisor, for backends that start commands, not forks."""
     grace_s, parent, sep, *command = argv
     if sep != "--" or not command:
-        sys.exit("usage: python -m mfcl_sweeps.backends.supervise GRACE_S PARENT_PID -- COMMAND...")
+        sys.exit("usage: python -m mfcl_sweeps.job.supervise GRACE_S PARENT_PID -- COMMAND...")
     supervise(lambda: os.execvp(command[0], command), grace_s=float(grace_s), parent=int(parent))
 
 
