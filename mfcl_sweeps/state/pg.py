@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
 from mfcl_sweeps.errors import StoreError
+from mfcl_sweeps.secrets import redact
 from mfcl_sweeps.state.claims import DEFAULT_CLAIM_TIMEOUT_S
 from mfcl_sweeps.state.records import Checkpoint, load_checkpoint
 from mfcl_sweeps.state.store import StoreURL
@@ -199,7 +200,7 @@ class PgStore:
 
     # -- ops ----------------------------------------------------------------------------------
     def append(self, ops: list[dict]) -> None:
-        rows = [(str(uuid.uuid4()), json.dumps(op, separators=(",", ":"), default=str)) for op in ops]
+        rows = [(str(uuid.uuid4()), json.dumps(redact(op), separators=(",", ":"), default=str)) for op in ops]
         retried = False
 
         def work(conn: Any) -> None:
