@@ -293,3 +293,13 @@ def test_ctrl_c_at_a_question_writes_nothing(tmp_path):
         t.close()
     assert "init: interrupted; nothing written" in screen and "Traceback" not in screen
     assert not (root / "sweeps").exists()
+
+
+def test_an_app_whose_config_does_not_compose_gets_a_one_run_example(tmp_path):
+    root = fresh_app(tmp_path / "proj")
+    (root / "src" / "configs" / "main.yaml").write_text("defaults:\n  - net: missing\n")
+    proc = cli("init", "--yes", cwd=root, path=no_scheduler_path(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: src/fit.py's config does not compose without running it" in proc.stdout
+    assert yaml.safe_load((root / "sweeps" / "example.yaml").read_text())["runs"] == [{"name": "baseline"}]
+    assert cli("count", "sweeps/example.yaml", cwd=root).stdout.strip() == "1"

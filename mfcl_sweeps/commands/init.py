@@ -96,13 +96,14 @@ def plan(args: argparse.Namespace, ask: Optional[Callable[[str], str]]) -> tuple
               else " (no config_path)")
     report = [f"app: {script}{config}", f"python: {scan.python} ({scan.env_kind})"]
     groups = project_scan.config_groups(app.config_dir)
-    leaves, choices = {}, {}
+    leaves, choices, composed = {}, {}, False
     if app.config_dir and app.config_name:
         try:
             cfg, choices = project_scan.compose_app(app)
-        except Exception as err:  # the app's own config is broken: say so, write a config-free example
-            raise MfclError(f"{script}: its config does not compose: {str(err).splitlines()[0]}") from None
-        leaves = project_scan.leaf_values(cfg)
+            leaves, composed = project_scan.leaf_values(cfg), True
+        except Exception as err:  # e.g. a config the app registers in Python, or a broken one
+            report.append(f"warning: {script}'s config does not compose without running it "
+                          f"({str(err).splitlines()[0]}); the example sweep is one run: add your keys")
     report.append("config groups: " + (", ".join(f"{g} ({', '.join(o)})" for g, o in groups.items()) or "none"))
     report += [f"scheduler: {s.kind} ({s.submit}; {'partitions' if s.kind == 'slurm' else 'queues'}: "
                f"{', '.join(s.queues) or 'none found'})" for s in scan.schedulers] or ["scheduler: none on PATH"]
@@ -125,7 +126,7 @@ def plan(args: argparse.Namespace, ask: Optional[Callable[[str], str]]) -> tuple
     python = _prefix(scan.python)
     app_command = f"{python} {shlex.quote(str(script))}"
     sweep_rel = "sweeps/example.yaml"
-    axes, seeds = init_files.example_axes(groups, choices, leaves)
+    axes, seeds = init_files.example_axes(groups if composed else {}, choices, leaves)
     files = {root / sweep_rel: init_files.example_sweep(app_command, sweep_rel, axes, seeds)}
     names = list(init_files.presets(scan.schedulers, p, len(scan.gpus)).items())
     if app.config_dir:
