@@ -141,7 +141,8 @@ class SlurmQuery:
         proc = run_command(["sacct", "-n", "-P", "-X", "-j", ",".join(array_ids(task_ids)),
                             "-o", "JobID,State,ExitCode"])
         if proc.returncode:
-            log.warning("sacct failed (exit %s): %s; falling back to squeue", proc.returncode, proc.stderr.strip()[:300])
+            log.warning("sacct failed (exit %s): %s; falling back to squeue", proc.returncode,
+                        proc.stderr.strip()[:300])
             return {}
         return parse_sacct(proc.stdout, plain_ids(task_ids))
 

@@ -162,7 +162,8 @@ def aggregate_argv(opts: SlurmOptions, python: str, sweep_dir: str, log_dir: str
     """The held job that runs `mfcl-sweeps aggregate` after a detached sweep's arrays."""
     argv = ["sbatch", "--parsable", "--hold", f"--job-name={opts.name}-aggregate", f"--time={AGGREGATE_TIME_MIN}",
             f"--output={Path(log_dir) / 'aggregate-%j.out'}"]
-    argv += [f"--{k}={v}" for k, v in (("partition", opts.partition), ("qos", opts.qos), ("account", opts.account)) if v]
+    where = (("partition", opts.partition), ("qos", opts.qos), ("account", opts.account))
+    argv += [f"--{k}={v}" for k, v in where if v]
     return argv + ["--wrap", shlex.join([python, "-m", "mfcl_sweeps.cli", "aggregate", sweep_dir])]
 
 

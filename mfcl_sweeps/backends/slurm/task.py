@@ -119,7 +119,8 @@ class Requeuer:
         print(f"mfcl-sweeps: {why}: requeueing Slurm job {self.job_id}", file=sys.stderr, flush=True)
         proc = subprocess.run(["scontrol", "requeue", self.job_id], capture_output=True, text=True)
         if proc.returncode:
-            print(f"mfcl-sweeps: scontrol requeue {self.job_id} failed: {proc.stderr.strip()}", file=sys.stderr, flush=True)
+            print(f"mfcl-sweeps: scontrol requeue {self.job_id} failed: {proc.stderr.strip()}", file=sys.stderr,
+                  flush=True)
 
 
 def rank_env(environ: Mapping[str, str], port: int) -> dict[str, str]:
@@ -157,7 +158,8 @@ def run_torchrun(args: argparse.Namespace, job: JobSpec, job_path: str, environ:
         from mfcl_sweeps.job.jobspec import log_tail
 
         log_text = log_tail(log_path_for(job.sweep_dir, run.run_id), 200)
-        _, why = torchrun.failure_reason(launch.error_file(node), log_text) or (code, f"torchrun exited with code {code}")
+        found = torchrun.failure_reason(launch.error_file(node), log_text)
+        _, why = found or (code, f"torchrun exited with code {code}")
         worker.write_result(job.result_path, worker._failed_return(job, RuntimeError(why)))
         if job.journal:
             from mfcl_sweeps.state.manifest import SweepManifest

@@ -19,7 +19,6 @@ import logging
 import os
 import random
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -27,204 +26,23 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Optional, Sequence
 
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
-from mfcl_sweeps.backends.ssh.health import HealthRules, HostHealth, SweepLogs
-from mfcl_sweeps.backends.ssh.paths import RemoteLayout, job_dir_of, localize_return, remote_session, remote_spec
-from mfcl_sweeps.backends.ssh.strategy import HostLoad, choose
+from mfcl_sweeps.backends.ssh.health import HealthRules, SweepLogs
+from mfcl_sweeps.backends.ssh.job import Host, RemoteJob
+from mfcl_sweeps.backends.ssh.paths import RemoteLayout, remote_session, remote_spec
+from mfcl_sweeps.backends.ssh.strategy import choose
 from mfcl_sweeps.backends.ssh.sync import Unreachable, local_commit, prepare_host, project_root
 from mfcl_sweeps.backends.sshclient import commands as cmd
 from mfcl_sweeps.backends.sshclient.hosts import HostSpec, SshOptions, check_workdirs, parse_options
-from mfcl_sweeps.backends.sshclient.transport import SSH_FAILED, HostConn
+from mfcl_sweeps.backends.sshclient.transport import HostConn
 from mfcl_sweeps.config import SshLauncherConf
 from mfcl_sweeps.errors import MfclError
-from mfcl_sweeps.job.jobspec import atomic_write_bytes, worker_argv
+from mfcl_sweeps.job.jobspec import worker_argv
 
 log = logging.getLogger(__name__)
 
 
 class AllHostsDown(MfclError):
     """Every SSH host stayed unusable; the manifest keeps the runs still to do (resume them)."""
-
-
-class Host:
-    """One host's runtime state; counters change under the backend's lock."""
-
-    def __init__(self, spec: HostSpec, opts: SshOptions, control_dir: Optional[str], project_dir: str) -> None:
-        self.spec = spec
-        self.conn = HostConn(spec, opts, control_dir)
-        self.python = spec.python or opts.python
-        self.workdir = spec.workdir or opts.workdir or (project_dir if spec.is_local else None)
-        self.env = {**opts.env, **spec.env}
-        self.health = HostHealth()
-        self.running = 0
-        self.started = 0
-        self.layout: Optional[RemoteLayout] = None
-        self.session_sent = False
-        self.last_check = 0.0
-
-    @property
-    def label(self) -> str:
-        return self.spec.label
-
-    def load(self) -> HostLoad:
-        return HostLoad(slots=self.spec.slots, running=self.running, started=self.started,
-                        weight=float(self.spec.weight), enabled=self.health.enabled)
-
-
-class RemoteJob:
-    """One job on one host: its ssh channel, the supervisor's pid, and its outcome."""
-
-    def __init__(self, backend: "SshBackend", host: Optional[Host], request: JobRequest) -> None:
-        self.backend, self.host, self.request = backend, host, request
-        self.pid: Optional[int] = None
-        self.exit_code: Optional[int] = None
-        self.proc: Optional[subprocess.Popen] = None
-        self.state: Optional[JobState] = None
-        self.stop_reason: Optional[str] = None
-        self.confirming = False
-        self.started = time.monotonic()
-        self._pid_seen = threading.Event()
-        self._stderr_tail: list[str] = []
-
-    # -- start (driver thread) ------------------------------------------------------------
-    def start(self, script: str) -> None:
-        os.makedirs(os.path.dirname(self.request.log_path), exist_ok=True)
-        with open(self.request.log_path, "ab") as out:
-            self.proc = self.host.conn.start(script, out)
-        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._reader.start()
-
-    def wait_started(self, deadline: float) -> None:
-        """Until the supervisor reports the job's pid (journaled at submit), then follow the job."""
-        while not self._pid_seen.wait(0.05):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                break
-        threading.Thread(target=self._follow, args=(self._reader,), daemon=True).start()
-
-    def _read_stderr(self) -> None:
-        for raw in self.proc.stderr:
-            line = raw.decode(errors="replace").rstrip("\n")
-            if line.startswith(cmd.PID_MARK + " "):
-                self.pid = int(line.split()[1])
-                self._pid_seen.set()
-            elif line.startswith(cmd.EXIT_MARK + " "):
-                self.exit_code = int(line.split()[1])
-            elif line.strip():
-                self._stderr_tail = (self._stderr_tail + [line])[-5:]
-                self.backend.logs.host(self.host.label, f"{self.request.run.run_id}: {line}")
-        self._pid_seen.set()
-
-    def stop(self, reason: str) -> None:
-        """Close the channel's stdin: the supervisor then kills the job's group (TERM, grace, KILL)."""
-        if self.stop_reason is None:
-            self.stop_reason = reason
-        if self.proc is not None and self.proc.stdin and not self.proc.stdin.closed:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-
-    # -- follow (own thread) --------------------------------------------------------------
-    def _follow(self, reader: threading.Thread) -> None:
-        try:
-            self._outcome(reader)
-        except Exception as exc:  # never leave the driver waiting on a job nobody follows
-            log.exception("ssh job %s: following it failed", self.request.run.run_id)
-            if self.state is None:
-                self._finish(JobState(done=True, error=f"ssh launcher error: {exc!r}",
-                                      fields={"host": self.host.label}), host_ok=None)
-
-    def _outcome(self, reader: threading.Thread) -> None:
-        self.proc.wait()
-        reader.join()
-        b, host, run_id = self.backend, self.host, self.request.run.run_id
-        if self.exit_code is not None:
-            ok = self._collect()
-            if ok is None:  # finished there, but its result could not be fetched: run it again
-                b.disable(host, "unreachable while collecting results")
-                self._finish(JobState(done=True, preempted=True, error=f"results lost with host {host.label}",
-                                      fields={"host": host.label}), host_ok=None)
-                return
-            error = self.stop_reason
-            if error is None and self.exit_code < 0:
-                error = f"job process killed by signal {-self.exit_code} on {host.label}"
-            self._finish(JobState(done=True, exit_code=self.exit_code, error=error, fields={"host": host.label}),
-                         host_ok=self.exit_code == 0 if self.stop_reason is None else None)
-            return
-        if self.stop_reason is not None:  # stopped before it could report: it is gone with its channel
-            self._finish(JobState(done=True, exit_code=None, error=self.stop_reason, fields={"host": host.label}),
-                         host_ok=None)
-            return
-        detail = self._stderr_tail[-1] if self._stderr_tail else f"ssh exit code {self.proc.returncode}"
-        if self.pid is None and self.proc.returncode != SSH_FAILED:
-            # the host answered but the supervisor never started (python missing, bad workdir...)
-            self._finish(JobState(done=True, exit_code=self.proc.returncode,
-                                  error=f"could not start on {host.label}: {detail}", fields={"host": host.label}),
-                         host_ok=False)
-            return
-        b.logs.host(host.label, f"{run_id}: connection lost ({detail})")
-        b.check_reachable(host, detail)
-        self._confirm_gone(detail)
-
-    def _confirm_gone(self, detail: str) -> None:
-        """Re-send only once the job cannot still be running there."""
-        b, host = self.backend, self.host
-        self.confirming = True
-        deadline = time.monotonic() + b.opts.dead_after_s
-        why = None
-        while why is None:
-            if self.pid is None:
-                why = "it never started"
-                break
-            res = host.conn.run(cmd.group_alive_script(self.pid), timeout=b.opts.connect_timeout_s + 5)
-            out = res.out.decode(errors="replace")
-            if res.ok and "gone" in out:
-                why = f"process group {self.pid} confirmed gone"
-            elif res.ok and "alive" in out:
-                host.conn.run(cmd.kill_group_script(self.pid, b.opts.kill_grace_s))
-            elif time.monotonic() > deadline:
-                why = f"host declared dead after {b.opts.dead_after_s:g}s"
-            else:
-                time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
-        b.logs.host(host.label, f"{self.request.run.run_id}: re-sending ({why})")
-        self._finish(JobState(done=True, preempted=True, error=f"connection to {host.label} lost ({detail}); {why}",
-                              fields={"host": host.label}), host_ok=False)
-
-    def _collect(self) -> Optional[bool]:
-        """Copy result and job dir back; False: no result there; None: the host did not answer."""
-        import cloudpickle
-
-        host, req = self.host, self.request
-        layout = host.layout
-        rpath = layout.result_path(req.run.run_id, req.spec.attempt)
-        for _ in range(3):
-            res = host.conn.run(cmd.cat_script(rpath), timeout=self.backend.opts.connect_timeout_s + 300)
-            if res.code != SSH_FAILED:
-                break
-            time.sleep(0.5)
-        if res.code == SSH_FAILED:
-            return None
-        if not res.ok:
-            return False
-        try:
-            ret = cloudpickle.loads(res.out)
-        except Exception as exc:  # not loadable here: hand the bytes on, the driver reports it
-            self.backend.logs.host(host.label, f"{req.run.run_id}: result not loadable locally: {exc!r}")
-            atomic_write_bytes(req.spec.result_path, res.out)
-            return True
-        remote_dir = job_dir_of(ret, layout)
-        if remote_dir:
-            local_dir = layout.paths.to_local(remote_dir)
-            got = host.conn.fetch_dir(remote_dir, local_dir)
-            if got.code == SSH_FAILED:
-                return None
-            if not got.ok:
-                self.backend.logs.host(host.label, f"{req.run.run_id}: copying {remote_dir} back failed: {got.err.strip()}")
-        atomic_write_bytes(req.spec.result_path, cloudpickle.dumps(localize_return(ret, layout.paths)))
-        return True
-
-    def _finish(self, state: JobState, host_ok: Optional[bool]) -> None:
-        self.backend.job_finished(self, host_ok)
-        self.state = state
 
 
 class SshBackend(Backend):
@@ -293,7 +111,8 @@ class SshBackend(Backend):
         except Unreachable as err:
             return err.detail
         h.layout = RemoteLayout(self.sweep_dir, workdir, self.project_dir)
-        self.logs.host(h.label, f"ready: {h.spec.describe()} workdir {workdir} commit {commit or '-'} slots {h.spec.slots}")
+        self.logs.host(h.label, f"ready: {h.spec.describe()} workdir {workdir} commit {commit or '-'} "
+                                f"slots {h.spec.slots}")
         return None
 
     # -- health -------------------------------------------------------------------------------
@@ -510,6 +329,7 @@ def cancel_records(records: Sequence[Any]) -> list[str]:
         if res.ok:
             stopped.append(rec.config_hash)
         else:
-            log.warning("could not cancel run %s on %s: %s", getattr(rec, "run_id", "?"), spec.describe(), res.err.strip())
+            log.warning("could not cancel run %s on %s: %s", getattr(rec, "run_id", "?"), spec.describe(),
+                        res.err.strip())
     return stopped
 

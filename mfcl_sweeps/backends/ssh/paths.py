@@ -83,7 +83,8 @@ def remote_spec(spec: JobSpec, run_id: str, layout: RemoteLayout) -> JobSpec:
     cannot reach the sweep's journal)."""
     overrides = [*spec.overrides, f"hydra.sweep.dir={quote_override_value(layout.root)}"]
     env_set = {**spec.env_set, model.ENV_SWEEP_DIR: layout.root}
-    return dataclasses.replace(spec, overrides=overrides, env_set=env_set, result_path=layout.result_path(run_id, spec.attempt),
+    return dataclasses.replace(spec, overrides=overrides, env_set=env_set,
+                               result_path=layout.result_path(run_id, spec.attempt),
                                sweep_dir=layout.root, session_path=layout.session_path, journal=False)
 
 

@@ -65,7 +65,8 @@ def rsync_project(conn: HostConn, project_dir: str, workdir: str, excludes: list
         p = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if p.returncode:
             raise HostSetupError(f"ssh host {conn.host.label}: rsync of {project_dir} to {workdir} failed "
-                                 f"(exit {p.returncode}): {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ''}")
+                                 f"(exit {p.returncode}): "
+                                 f"{p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ''}")
 
 
 def prepare_host(conn: HostConn, *, mode: str, workdir: str, python: str, project_dir: str, commit: str,

@@ -108,7 +108,8 @@ def kill_group_script(pgid: int, grace_s: float) -> str:
     p = int(pgid)
     steps = max(1, int(grace_s * 5))
     return (f"kill -TERM -- -{p} 2>/dev/null || exit 0; i=0; while [ $i -lt {steps} ]; do "
-            f"kill -0 -- -{p} 2>/dev/null || exit 0; sleep 0.2; i=$((i+1)); done; kill -KILL -- -{p} 2>/dev/null; exit 0")
+            f"kill -0 -- -{p} 2>/dev/null || exit 0; sleep 0.2; i=$((i+1)); done; "
+            f"kill -KILL -- -{p} 2>/dev/null; exit 0")
 
 
 def rsync_argvs(opts: SshOptions, host: HostSpec, control_dir: Optional[str], local_dir: str, workdir: str,

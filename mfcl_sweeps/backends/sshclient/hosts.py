@@ -95,7 +95,8 @@ def parse_host(value: Any, key: str) -> HostSpec:
         spec.env = dict(spec.env or {})
         spec.ssh_options = list(spec.ssh_options or [])
     else:
-        raise SshConfigError(f"{key}={value!r}: expected a mapping {{host, port, user, slots, ...}} or 'user@host:port:slots'")
+        raise SshConfigError(f"{key}={value!r}: expected a mapping {{host, port, user, slots, ...}} "
+                             "or 'user@host:port:slots'")
     if not isinstance(spec.slots, int) or spec.slots < 1:
         raise SshConfigError(f"{key}.slots={spec.slots!r}: expected a whole number >= 1")
     if spec.port is not None and not (isinstance(spec.port, int) and 0 < spec.port < 65536):

@@ -79,7 +79,8 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--grace"]:
         grace, argv = float(argv[1]), argv[2:]
     if len(argv) < 4 or argv[2] != "--":
-        print("usage: python -m mfcl_sweeps.backends.ssh_remote [--grace S] JOB_PATH JOB_JSON -- ARGV...", file=sys.stderr)
+        print("usage: python -m mfcl_sweeps.backends.ssh_remote [--grace S] JOB_PATH JOB_JSON -- ARGV...",
+              file=sys.stderr)
         return 2
     return supervise(argv[0], argv[1], argv[3:], grace)
 

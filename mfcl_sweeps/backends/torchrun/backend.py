@@ -200,7 +200,8 @@ class TorchrunBackend(Backend):
             if gpus is not None:
                 del free[:launch.gpus_needed()]
             commands = (self._remote_commands(request, launch) if launch.hosts else
-                        [node_command(launch, n, gpus=g) for n, g in zip(launch.nodes, gpus or [()] * len(launch.nodes))])
+                        [node_command(launch, n, gpus=g)
+                         for n, g in zip(launch.nodes, gpus or [()] * len(launch.nodes))])
             subs.append(Submission(requests=[self._for_driver(request, launch)], commands=commands,
                                    extra={"launch": launch, "gpus": gpus}))
         return subs
