@@ -33,6 +33,8 @@ import sys
 
 def _wrap(module):
     multirun = module.Hydra.multirun
+    if getattr(multirun, "mfcl_client", False):
+        return
 
     def recorded_multirun(self, config_name, task_function, overrides, *args, **kwargs):
         with open(os.environ["MFCL_CLIENT_RECORD"], "a") as f:
@@ -40,6 +42,7 @@ def _wrap(module):
         extra = os.environ.get("MFCL_CLIENT_INJECT", "").split()
         return multirun(self, config_name, task_function, list(overrides) + extra, *args, **kwargs)
 
+    recorded_multirun.mfcl_client = True
     module.Hydra.multirun = recorded_multirun
 
 
@@ -70,6 +73,15 @@ if os.environ.get("MFCL_CLIENT_RECORD"):
 
 OUTCOMES_PLUGIN = '''
 import os
+
+
+def pytest_configure(config):
+    # In pytest's own process Hydra is imported through pytest's rewriting hook (it is a pytest
+    # plugin's distribution), ahead of sitecustomize's finder: wrap it here instead.
+    import hydra._internal.hydra
+    import sitecustomize
+
+    sitecustomize._wrap(hydra._internal.hydra)
 
 
 def pytest_runtest_logreport(report):
