@@ -9,7 +9,7 @@ loads SSH or torchrun code.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mfcl_sweeps.backends.base import Backend
@@ -28,20 +28,6 @@ def get(name: str) -> type[Backend]:
     """The Backend class registered as `name` (KeyError for a name that is not registered)."""
     module, _, cls = BACKENDS[name].partition(":")
     return getattr(importlib.import_module(module), cls)
-
-
-def hook(name: Optional[str], attr: str) -> Optional[Callable[..., Any]]:
-    """Class method `attr` of backend `name`; None when no such backend is registered or it
-    keeps the base class's default (e.g. no `refresh_records`: the journal says it all)."""
-    if name not in BACKENDS:
-        return None
-    from mfcl_sweeps.backends.base import Backend
-
-    cls = get(name)
-    method = getattr(cls, attr, None)
-    if method is None or getattr(method, "__func__", None) is getattr(getattr(Backend, attr, None), "__func__", 0):
-        return None
-    return method
 
 
 def still_running(record: Any) -> bool:

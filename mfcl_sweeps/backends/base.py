@@ -108,9 +108,9 @@ class Backend(abc.ABC):
         return {}
 
     @classmethod
+    @abc.abstractmethod
     def cancel_records(cls, records: Sequence[Any]) -> Optional[list[str]]:
-        """`mfcl-sweeps cancel`: stop these journaled runs; the config hashes stopped."""
-        return []
+        """`mfcl-sweeps cancel`: stop these journaled runs; the config hashes stopped (None: all)."""
 
     @classmethod
     def still_running(cls, record: Any) -> bool:

@@ -29,8 +29,8 @@ def cancellable(records: dict[str, Any]) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mfcl_sweeps import backends
     from mfcl_sweeps.commands.status import open_manifest
-    from mfcl_sweeps.backends import hook as backend_hook
 
     manifest = open_manifest(args.sweep_dir)
     targets = cancellable(manifest.records())
@@ -51,13 +51,11 @@ def run(args: argparse.Namespace) -> int:
         if not backend:  # claimed, never started: nothing runs
             stopped.extend(r.config_hash for r in recs)
             continue
-        hook = backend_hook(backend, "cancel_records")
-        if hook is None:
-            print(f"cannot cancel {len(recs)} run(s) of backend {backend!r}: mfcl_sweeps.backends.{backend} "
-                  "has no cancel_records")
+        if backend not in backends.BACKENDS:
+            print(f"cannot cancel {len(recs)} run(s) of backend {backend!r}: no such backend in this install")
             left += len(recs)
             continue
-        done = hook(recs)
+        done = backends.get(backend).cancel_records(recs)
         done = [r.config_hash for r in recs] if done is None else list(done)
         stopped.extend(done)
         if len(done) < len(recs):

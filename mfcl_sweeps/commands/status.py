@@ -35,19 +35,18 @@ def open_manifest(sweep_dir: str) -> Any:
 
 
 def refresh_from_backends(records: list[Any]) -> None:
-    """Apply what backends report about the active runs they started (`refresh_records` hook)."""
-    from mfcl_sweeps.backends import hook as backend_hook
+    """Apply what backends report about the active runs they started (`refresh_records`)."""
+    from mfcl_sweeps import backends
 
     by_backend: dict[str, list] = defaultdict(list)
     for rec in records:
         if rec.backend:
             by_backend[rec.backend].append(rec)
     for backend, recs in by_backend.items():
-        hook = backend_hook(backend, "refresh_records")
-        if hook is None:
+        if backend not in backends.BACKENDS:
             continue
         by_hash = {r.config_hash: r for r in recs}
-        for config_hash, fields in (hook(recs) or {}).items():
+        for config_hash, fields in (backends.get(backend).refresh_records(recs) or {}).items():
             rec = by_hash.get(config_hash)
             for key, value in fields.items():
                 if rec is not None and hasattr(rec, key):
