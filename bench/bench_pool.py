@@ -11,7 +11,7 @@ are this machine), so the pool cannot be faster here: the numbers measure what t
 sources cost per run, not the speed-up real extra machines give.
 
     sudo scripts/ssh-test-hosts.sh start && sudo scripts/slurm-test-cluster.sh start
-    python bench/bench_pool.py [--runs 200] [--sleep 0.5] [--local-slots 2]
+    python bench/bench_pool.py [--runs 200] [--sleep 0.5] [--local-slots 2] [--plan-only]
 """
 from __future__ import annotations
 
@@ -76,12 +76,47 @@ def report(name: str, wall: float, records: list, slots: int) -> tuple[float, fl
     return util, overhead
 
 
+def plan_cost(root: Path, runs: int) -> None:
+    """The pool's own cost per run in the driver: placement (affinity, strategy) and each
+    child's planning, in batches of 10 as the driver hands them over, vs mfcl_local's planning."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from mfcl_sweeps.backends.local import LocalBackend
+    from mfcl_sweeps.backends.pool.backend import PoolBackend
+    from mfcl_sweeps.launch.driver import make_request
+    from mfcl_sweeps.model import PlannedRun
+
+    sweep_dir = str(root / "plan")
+    session = SimpleNamespace(sweep_dir=sweep_dir, master_config=OmegaConf.create({}), task_function=None)
+    requests = [make_request(PlannedRun(overrides=(f"x={i}",), config_hash=f"h{i}", index=i, run_id=f"{i:05d}_x"),
+                             [f"x={i}"], sweep_dir=sweep_dir, session_path="s.pkl", backend="pool")
+                for i in range(runs)]
+    sources = ["local:2", "ssh:host0:2", "ssh:host1:2", "slurm:cluster:4"]
+    pool = PoolBackend.from_options({"sources": sources, "preset_dir": str(root / "presets")}, session=session)
+    local = LocalBackend.from_options({"max_concurrent": 2}, session=session)
+    for name, backend in (("local alone", local), ("pool (local + 2 ssh + slurm)", pool)):
+        backend.plan(requests[:10])  # warm: lazy imports and cached scheduler settings are no run's cost
+        t0 = time.perf_counter()
+        for i in range(0, runs, 10):
+            backend.plan(requests[i:i + 10])
+        print(f"  {name:<34} planning {(time.perf_counter() - t0) / runs * 1e6:8.0f} us/run")
+    t0 = time.perf_counter()
+    for i in range(0, runs, 10):
+        pool._place(requests[i:i + 10])  # affinity and strategy alone: the rest is the children's planning
+    print(f"  {'  of which the pool placement':<34} planning {(time.perf_counter() - t0) / runs * 1e6:8.0f} us/run")
+    local.close()
+    pool.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--sleep", type=float, default=0.5)
     parser.add_argument("--local-slots", type=int, default=2)
     parser.add_argument("--slurm-slots", type=int, default=4)
+    parser.add_argument("--plan-only", action="store_true", help="only the driver-side planning cost")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mfcl-bench-pool-") as tmp:
         proj = project(Path(tmp))
@@ -90,6 +125,9 @@ def main() -> None:
         pool = ["hydra/launcher=mfcl_pool", f"hydra.launcher.sources={sources}",
                 f"hydra.launcher.preset_dir={Path(tmp) / 'presets'}"]
         print(f"{args.runs} runs of {args.sleep:g} s each")
+        plan_cost(Path(tmp), args.runs)
+        if args.plan_only:
+            return
         wl, rl = sweep(proj, "local", args.runs, args.sleep, local)
         wp, rp = sweep(proj, "pool", args.runs, args.sleep, pool)
         ul, ol = report("local alone", wl, rl, args.local_slots)
