@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from mfcl_sweeps import model
 from mfcl_sweeps.errors import ManifestError
 from mfcl_sweeps.liveness import HOST, pid_start_time, process_alive
 from mfcl_sweeps.secrets import redact
@@ -25,6 +26,24 @@ from mfcl_sweeps.secrets import redact
 JOURNAL_NAME = "journal.jsonl"
 ENV_LOCK_GRACE = "MFCL_LOCK_GRACE_S"
 DEFAULT_LOCK_GRACE_S = 30.0
+
+
+def op_problem(op: dict) -> Optional[str]:
+    """What makes a parsed journal op unusable (missing fields, an unknown run state), or None.
+    Ops of kinds this version does not know are kept (a newer writer's), and skipped by replay."""
+    kind = op.get("op")
+    if kind == "t":
+        if not isinstance(op.get("h"), str) or not isinstance(op.get("t"), (int, float)):
+            return "lacks its run hash 'h' or time 't'"
+        if op.get("s") not in model.RUN_STATES:
+            return f"has an unknown run state {op.get('s')!r} (known: {', '.join(model.RUN_STATES)})"
+        if not isinstance(op.get("f", {}), dict) or not isinstance(op.get("id", {}), dict):
+            return "has fields 'f' or identity 'id' that are not objects"
+    elif kind == "plan":
+        if not isinstance(op.get("spec_hash"), str) or isinstance(op.get("count"), bool) \
+                or not isinstance(op.get("count"), int):
+            return "lacks its 'spec_hash' or run 'count'"
+    return None
 
 
 def state_dir(sweep_dir: str | os.PathLike) -> Path:
@@ -239,8 +258,8 @@ class Journal:
             ops = json.loads(b"[" + chunk[:-1].replace(b"\n", b",") + b"]")
         except ValueError:
             ops = list(self._parse_lines(chunk))
-        if len(ops) != chunk.count(b"\n") or not all(isinstance(op, dict) for op in ops):
-            ops = list(self._parse_lines(chunk))
+        if len(ops) != chunk.count(b"\n") or not all(isinstance(op, dict) and not op_problem(op) for op in ops):
+            ops = list(self._parse_lines(chunk))  # names the bad line
         self._offset += end
         self._lines += len(ops)
         return ops
@@ -252,8 +271,10 @@ class Journal:
             except ValueError as err:
                 raise ManifestError(f"{self.path}:{n}: corrupt journal line ({err.msg}): "
                                     f"{line[:80]!r}; remove or repair that line") from None
-            if not isinstance(op, dict):
-                raise ManifestError(f"{self.path}:{n}: journal line is not an object: {line[:80]!r}")
+            problem = "is not an object" if not isinstance(op, dict) else op_problem(op)
+            if problem:
+                raise ManifestError(f"{self.path}:{n}: journal line {problem}: {line[:80]!r}; "
+                                    "remove or repair that line")
             yield op
 
     @property

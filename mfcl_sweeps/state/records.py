@@ -171,7 +171,13 @@ def load_checkpoint(state_dir: Path) -> Optional[Checkpoint]:
         return None
     if not isinstance(data, dict) or data.get("format") != _FORMAT:
         return None
-    return Checkpoint(data["ino"], data["offset"], data["lines"], data["tail"], data["state"], RecordStore.load(data))
+    try:  # a cache: one that is damaged is ignored, and the journal replayed
+        if not {"plans", "next_free", "plan_cluster"} <= set(data["state"]):
+            return None
+        return Checkpoint(data["ino"], data["offset"], data["lines"], data["tail"], data["state"],
+                          RecordStore.load(data))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def read_checkpoint(state_dir: Path, journal_path: Path) -> Optional[Checkpoint]:
