@@ -288,3 +288,20 @@ def test_a_replay_checkpoint_of_a_database_sweep_is_used_only_for_that_sweep(pg,
     open_manifest(other, pg, fresh_name()).record_plan({}, "spec", 1)
     (other / ".mfcl" / "replay.ckpt").write_bytes((sweep / ".mfcl" / "replay.ckpt").read_bytes())
     assert SweepManifest(other).counts() == {"total": 1, "pending": 1}
+
+
+def test_a_claim_that_cannot_be_recorded_is_not_won(pg, tmp_path):
+    from mfcl_sweeps.errors import StoreError
+    from mfcl_sweeps.state.store import StoreURL
+
+    manifest = open_manifest(tmp_path / "a", pg, fresh_name())
+    manifest.record_plan({}, "spec", 1)
+    store = manifest.store
+    store.retry_s = 0.5
+    store.close()
+    good, store.url = store.url, StoreURL(store.url.user, store.url.password, "127.0.0.1", 1, store.url.dbname)
+    with pytest.raises(StoreError, match=r"unreachable for 0 s .*Connection refused"):
+        manifest.claim(run_of(0), "w")  # raises: the sweeper stops before launching the run
+    store.url = good
+    assert "hash00000" not in manifest.records()
+    assert manifest.claim(run_of(0), "w")  # nothing was half-recorded: the claim is free

@@ -30,7 +30,7 @@ from mfcl_sweeps.errors import StoreError
 from mfcl_sweeps.secrets import redact
 from mfcl_sweeps.state.claims import DEFAULT_CLAIM_TIMEOUT_S
 from mfcl_sweeps.state.records import Checkpoint, load_checkpoint
-from mfcl_sweeps.state.store import StoreURL
+from mfcl_sweeps.state.storeurl import StoreURL
 
 log = logging.getLogger("mfcl_sweeps")
 T = TypeVar("T")

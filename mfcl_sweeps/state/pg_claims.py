@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from mfcl_sweeps.errors import StoreError
 from mfcl_sweeps.state import claims as claim_rules
-
-if TYPE_CHECKING:
-    from mfcl_sweeps.state.pg import PgStore
 
 log = logging.getLogger("mfcl_sweeps")
 
 
 class PgClaimBook(claim_rules.ClaimRules):
-    def __init__(self, store: "PgStore", claim_timeout: float) -> None:
+    def __init__(self, store: Any, claim_timeout: float) -> None:  # a pg.PgStore (no import: no cycle)
         self.store = store
         self.claim_timeout = float(claim_timeout)
 
