@@ -140,6 +140,7 @@ class PoolBackend(Backend):
         self.live = True
         now = time.monotonic()
         self._recheck(now)
+        self._steal(now)  # before fresh runs take the free slots a long-queued run may have
         free = sum(self._free(s) for s in self.sources)
         if any(s.health.enabled for s in self.sources):
             self.all_down_since = None
@@ -151,7 +152,8 @@ class PoolBackend(Backend):
                     + "; ".join(f"{s.name}: {s.health.reason}" for s in self.sources)
                     + f"); the manifest in {self.logs.dir.parent} keeps the runs still to do: "
                     "finish them with `mfcl-sweeps complete DIR --sources ...`")
-        return max(0, free - len(self.held))
+        withdrawn = sum(1 for h in self.flying.values() if h.data["flight"].withdrawing)  # their slots wait
+        return max(0, free - len(self.held) - withdrawn)
 
     # -- placement (pure but for the loads it reads) ----------------------------------------
     def _place(self, requests: Sequence[JobRequest]) -> list[Optional[int]]:
@@ -304,7 +306,9 @@ class PoolBackend(Backend):
                 continue
             if not src.health.enabled:
                 why = f"{src.name} is disabled ({src.health.reason})"
-            elif wait and now - fl.submitted > wait and self._room_elsewhere(src, h.request):
+            elif wait and now - fl.submitted > wait and any(
+                    o is not src and placement.why_not(o.spec, h.request.run) is None and self._free(o) > 0
+                    for o in self.sources):
                 why = f"waited {now - fl.submitted:.0f}s in {src.name}'s queue (max_queue_wait_s={wait:g})"
             else:
                 continue
@@ -314,10 +318,6 @@ class PoolBackend(Backend):
                 src.backend.cancel([fl.child])
             except Exception as err:
                 self.logs.host(src.name, f"{h.request.run.run_id}: withdrawing failed: {one_line(err)}")
-
-    def _room_elsewhere(self, src: Source, req: JobRequest) -> bool:
-        return any(other is not src and other.health.enabled and placement.why_not(other.spec, req.run) is None
-                   and self._free(other) > 0 for other in self.sources)
 
     def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
         now = time.monotonic()
