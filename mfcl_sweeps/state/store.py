@@ -194,7 +194,8 @@ def open_chosen(sweep_dir: str, option: Optional[str], config: Any, *, name: Opt
                              f"(mfcl-sweeps store import {sweep_dir}) or use another sweep dir")
         return None
     store = open_store(sweep_dir, url=url, name=name, claim_timeout=claim_timeout, create=True, cluster=cluster)
-    os.environ[ENV_STORE] = url.public(quote(url.password, safe="") if url.password else None)
+    found = store.url  # with the password found for it (URL, or an earlier $MFCL_STORE); else libpq's own
+    os.environ[ENV_STORE] = found.public(quote(found.password, safe="") if found.password else None)
     hide_passwords(config, raw_password(value))
     return store
 
