@@ -157,3 +157,24 @@ def test_complete_command_swaps_the_recorded_launcher_for_the_pool():
     assert again[-1] == "hydra.launcher.strategy=random"
     with pytest.raises(Exception, match="give at least one source"):
         complete_command(recorded, "[]", retry_failed=False)
+
+
+def test_a_disabled_source_gets_no_runs_and_is_re_enabled_once_it_answers(tmp_path: Path):
+    import time
+    from types import SimpleNamespace
+
+    session = SimpleNamespace(sweep_dir=str(tmp_path), master_config=None)
+    pool = PoolBackend.from_options({"sources": [{"kind": "local", "name": "a", "slots": 2, "gpus": 0},
+                                                 {"kind": "local", "name": "b", "slots": 3, "gpus": 0}],
+                                     "health_check_interval_s": 0.2}, session=session)
+    try:
+        assert pool.capacity() == 5
+        pool.disable(pool.by_name["b"], "3 consecutive failed jobs")
+        assert pool.capacity() == 2  # b takes nothing while disabled
+        time.sleep(0.3)
+        assert pool.capacity() == 5  # asked again after health_check_interval_s: it answers
+        health = (tmp_path / "logs" / "health_status.log").read_text()
+        assert "source=b event=disabled reason='3 consecutive failed jobs'" in health
+        assert "source=b event=enabled reason='answers again'" in health
+    finally:
+        pool.close()
