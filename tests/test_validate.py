@@ -114,3 +114,62 @@ def test_added_keys_may_vary(app):
 def test_command_line_values_are_checked_too(app):
     with pytest.raises(SweepSpecError, match="seed=abc"):
         check(app, cli=["seed=1,abc"])
+
+
+def test_checking_values_in_place_leaves_the_config_as_it_was():
+    """Values are checked on one shared config (no copy per value): each check must put the
+    node back as it was, interpolations and typed nodes included, even when the value fails."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from mfcl_sweeps.validate import _BlockCheck
+
+    task = OmegaConf.create({"train": OmegaConf.structured(schema.Train), "name": "${other}", "other": "x",
+                             "anything": 1, "nested": {"lr": 0.1}})
+    OmegaConf.set_struct(task, True)
+    before = OmegaConf.to_yaml(task)
+    nodes = {k: task._get_node(k) for k in ("name", "anything")}
+    nodes["train.epochs"] = task.train._get_node("epochs")
+    check_one = SimpleNamespace(where="")
+    for text in ["train.epochs=5", "name=plain", "other=y", "anything=abc", "anything=null", "nested.lr=2",
+                 "++nested.lr=3", "++anything=true"]:
+        _BlockCheck.apply_one(check_one, text, task, "src")
+    with pytest.raises(SweepSpecError, match="train.epochs=abc.*Integer"):
+        _BlockCheck.apply_one(check_one, "train.epochs=abc", task, "src")
+    assert OmegaConf.to_yaml(task) == before
+    assert task.name == "x" and OmegaConf.is_interpolation(task, "name")
+    assert task.train._get_node("epochs") is nodes.pop("train.epochs")
+    assert all(task._get_node(k) is node for k, node in nodes.items())
+
+
+def test_a_bad_value_among_a_thousand_is_caught_with_one_composition(app):
+    values = [i / 1000 for i in range(999)] + ["fast"]
+    with pytest.raises(SweepSpecError, match="train.epochs=fast"):
+        check(app, grid={"train.epochs": list(range(999)) + ["fast"], "optimizer.lr": values[:-1]})
+    assert check(app, grid={"train.epochs": list(range(1000)), "optimizer.lr": values[:-1]}) == 1
+
+
+@pytest.mark.parametrize("text", [
+    "a.b=5", "++a.b=0.001", "+a=1e-05", "a=true", "a=True", "a=null", "a=NULL", "a=-3", "a=+7", "a=-0", "a=1.",
+    "a=.5", "a=1.e3", "a=1.5E+3", "a=0", "a=01", "a=00.5", "a=1_000", "a=abc", "a=x1", "a=_y", "a=inf", "a=NaN",
+    "a=1.2.3", "a=", "a=1e", "a=.", "a=false", "a=é", "hydra.job.name=x", "model/opt=adam", "a=[1,2]", "a=' 1'"])
+def test_literal_values_parse_as_hydra_parses_them(text):
+    """validate.parse_literal skips Hydra's parser for plain literals; where it answers, it must
+    give Hydra's Override exactly (type, key, value and the value's Python type)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from mfcl_sweeps.validate import parse_literal
+
+    mine = parse_literal(text)
+    if mine is None:
+        return
+    hydras = OverridesParser.create().parse_override(text)
+    assert mine == hydras and type(mine.value()) is type(hydras.value())
+
+
+def test_plain_literals_skip_hydras_parser():
+    from mfcl_sweeps.validate import parse_literal
+
+    assert [parse_literal(t) is not None for t in ("lr=0.001", "++seed=3", "model=mlp", "a=TRUE", "a=1_0")] == \
+        [True, True, True, False, False]
