@@ -32,6 +32,13 @@ def score(lr: float, seed: int = 0) -> float:  # the app's formula
     return round(1.0 - (lr - 0.1) ** 2 * 10 + 0.01 * seed, 6)
 
 
+def markdown_rows(text: str) -> list[dict]:
+    """The rows of the first Markdown table in `text`, as {header: cell}."""
+    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+    return [dict(zip(cells[0], row)) for row in cells[2:]]
+
+
 def png_width(path: Path) -> int:
     import matplotlib.image
 
@@ -45,9 +52,9 @@ def test_plain_hydra_app_returning_a_float_gets_best_runs_and_plots(tmp_path):
     assert "- metric: `return_value` (higher is better)" in md
     best = md.split("## Best runs (by `return_value`)")[1].split("##")[0]
     expected = sorted((0.01, 0.1, 0.3, 1.0), key=lambda lr: -score(lr))
-    rows = [line for line in best.splitlines() if line.startswith("| [")]
-    assert [float(r.split("|")[3]) for r in rows] == expected  # column 3 = lr
-    assert [float(r.split("|")[4]) for r in rows] == pytest.approx([score(lr) for lr in expected])
+    table = markdown_rows(best)
+    assert [float(r["lr"]) for r in table] == expected
+    assert [float(r["return_value"]) for r in table] == pytest.approx([score(lr) for lr in expected])
     plot = sweep / "reports" / "return_value_vs_lr.png"
     assert plot.exists() and png_width(plot) >= 800
     assert "![return_value vs lr](return_value_vs_lr.png)" in md

@@ -75,15 +75,26 @@ def write_report(sweep_dir: str, *, html: bool = True, plots: bool = True, metri
             max_rows=max_rows, links=links))
     if html:
         files.html = os.path.join(out_dir, "index.html")
-        _write_atomic(files.html, _page(sweep, params, config_rows, run_table, shown, links, live))
+        _write_atomic(files.html, _page(sweep, params, config_rows, run_table, shown, links,
+                                        live and not _ended(sweep_dir)))
     return files
 
 
-def _page(sweep, params, config_rows, run_table, shown, links, live) -> str:
+def _ended(sweep_dir: str) -> bool:
+    """Every planned run has ended (runs planned but not started yet are not rows of the page);
+    a sweep dir without a journal has only its snapshot, which is final."""
+    from mfcl_sweeps.commands.watch import sweep_ended
+    from mfcl_sweeps.state.manifest import SweepManifest
+
+    if not os.path.exists(os.path.join(sweep_dir, ".mfcl", "journal.jsonl")):
+        return True
+    return sweep_ended(SweepManifest(sweep_dir))
+
+
+def _page(sweep, params, config_rows, run_table, shown, links, active) -> str:
     """index.html: header facts, best configs/runs, figures, failures, then the full tables."""
     import html as escape
 
-    from mfcl_sweeps.model import FINAL_STATES
     from mfcl_sweeps.report import html as page
     from mfcl_sweeps.report import summary, tables
 
@@ -109,9 +120,8 @@ def _page(sweep, params, config_rows, run_table, shown, links, live) -> str:
         sections.append((f"Failures ({len(failed)})", page.table_section("failures", failed[cols], links)))
     sections.append((f"Configs ({len(config_rows)})", page.table_section("configs", config_table)))
     sections.append((f"Runs ({len(runs)})", page.table_section("runs", run_table, links)))
-    active = live and not runs["status"].isin([*FINAL_STATES, "error"]).all() or (live and len(runs) == 0)
     return page.page(title=f"Sweep {sweep.manifest.get('sweep_id', '')}", facts=facts, sections=sections,
-                     live=bool(active))
+                     live=active)
 
 
 def _write_atomic(path: str, text: str) -> None:
