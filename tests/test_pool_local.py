@@ -28,6 +28,7 @@ def sweep(app: Path, sources: str, *overrides: str) -> subprocess.CompletedProce
     return subprocess.run(argv, cwd=app, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_dry_run_prints_each_sources_exact_submissions_and_starts_nothing(app: Path):
     p = sweep(app, "[local:1,{kind:local,name:second,slots:1}]", "x=range(4)", "hydra.sweeper.dry_run=true")
     assert p.returncode == 0, p.stderr[-2000:]
@@ -36,6 +37,7 @@ def test_dry_run_prints_each_sources_exact_submissions_and_starts_nothing(app: P
     assert not (app.parent / "side").exists()
 
 
+@pytest.mark.slow
 def test_a_run_no_source_can_take_stops_the_sweep_before_anything_starts(app: Path):
     (app.parent / "sweep.yaml").write_text("groups:\n  - group: cpu\n    params: {x: [1, 2]}\n"
                                            "  - group: big\n    gpus_per_node: 4\n    params: {x: [3]}\n")
