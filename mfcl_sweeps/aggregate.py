@@ -56,7 +56,9 @@ def lower_is_better(metric: str) -> bool:
 def load_manifest(sweep_dir: str, *, live: bool = False) -> dict:
     """The sweep's snapshot; with `live`, replayed from the journal (nothing written), so a
     report during a sweep, or from another machine, sees the runs as they are now."""
-    if live and os.path.exists(os.path.join(sweep_dir, ".mfcl", "journal.jsonl")):
+    from mfcl_sweeps.state.store import keeps_state
+
+    if live and keeps_state(sweep_dir):  # its journal, or the database it points at
         from mfcl_sweeps.state.manifest import SweepManifest
 
         return SweepManifest(sweep_dir).snapshot()

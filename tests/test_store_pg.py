@@ -172,6 +172,10 @@ def test_two_clusters_run_one_sweep_each_run_exactly_once(pg, tmp_path):
         assert all(r["remote"] == (r["cluster"] != c) for r in snap["runs"])
         assert not any("mfcl-test-pw" in p.read_text(errors="replace") for p in sweep.rglob("*") if p.is_file())
         assert status_json(sweep)["counts"]["completed"] == 12
+    report = subprocess.run([sys.executable, "-m", "mfcl_sweeps.cli", "aggregate", str(tmp_path / "cluster-b")],
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    assert "00011_" in (tmp_path / "cluster-b" / "reports" / "summary.md").read_text()  # runs of both clusters
 
 
 @pytest.mark.parametrize("store, expected", [

@@ -121,6 +121,13 @@ class FileStore:
         return (ino, offset, lines, journal_tail(self.journal.path, offset)) if lines else None
 
 
+def keeps_state(sweep_dir: Union[str, os.PathLike]) -> bool:
+    """Whether the sweep dir has a store to replay (its journal, or a pointer to a database);
+    without one, its `sweep_manifest.json` is all there is. Touches no database."""
+    layout = SweepLayout.of(os.fspath(sweep_dir))
+    return os.path.exists(layout.journal) or os.path.exists(layout.store_pointer)
+
+
 def read_pointer(sweep_dir: Union[str, os.PathLike]) -> Optional[dict]:
     """The sweep dir's `.mfcl/store.json` ({"store": URL without password, "sweep": name}), if any."""
     path = Path(SweepLayout.of(os.fspath(sweep_dir)).store_pointer)
