@@ -228,3 +228,25 @@ def test_bad_mode_on_the_command_line_is_one_line(tmp_path, capsys):
         main(["aggregate", str(tmp_path), "--mode", "lowest"])
     assert exit_.value.code == 2
     assert "argument --mode: invalid choice: 'lowest'" in capsys.readouterr().err
+
+
+def test_runs_without_a_swept_key_are_labelled_default(tmp_path):
+    root = tmp_path / "sweep"
+    write_manifest(root, [record(0, None, overrides=["lr=0.1", "opt=adam"], return_value="0.9"),
+                          record(1, None, overrides=["lr=0.2", "opt=sgd"], return_value="0.8"),
+                          record(2, None, overrides=["lr=0.3"], return_value="0.7")])
+    sweep = load_sweep(str(root))
+    params = params_mod.swept(sweep.overrides, sweep.manifest, sweep.runs.index)
+    assert list(params_mod.labels(params.values["opt"])) == ["adam", "sgd", "(default)"]
+    configs = stats.per_config(sweep.runs, params, sweep.metric, sweep.lower_is_better)
+    assert list(tables.config_table(configs, sweep.metric)["opt"]) == ["adam", "sgd", "(default)"]
+    files = write_report(str(root))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mfcl_sweeps.report import plots
+
+    fig = plots.metric_vs_param(sweep.runs, params, stats.config_labels(sweep.runs, params), sweep.metric, "opt")[2]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["(default)", "adam", "sgd"]
+    plots.close(fig)
+    assert any(p.endswith("return_value_vs_opt.png") for p in files.plots)
