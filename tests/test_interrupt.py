@@ -164,3 +164,17 @@ def _request_double():
     run = PlannedRun(overrides=(), config_hash="0" * 16, run_id="00000_default")
     return JobRequest(run=run, spec=JobSpec(overrides=[], index=0, run={}, result_path="", sweep_dir="",
                                             session_path=""), job_path="", log_path=log)
+
+
+def test_a_cancelled_run_is_not_a_failure(tmp_path: Path) -> None:
+    """`mfcl-sweeps cancel` during a sweep: the driver reports the run cancelled, not FAILED, and
+    exits 0 when nothing failed."""
+    driver = start_driver(tmp_path, "mode=children", "seconds=120")
+    children_of_started_runs(tmp_path, 1)
+    cancel = mfcl_sweeps("cancel", str(tmp_path / "sweep"))
+    assert cancel.returncode == 0, cancel.stderr
+    out, err = driver.communicate(timeout=60)
+    assert driver.returncode == 0, err
+    said = out + err
+    assert "cancelled (1/1)" in said and "FAILED" not in said and "run(s) failed" not in said, said
+    assert list(journal_states(tmp_path / "sweep").values()) == ["cancelled"]

@@ -102,6 +102,23 @@ def _outcome(req: JobRequest, state: JobState) -> tuple[Any, bool]:
     return failed_return(req, error), False
 
 
+CANCEL_JOURNAL_WAIT_S = 2.0  # `mfcl-sweeps cancel` journals a run once its process is gone
+
+
+def cancelled_by_user(journal: Journal, run: PlannedRun, state: JobState) -> bool:
+    """Whether `mfcl-sweeps cancel` stopped this run. Its line lands just after the process it
+    killed is gone, so a run ended by SIGTERM/SIGKILL that the driver did not send is given a
+    moment for that line before it counts as failed."""
+    killed = state.exit_code in (-signal.SIGTERM, -signal.SIGKILL) and (state.error or "").startswith("job process killed")
+    deadline = time.monotonic() + (CANCEL_JOURNAL_WAIT_S if killed else 0.0)
+    while True:
+        if journal.status_of(run) == model.CANCELLED:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
 def journal_outcome(journal: Journal, req: JobRequest, ret: Any, state: JobState) -> None:
     """Journal a finished job for a worker that could not (killed, or journal out of its reach)."""
     from mfcl_sweeps.job.worker import outcome
@@ -192,7 +209,7 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                     ret, journaled = _outcome(req, state)
                     ok = ret.status == JobStatus.COMPLETED
                     output.finished(key, ok)
-                    cancelled = not journaled and journal.status_of(req.run) == model.CANCELLED
+                    cancelled = not journaled and cancelled_by_user(journal, req.run, state)
                     if cancelled:  # `mfcl-sweeps cancel` stopped it: keep that state, no retry
                         ret = failed_return(req, "cancelled (mfcl-sweeps cancel)")
                     elif not journaled:
@@ -203,9 +220,9 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                         retrying.append((time.monotonic() + delay, idx, next_attempt(req)))
                         continue
                     results[idx] = ret
-                    if not ok:
+                    if not ok and not cancelled:
                         failed.append(req.run)
-                    progress.finished(ok, req.run.run_id)
+                    progress.finished(ok, req.run.run_id, "cancelled" if cancelled else None)
             output.pump(running=len(active))
             progress.update(running=len(active))
             if not changed and not ready:

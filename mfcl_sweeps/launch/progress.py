@@ -46,11 +46,12 @@ class Progress:
             self.running = running
         self._render()
 
-    def finished(self, ok: bool, run_id: str) -> None:
+    def finished(self, ok: bool, run_id: str, outcome: Optional[str] = None) -> None:
+        """A run ended: completed (`ok`), FAILED, or the `outcome` given (e.g. cancelled: no failure)."""
         self.done += 1
-        self.failed += 0 if ok else 1
+        self.failed += 0 if ok or outcome else 1
         if not ok or not self.live:
-            log.info("run %s %s (%d/%d)", run_id, "completed" if ok else "FAILED", self.done, self.total)
+            log.info("run %s %s (%d/%d)", run_id, outcome or ("completed" if ok else "FAILED"), self.done, self.total)
         self._render(force=not self.live)
 
     def _render(self, force: bool = False) -> None:
