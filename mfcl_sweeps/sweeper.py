@@ -56,12 +56,24 @@ def contiguous_chunks(runs: Sequence[PlannedRun]) -> Iterator[list[PlannedRun]]:
         yield chunk
 
 
-def batched(it: Iterable[PlannedRun], n: Optional[int]) -> Iterator[list[PlannedRun]]:
+def batched(it: Iterable[PlannedRun], n: int) -> Iterator[list[PlannedRun]]:
     it = iter(it)
-    while batch := list(itertools.islice(it, n)) if n else list(it):
+    while batch := list(itertools.islice(it, n)):
         yield batch
-        if not n:
-            return
+
+
+FIRST_BATCH = 100  # runs in the first launch() call to a launcher of Hydra's; each next call doubles
+
+
+def growing_batches(it: Iterable[PlannedRun], first: int = FIRST_BATCH) -> Iterator[list[PlannedRun]]:
+    """Batches of `first`, 2*`first`, 4*`first`... runs, taken from `it` only when asked for.
+    The first job then waits for `first` runs' identities whatever the sweep's size, and a
+    sweep of N runs makes about log2(N / first) calls (a launcher that runs a batch in parallel
+    drains at each boundary; with doubling that is a few job lengths over a whole sweep)."""
+    it, size = iter(it), first
+    while batch := list(itertools.islice(it, size)):
+        yield batch
+        size *= 2
 
 
 class SweepCore:
@@ -245,7 +257,9 @@ class SweepCore:
                 batches.append(list(self.launcher.launch_planned(
                     batch, sweep_id=sweep_id, manifest=manifest, total=total, extra_overrides=extra)))
             return batches
-        for batch in batched(todo, max_batch):
+        # Hydra's launch() takes a whole list of overrides: grow the lists so that a large sweep's
+        # first job does not wait for every run's identity (a user's max_batch_size is kept as is).
+        for batch in batched(todo, max_batch) if max_batch else growing_batches(todo):
             rets: list[Any] = []
             for chunk in contiguous_chunks(batch):
                 identity = [identity_overrides(r, sweep_id, manifest.sweep_dir) for r in chunk]
