@@ -24,7 +24,7 @@ from mfcl_sweeps.secrets import ENV_SECRET_KEYS, redact
 
 log = logging.getLogger("mfcl_sweeps")
 
-RESUME_MODES = ("none", "skip_completed", "rerun_failed_only")
+RESUME_MODES = ("none", "skip_completed", "rerun_failed_only", "skip_finished")
 HYDRA_DEFAULT_SWEEP_DIR = "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}"
 
 
