@@ -104,7 +104,7 @@ def swept(overrides: Sequence[Sequence[str]], manifest: dict, index: Optional[pd
             if not injected(p.key):
                 row[p.key] = "~" if p.deleted else p.value
         rows.append(row)
-    frame = pd.DataFrame(rows, index=index)
+    frame = pd.DataFrame(rows, index=index, dtype=object)  # ints stay ints next to a missing value
     if len(frame):
         frame = frame[[c for c in frame.columns if frame[c].astype(str).nunique(dropna=False) > 1]]
     spec_seeds = seed_keys_of(manifest)
