@@ -68,6 +68,7 @@ def _run_all(target, args_of, n: int) -> None:
         assert p.exitcode == 0
 
 
+@pytest.mark.slow
 def test_8_processes_claim_200_runs_each_exactly_once_without_a_shared_dir(pg, tmp_path):
     name, n_workers, n_runs = fresh_name(), 8, 200
     outs = [tmp_path / f"won-{w}.json" for w in range(n_workers)]
@@ -180,10 +181,12 @@ def test_two_clusters_run_one_sweep_each_run_exactly_once(pg, tmp_path):
 
 @pytest.mark.parametrize("store, expected", [
     ("postgresql://mfcl_test@127.0.0.1:notaport/mfcl_test", "not a valid PostgreSQL URL"),
-    ("mysql://mfcl_test@127.0.0.1/mfcl_test", "unknown store"),
+    pytest.param("mysql://mfcl_test@127.0.0.1/mfcl_test", "unknown store", marks=pytest.mark.slow),
     ("postgresql://mfcl_test:wrong@127.0.0.1:5433/mfcl_test", "password authentication failed"),
-    ("postgresql://mfcl_test:mfcl-test-pw@127.0.0.1:5433/no_such_db", 'database "no_such_db" does not exist'),
-    ("postgresql://mfcl_test:mfcl-test-pw@127.0.0.1:1/mfcl_test", "Connection refused"),
+    pytest.param("postgresql://mfcl_test:mfcl-test-pw@127.0.0.1:5433/no_such_db", 'database "no_such_db" does not exist',
+                 marks=pytest.mark.slow),
+    pytest.param("postgresql://mfcl_test:mfcl-test-pw@127.0.0.1:1/mfcl_test", "Connection refused",
+                 marks=pytest.mark.slow),
 ])
 def test_a_store_that_cannot_be_opened_is_one_line_and_nothing_runs(pg, tmp_path, store, expected):
     proc = counter_sweep(tmp_path, tmp_path / "sweep", "a", store=store, name=fresh_name(), n=2)
@@ -256,6 +259,7 @@ def records_of(sweep_dir: Path) -> dict:
             "plans": [(p.spec_hash, p.base, p.count) for p in manifest.plans()]}
 
 
+@pytest.mark.slow
 def test_export_to_the_database_and_import_back_keep_the_sweep(pg, tmp_path):
     name, sweep = fresh_name(), tmp_path / "sweep"
     before = file_sweep(sweep)
