@@ -183,8 +183,8 @@ def test_two_clusters_run_one_sweep_each_run_exactly_once(pg, tmp_path):
     ("postgresql://mfcl_test@127.0.0.1:notaport/mfcl_test", "not a valid PostgreSQL URL"),
     pytest.param("mysql://mfcl_test@127.0.0.1/mfcl_test", "unknown store", marks=pytest.mark.slow),
     ("postgresql://mfcl_test:wrong@127.0.0.1:5433/mfcl_test", "password authentication failed"),
-    pytest.param("postgresql://mfcl_test:mfcl-test-pw@127.0.0.1:5433/no_such_db", 'database "no_such_db" does not exist',
-                 marks=pytest.mark.slow),
+    pytest.param("postgresql://mfcl_test:mfcl-test-pw@127.0.0.1:5433/no_such_db",
+                 'database "no_such_db" does not exist', marks=pytest.mark.slow),
     pytest.param("postgresql://mfcl_test:mfcl-test-pw@127.0.0.1:1/mfcl_test", "Connection refused",
                  marks=pytest.mark.slow),
 ])
