@@ -86,7 +86,8 @@ def build_view(manifest: Any, now: Optional[float] = None, rows: int = 10) -> Vi
     elapsed = ((max(ends) if ended and ends else now) - min(starts)) if starts else None
     in_flight = max(1, counts[model.RUNNING])
     eta = (total - finished) * (sum(durations) / len(durations)) / in_flight if durations and not ended else None
-    notes = ["total unknown until the sweep ends (its sweeper plans no runs ahead)"] if unknown_total else []
+    notes = ["total unknown until the sweep ends (its sweeper plans no runs ahead)"] if unknown_total and not ended \
+        else []
     return View(manifest.sweep_id, manifest.sweep_dir, total, counts, dict(groups), dict(sources),
                 running[:rows], failures, elapsed, eta, ended, notes)
 
@@ -129,7 +130,7 @@ def _duration(seconds: Optional[float]) -> str:
     return "-" if seconds is None else format_eta(seconds)
 
 
-def _bar(counts: Counter, total: int, width: int = 24) -> str:
+def _bar(counts: Counter, total: int, width: int = 12) -> str:
     if total <= 0:
         return ""
     done = round(width * counts[model.COMPLETED] / total)
@@ -155,7 +156,7 @@ def render(view: View) -> Any:
     groups = Table(title="groups", title_justify="left")
     for column in ("group", "completed", "failed", "running", "pending", "total"):
         groups.add_column(column, justify="left" if column == "group" else "right")
-    groups.add_column("progress", no_wrap=True, min_width=24)
+    groups.add_column("progress", no_wrap=True, min_width=12)
     for name, c in sorted(view.groups.items()):
         n = sum(c.values())
         groups.add_row(name, str(c[model.COMPLETED]), str(c[model.FAILED]), str(c[model.RUNNING] + c[model.CLAIMED]),
@@ -208,6 +209,6 @@ def run(args: argparse.Namespace) -> int:
                 time.sleep(args.interval)
     except KeyboardInterrupt:
         return 130
-    console.print(f"sweep {view.sweep_id} ended: {view.counts[model.COMPLETED]} completed, "
+    console.print(f"\nsweep {view.sweep_id} ended: {view.counts[model.COMPLETED]} completed, "
                   f"{view.counts[model.FAILED]} failed, {view.counts[model.CANCELLED]} cancelled")
     return 1 if view.counts[model.FAILED] else 0
