@@ -201,26 +201,29 @@ class PgStore:
     # -- ops ----------------------------------------------------------------------------------
     def append(self, ops: list[dict]) -> None:
         rows = [(str(uuid.uuid4()), json.dumps(redact(op), separators=(",", ":"), default=str)) for op in ops]
-        retried = False
+        sweep, retried = self.sweep, False
 
-        def work(conn: Any) -> None:
+        def one(conn: Any) -> None:
+            # one statement, so one round trip: the sweep row stays locked until it commits; a
+            # retry of a committed op is dropped by its uid (leaving a harmless gap in seq)
+            conn.execute("WITH s AS (UPDATE mfcl_sweeps SET next_seq = next_seq + 1 WHERE id = %s RETURNING next_seq) "
+                         "INSERT INTO mfcl_ops (sweep, seq, uid, op) SELECT %s, next_seq, %s, %s FROM s "
+                         "ON CONFLICT (sweep, uid) DO NOTHING", (sweep, sweep, *rows[0]))
+
+        def many(conn: Any) -> None:
             nonlocal retried
             with conn.transaction():
                 if retried and conn.execute("SELECT 1 FROM mfcl_ops WHERE sweep = %s AND uid = %s",
-                                            (self.sweep, rows[0][0])).fetchone():
+                                            (sweep, rows[0][0])).fetchone():
                     return  # the first try committed; its acknowledgement was lost
                 retried = True
                 last = conn.execute("UPDATE mfcl_sweeps SET next_seq = next_seq + %s WHERE id = %s RETURNING next_seq",
-                                    (len(rows), self.sweep)).fetchone()[0]
-                first = last - len(rows) + 1
-                if len(rows) == 1:
-                    conn.execute("INSERT INTO mfcl_ops (sweep, seq, uid, op) VALUES (%s, %s, %s, %s)",
-                                 (self.sweep, first, *rows[0]))
-                    return
+                                    (len(rows), sweep)).fetchone()[0]
                 with conn.cursor() as cur, cur.copy("COPY mfcl_ops (sweep, seq, uid, op) FROM STDIN") as copy:
-                    for i, (uid, op) in enumerate(rows):  # COPY: a 10,000-op batch in one stream
-                        copy.write_row((self.sweep, first + i, uid, op))
+                    for i, (uid, op) in enumerate(rows, start=last - len(rows) + 1):  # a batch in one stream
+                        copy.write_row((sweep, i, uid, op))
 
+        work = one if len(rows) == 1 else many
         self.run(work)
 
     def read_new(self) -> list[dict]:
