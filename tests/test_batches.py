@@ -29,7 +29,7 @@ def test_batches_double_and_take_runs_only_when_launched():
 @pytest.mark.slow
 def test_a_sweep_past_the_first_batch_runs_every_run_once_with_its_index(tmp_path: Path):
     proc = run_app("behave", tmp_path, "hydra/sweeper=mfcl", "hydra/launcher=basic",
-                   f"value=range(0,{FIRST_BATCH + 1})", timeout=300)
+                   f"value=range(0,{FIRST_BATCH + 1})", timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert re.findall(r"Launching (\d+) jobs locally", proc.stdout + proc.stderr) == [str(FIRST_BATCH), "1"]
     runs = manifest_runs(tmp_path / "sweep")
