@@ -10,6 +10,7 @@ import itertools
 import logging
 import os
 import re
+import signal
 import socket
 import uuid
 from collections import Counter
@@ -145,6 +146,18 @@ class SweepCore:
 
     # -- the sweep -----------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:
+        """The sweep; a Ctrl-C outside the driver loop (which handles stop signals itself) ends
+        it with one line and exit 130, no traceback."""
+        from mfcl_sweeps.launch.interrupt import SweepInterrupted, say
+
+        try:
+            return self._sweep(arguments)
+        except KeyboardInterrupt:
+            line = "interrupted: 0 runs stopped (none was running)"
+            say(line)
+            raise SweepInterrupted(signal.SIGINT, line) from None
+
+    def _sweep(self, arguments: list[str]) -> Any:
         from mfcl_sweeps import expand, notify
 
         spec = self.load_spec(arguments)

@@ -1,0 +1,84 @@
+"""Fault injection (slow): the driver of a real mfcl_local sweep is killed at random points with
+SIGINT, SIGTERM, SIGHUP or SIGKILL, then the same command is run again, until the sweep is done.
+Task bodies count their executions in a side directory. Checked: no run lost, no completion
+journaled twice, no process of a job left after its driver, no run left `running` by a driver
+that could clean up (SIGKILL leaves its runs `running`: see docs/local-launcher.md).
+MFCL_FAULT_TRIALS sets the trials per signal (default 20)."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from apprun import APPS
+
+RUNS = 6
+TRIALS = int(os.environ.get("MFCL_FAULT_TRIALS", "20"))
+
+
+def command(tmp_path: Path) -> list[str]:
+    return [sys.executable, str(APPS / "behave" / "app.py"), "--multirun", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            f"side_dir={tmp_path / 'side'}", "hydra/sweeper=mfcl", "hydra/launcher=mfcl_local",
+            "hydra.launcher.progress=log", "hydra.launcher.max_concurrent=2", "hydra.sweeper.resume=skip_completed",
+            "mode=sleep", "seconds=0.7", f"value=range(0,{RUNS})"]
+
+
+def journal_ops(sweep: Path) -> list[dict]:
+    path = sweep / ".mfcl" / "journal.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL],
+                         ids=["SIGINT", "SIGTERM", "SIGHUP", "SIGKILL"])
+def test_killing_the_driver_at_random_points(tmp_path: Path, sig: int) -> None:
+    rng = random.Random(sig)
+    for trial in range(TRIALS):
+        trial_dir = tmp_path / str(trial)
+        trial_dir.mkdir()
+        driver = subprocess.Popen(command(trial_dir), cwd=trial_dir, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
+        journal = trial_dir / "sweep" / ".mfcl" / "journal.jsonl"
+        deadline = time.monotonic() + 60
+        while not journal.exists() and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # Hydra's own start-up (before the sweeper) is Hydra's: not injected into
+        time.sleep(rng.uniform(0.0, 3.0))
+        driver.send_signal(sig)
+        _, err = driver.communicate(timeout=60)
+        sweep = trial_dir / "sweep"
+        pids = [json.loads(p.read_text())["pid"] for p in (trial_dir / "side").glob("*.json")]
+        deadline = time.monotonic() + 10
+        while [p for p in pids if alive(p)] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in pids if alive(p)], f"trial {trial}: a job outlived its driver"
+        assert "Traceback" not in err, err
+        last = {op["h"]: op["s"] for op in journal_ops(sweep) if op.get("op") == "t"}
+        if sig != signal.SIGKILL:
+            assert "running" not in last.values(), f"trial {trial}: {last}"
+        for _ in range(3):  # run it again until it completes
+            done = subprocess.run(command(trial_dir), cwd=trial_dir, capture_output=True, text=True, timeout=180)
+            if done.returncode == 0:
+                break
+        assert done.returncode == 0, done.stderr
+        ops = [op for op in journal_ops(sweep) if op.get("op") == "t"]
+        completed = Counter(op["h"] for op in ops if op["s"] == "completed")
+        assert len(completed) == RUNS and set(completed.values()) == {1}, f"trial {trial}: {completed}"
+        bodies = Counter((trial_dir / "side" / "completions.txt").read_text().split())
+        assert len(bodies) == RUNS  # every task body finished at least once
+        starts = Counter(op["h"] for op in ops if op["s"] == "running")
+        assert sum(bodies.values()) <= sum(starts.values())  # a body finishes only in a start
