@@ -76,7 +76,8 @@ def first_jobs(root: Path) -> None:
     }
     for name, t in rows.items():
         print(f"  {name:<44} {t:7.2f} s to first job")
-    print(f"  BasicSweeper / mfcl at 2,000 runs: x{rows['BasicSweeper, 2,000 runs'] / rows['mfcl sweeper, 2,000 runs']:.1f}")
+    ratio = rows["BasicSweeper, 2,000 runs"] / rows["mfcl sweeper, 2,000 runs"]
+    print(f"  BasicSweeper / mfcl at 2,000 runs: x{ratio:.1f}")
 
 
 def hydra_launchers(root: Path) -> None:
