@@ -17,7 +17,6 @@ COMMANDS = {
     "cancel": "cancel the running runs of a sweep dir through the backend that started them",
     "resume": "re-run a sweep's recorded command on its sweep dir; only missing runs run",
     "store": "move a sweep's state between its file journal and a PostgreSQL database (export/import)",
-    "store": "move a sweep's state between its file journal and a PostgreSQL database (export/import)",
     "complete": "finish a sweep with other sources (mfcl_pool): only unfinished runs run, held jobs re-attached",
     "aggregate": "write the report of a sweep dir: reports/index.html, summary.md, CSVs and figures",
     "watch": "live terminal view of a sweep (progress, running runs, failures, ETA) until it ends",
