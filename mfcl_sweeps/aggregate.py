@@ -366,11 +366,3 @@ def summarize(sweep_dir: str, *, metric: Optional[str] = None, mode: Optional[st
     """One row per manifest run, in index order (`load_sweep(...).runs`)."""
     return load_sweep(sweep_dir, metric=metric, mode=mode, live=live).runs
 
-
-def aggregate(sweep_dir: str, **report_options: Any) -> Any:
-    """The final report (`report.write_report`) after stopping the live page's refresher; the
-    mfcl sweeper calls it when a sweep fails (Hydra then skips `on_multirun_end`)."""
-    from mfcl_sweeps.report import live, write_report
-
-    live.stop(sweep_dir)
-    return write_report(sweep_dir, **report_options)

@@ -323,10 +323,10 @@ class SweepCore:
         callbacks = self.config.hydra.get("callbacks") or {}
         if not any("mfcl" in str(cb.get("_target_", "")) for cb in callbacks.values()):
             return
-        from mfcl_sweeps.aggregate import aggregate
+        from mfcl_sweeps.report import write_final_report
 
         try:
-            aggregate(sweep_dir)
+            write_final_report(sweep_dir)
         except MfclError as err:
             log.error("mfcl: report not written: %s", err)
 

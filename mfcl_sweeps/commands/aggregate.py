@@ -20,16 +20,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
-    from mfcl_sweeps.aggregate import aggregate
-    from mfcl_sweeps.state.journal import state_dir
+    from mfcl_sweeps.report import write_final_report
     from mfcl_sweeps.state.manifest import SweepManifest
+    from mfcl_sweeps.state.store import keeps_state
 
-    if (state_dir(os.path.abspath(args.sweep_dir)) / "journal.jsonl").exists():
+    if keeps_state(args.sweep_dir):
         SweepManifest(args.sweep_dir).write_snapshot()  # the journal is newer than any snapshot
-    files = aggregate(args.sweep_dir, html=not args.no_html, plots=not args.no_plots, metric=args.metric,
-                      mode=args.mode, max_rows=args.max_rows)
+    files = write_final_report(args.sweep_dir, html=not args.no_html, plots=not args.no_plots,
+                               metric=args.metric, mode=args.mode, max_rows=args.max_rows)
     for path in [files.html, files.markdown, files.csv, files.configs_csv, *files.plots]:
         if path:
             print(path)

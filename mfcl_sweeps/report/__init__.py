@@ -80,6 +80,15 @@ def write_report(sweep_dir: str, *, html: bool = True, plots: bool = True, metri
     return files
 
 
+def write_final_report(sweep_dir: str, **options) -> ReportFiles:
+    """The report at a sweep's end, after stopping the live page's refresher (it must not
+    overwrite the final page); `options` as for write_report."""
+    from mfcl_sweeps.report import live as live_page
+
+    live_page.stop(sweep_dir)
+    return write_report(sweep_dir, **options)
+
+
 def _ended(sweep_dir: str) -> bool:
     """Every planned run has ended (runs planned but not started yet are not rows of the page);
     a sweep dir without a journal has only its snapshot, which is final."""
