@@ -21,7 +21,7 @@ from mfcl_sweeps.backends.scheduler import ArraySchedulerBackend, BackoffPoller,
 from mfcl_sweeps.config import PbsLauncherConf
 from mfcl_sweeps.job.jobspec import array_worker_argv, worker_argv
 from mfcl_sweeps.model import RunResources
-from mfcl_sweeps.options import options_type, parse_options
+from mfcl_sweeps.options import options_type
 
 TEMPLATE = Path(__file__).resolve().parent / "pbs.sh.j2"
 
@@ -29,10 +29,6 @@ TEMPLATE = Path(__file__).resolve().parent / "pbs.sh.j2"
 PbsOptions = options_type(PbsLauncherConf)  # declared, with their checks, in mfcl_sweeps.config
 DEFAULTS = {"job_name": "mfcl"}  # for callers that bypass Hydra, which resolves ${hydra.job.name}
 
-
-def pbs_options(raw: Mapping[str, Any]) -> PbsOptions:
-    """Checked options from `hydra.launcher.*` (OptionError for the first bad one)."""
-    return parse_options(PbsLauncherConf, raw, "mfcl_pbs", **DEFAULTS)
 
 
 # -- planning (pure) -------------------------------------------------------------------------
@@ -259,3 +255,6 @@ class PbsBackend(ArraySchedulerBackend):
     @classmethod
     def cancel_record_ids(cls, records: Sequence[Any]) -> None:
         cls._frontend_for(records).cancel([r.backend_job_id for r in records])
+
+
+pbs_options = PbsBackend.check_options  # checked options from `hydra.launcher.*` (OptionError)

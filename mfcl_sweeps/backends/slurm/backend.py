@@ -28,7 +28,7 @@ from mfcl_sweeps.backends.base import JobHandle, JobRequest, Submission
 from mfcl_sweeps.backends.sacct import SlurmError
 from mfcl_sweeps.backends.scheduler import ArraySchedulerBackend, BackoffPoller, TaskState
 from mfcl_sweeps.config import SlurmLauncherConf
-from mfcl_sweeps.options import options_type, parse_options
+from mfcl_sweeps.options import options_type
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,6 @@ ARRAYS = "<array ids>"
 SlurmOptions = options_type(SlurmLauncherConf)  # declared, with their checks, in mfcl_sweeps.config
 DEFAULTS = {"name": "mfcl"}  # for callers that bypass Hydra, which resolves ${hydra.job.name}
 
-
-def slurm_options(raw: Mapping[str, Any]) -> SlurmOptions:
-    """Checked options from `hydra.launcher.*` (OptionError for the first bad one)."""
-    return parse_options(SlurmLauncherConf, raw, "mfcl_slurm", **DEFAULTS)
 
 
 # -- planning (pure) ---------------------------------------------------------------------------
@@ -312,3 +308,6 @@ class SlurmBackend(ArraySchedulerBackend):
         """scancel the runs' array tasks and the sweep's aggregation job."""
         aggregate = {str(r.extra["slurm_aggregate_job"]) for r in records if (r.extra or {}).get("slurm_aggregate_job")}
         slurm_sacct.cancel([r.backend_job_id for r in records] + sorted(aggregate))
+
+
+slurm_options = SlurmBackend.check_options  # checked options from `hydra.launcher.*` (OptionError)
