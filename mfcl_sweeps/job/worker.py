@@ -80,29 +80,11 @@ def _failed_return(job: JobSpec, exc: BaseException) -> Any:
     return ret
 
 
-def redacted_return(ret: Any) -> Any:
-    """A copy of a JobReturn whose overrides and configs have their secrets hidden (the copy is
-    written to disk; the task's own return value is kept as it is)."""
-    import copy
-
-    from omegaconf import OmegaConf
-
-    from mfcl_sweeps.secrets import redact
-
-    out = copy.copy(ret)
-    out.overrides = redact(list(ret.overrides or []))
-    for name in ("cfg", "hydra_cfg"):
-        cfg = getattr(ret, name, None)
-        if OmegaConf.is_config(cfg):
-            setattr(out, name, OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=False))))
-    return out
-
-
 def write_result(path: str, ret: Any) -> None:
-    """Pickle a JobReturn atomically to `path`, secrets hidden."""
+    """Pickle a JobReturn atomically to `path`: a hand-off the driver reads once and removes, so
+    it carries the config as the task saw it (Hydra's launchers return that, secrets included)."""
     import cloudpickle
 
-    ret = redacted_return(ret)
     try:
         payload = cloudpickle.dumps(ret)
     except Exception as exc:  # an unpicklable return value must not lose the outcome

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shlex
 import signal
 import time
@@ -88,11 +89,19 @@ class Journal:
         return record.status if record is not None else None
 
 
+def _discard(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def _outcome(req: JobRequest, state: JobState) -> tuple[Any, bool]:
     """(JobReturn, worker_journaled) for a finished handle."""
     from hydra.core.utils import JobStatus
 
     ret = restore_traceback(read_result(req.spec.result_path))
+    _discard(req.spec.result_path)  # it may hold secrets (the task's config): nothing keeps it on disk
     if ret is not None and (state.error is None or (ret.status == JobStatus.COMPLETED and not state.run_failed)):
         return ret, req.spec.journal
     error = state.error or f"job exited with code {state.exit_code} and wrote no result"
