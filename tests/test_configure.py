@@ -13,7 +13,7 @@ import pytest
 import yaml
 from tmuxdrive import Tmux
 
-from mfcl_sweeps.configure_model import Builder, ValueSyntaxError, log_values, parse_values
+from mfcl_sweeps.project.configure_model import Builder, ValueSyntaxError, log_values, parse_values
 from mfcl_sweeps.expand import count
 from mfcl_sweeps.spec import load_spec
 

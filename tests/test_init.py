@@ -16,7 +16,7 @@ import yaml
 from services import require_service
 from tmuxdrive import Tmux
 
-from mfcl_sweeps import project_scan
+from mfcl_sweeps.project import scan as project_scan
 
 REPO = Path(__file__).resolve().parent.parent
 FRESH_APP = textwrap.dedent("""

@@ -20,9 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mfcl_sweeps import project_scan
-    from mfcl_sweeps.configure_model import Builder
-    from mfcl_sweeps.configure_tui import ConfigureScreen, run_screen
+    from mfcl_sweeps.project import scan as project_scan
+    from mfcl_sweeps.project.configure_model import Builder
+    from mfcl_sweeps.project.configure_tui import ConfigureScreen, run_screen
 
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise MfclError("configure needs a terminal (stdin and stdout); to write a sweep file without one, "

@@ -84,7 +84,8 @@ def _prefix(python: str) -> str:
 
 def plan(args: argparse.Namespace, ask: Optional[Callable[[str], str]]) -> tuple[dict[Path, str], list[str]]:
     """(files to write, lines to print)."""
-    from mfcl_sweeps import init_files, project_scan
+    from mfcl_sweeps.project import init_files
+    from mfcl_sweeps.project import scan as project_scan
 
     root = Path(args.dir).resolve()
     if not root.is_dir():

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-from mfcl_sweeps.configure_model import Builder, Preview, ValueSyntaxError
+from mfcl_sweeps.project.configure_model import Builder, Preview, ValueSyntaxError
 
 HELP = ("up/down or j/k: move  /: find  enter: values  d: drop  p: grid<->paired  s: seeds  b: budget  "
         "x: exclude  X: clear excludes  m: max_runs  w: save  q: quit")

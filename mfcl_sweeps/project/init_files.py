@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import yaml
 
-from mfcl_sweeps.project_scan import Scheduler
+from mfcl_sweeps.project.scan import Scheduler
 
 HEADER = "# Written by `mfcl-sweeps init`; edit freely (docs/first-ten-minutes.md)."
 
