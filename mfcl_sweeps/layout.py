@@ -24,6 +24,7 @@ class SweepLayout:
         self.checkpoint = join(self.state, "replay.ckpt")
         self.claims = join(self.state, "claims")
         self.owners = join(self.state, "owners")
+        self.drivers = join(self.state, "drivers")  # one file per live driver (state/drivers.py)
         self.store_pointer = join(self.state, "store.json")  # names the database store, if any (state/store.py)
         self.snapshot = join(self.root, SNAPSHOT_NAME)
         # what travels to a job (SSH hosts get one session; drivers one per launch)

@@ -5,8 +5,9 @@ another host cannot be checked from here: callers then judge by heartbeats.
 """
 from __future__ import annotations
 
+import os
 import socket
-from typing import Optional
+from typing import Any, Iterable, Optional
 
 HOST = socket.gethostname()
 
@@ -37,3 +38,26 @@ def process_alive(host: Optional[str], pid: Optional[int], start: Optional[str])
     if fields is None or fields[0] == b"Z":
         return False
     return start is None or fields[19].decode() == start
+
+
+def me() -> dict:
+    """This process as a record names it: host, pid and the pid's start time."""
+    return {"host": HOST, "pid": os.getpid(), "pid_start": pid_start_time(os.getpid())}
+
+
+def run_alive(record: Any) -> Optional[bool]:
+    """Whether a claimed/running run's recorded process (a driver holding the claim, or the job's
+    worker) still lives: None when it cannot be told here (another host, no pid recorded)."""
+    return process_alive(record.host, record.pid, (record.extra or {}).get("pid_start"))
+
+
+def mark_lost(records: Iterable[Any]) -> int:
+    """Show claimed/running runs whose process is dead as `lost` (in place; nothing journaled)."""
+    from mfcl_sweeps import model
+
+    lost = 0
+    for rec in records:
+        if rec.status in (model.CLAIMED, model.RUNNING) and run_alive(rec) is False:
+            rec.status = model.LOST
+            lost += 1
+    return lost

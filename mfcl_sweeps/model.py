@@ -20,6 +20,10 @@ INTERRUPTED = "interrupted"  # stopped with its driver (Ctrl-C, SIGTERM, SIGHUP)
 RUN_STATES = (PENDING, CLAIMED, RUNNING, COMPLETED, FAILED, CANCELLED, PREEMPTED, INTERRUPTED)
 FINAL_STATES = (COMPLETED, FAILED, CANCELLED, INTERRUPTED)
 ACTIVE_STATES = (PENDING, CLAIMED, RUNNING)  # a run some process or scheduler job may still be working on
+# Shown, never journaled: a claimed/running run of this host whose recorded process is gone
+# (its driver or job was killed); resume and claim workers run it again.
+LOST = "lost"
+SHOWN_STATES = RUN_STATES + (LOST,)
 
 # Environment a job sees, whatever launched it.
 ENV_SWEEP_ID = "MFCL_SWEEP_ID"

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -27,6 +28,8 @@ log = logging.getLogger("mfcl_sweeps")
 
 RESUME_MODES = ("none", "skip_completed", "rerun_failed_only", "skip_finished")
 HYDRA_DEFAULT_SWEEP_DIR = "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}"
+RESCAN_S = 1.0  # claim mode: seconds between looks at runs other workers hold
+DONE_ELSEWHERE = (model.COMPLETED, model.FAILED, model.CANCELLED)  # another worker's outcome stands
 
 
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
@@ -85,6 +88,7 @@ class SweepCore:
         self.launcher: Any = None
         self.repeats = 0  # runs of the spec dropped as repeats of an earlier run's config
         self.foreign_failed: list[PlannedRun] = []  # runs that failed on a launcher of Hydra's
+        self.held: list[PlannedRun] = []  # claim mode: runs other live workers held when this one passed them
 
     def opt(self, key: str, default: Any = None) -> Any:
         from omegaconf import OmegaConf
@@ -159,6 +163,7 @@ class SweepCore:
 
     def _sweep(self, arguments: list[str]) -> Any:
         from mfcl_sweeps import expand, notify
+        from mfcl_sweeps.state import drivers
 
         spec = self.load_spec(arguments)
         notify_options = notify.parse_options(self.opt("notify"))  # a bad setting fails before launching
@@ -173,6 +178,16 @@ class SweepCore:
         sweep_dir = self.sweep_dir()
         extra = [f"hydra.sweep.dir={quote_override_value(sweep_dir)}"] if self.opt("name") else []
         git = self.check_git()
+        leave = drivers.enter(sweep_dir, claim=bool(self.opt("claim", False)))
+        try:
+            return self._drive(spec, resume, sweep_dir, total, extra, git, notify_options)
+        finally:
+            leave()
+
+    def _drive(self, spec: Any, resume: str, sweep_dir: str, total: int, extra: list[str], git: Optional[dict],
+               notify_options: Any) -> Any:
+        from mfcl_sweeps import notify
+
         manifest = self.open_manifest(sweep_dir, spec, total, git)
         self.claim_owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # A claim worker heart-beats while it lives; stopping retires it, which frees its claims at once.
@@ -180,6 +195,12 @@ class SweepCore:
         notifier = notify.SweepNotifier.start(notify_options, manifest, self.config)
         try:
             batches = self.launch(self.runs_to_do(manifest, spec, resume), manifest, manifest.sweep_id, total, extra)
+            while self.held:  # claim mode: a run another worker held is done, or taken over once that worker dies
+                won = self.retake(manifest, resume)
+                if won:
+                    batches += self.launch(iter(won), manifest, manifest.sweep_id, total, extra)
+                else:
+                    time.sleep(RESCAN_S)
         except MfclError as err:  # the launch stopped (e.g. every SSH host down): say why, then fail as before
             notifier.stopped(str(err))
             raise
@@ -249,16 +270,35 @@ class SweepCore:
             log.info("mfcl: resume=%s: skipping %d run(s)%s", resume, sum(skipped.values()),
                      "".join(f"; {n} {why}" for why, n in skipped.items()))
         claim = bool(self.opt("claim", False))
-        lost = 0
         for run in manifest.assign(unique_runs(spec, self.repeats)):
             if not manifest.should_run(run, resume)[0]:
                 continue
             if claim and not manifest.claim(run, self.claim_owner, node_rank=run.resources.node_rank):
-                lost += 1
+                self.held.append(run)
                 continue
             yield run
-        if lost:
-            log.info("mfcl: %d run(s) were claimed by other workers", lost)
+        if self.held:
+            log.info("mfcl: %d run(s) are held by other workers; this worker takes over any whose worker dies",
+                     len(self.held))
+
+    def retake(self, manifest: Any, resume: str) -> list[PlannedRun]:
+        """The held runs this worker now holds (their owner died or retired before finishing
+        them); runs another worker finished are dropped, the rest stay held."""
+        won, still = [], []
+        manifest.refresh()
+        for run in self.held:
+            rec = manifest.record(run.config_hash)
+            if (rec is not None and rec.status in DONE_ELSEWHERE) or not manifest.should_run(run, resume)[0]:
+                continue
+            if manifest.claim(run, self.claim_owner, node_rank=run.resources.node_rank):
+                won.append(run)
+            else:
+                still.append(run)
+        self.held = still
+        if won:
+            log.warning("mfcl: took over %d run(s) of workers that died: %s", len(won),
+                        ", ".join(r.run_id for r in won[:5]) + (" ..." if len(won) > 5 else ""))
+        return won
 
     def launch(self, todo: Iterator[PlannedRun], manifest: Any, sweep_id: str, total: int,
                extra: list[str]) -> list[list[Any]]:

@@ -16,6 +16,7 @@ from typing import Any, Optional
 from mfcl_sweeps import model
 from mfcl_sweeps.backends.pool.view import render_sources, sources_report
 from mfcl_sweeps.errors import ManifestError
+from mfcl_sweeps.liveness import mark_lost
 
 SHOWN_ROWS = 20
 
@@ -61,6 +62,8 @@ def status_report(manifest: Any, now: Optional[float] = None) -> dict:
     now = time.time() if now is None else now
     # records are live objects of the manifest's replay: refreshed states show in the counts too
     refresh_from_backends(manifest.records_with_status(*ACTIVE_STATES))
+    # a run whose recorded process of this host is gone is lost, not running (no ETA counts it)
+    mark_lost(manifest.records_with_status(model.RUNNING, model.CLAIMED))
     plans = manifest.plans()
     counts = manifest.counts()
     rows = manifest.summary()
@@ -77,8 +80,9 @@ def status_report(manifest: Any, now: Optional[float] = None) -> dict:
             groups[group][model.PENDING] += max(0, n - sum(groups[group].values()))
     active = sorted(manifest.records_with_status(model.RUNNING, model.CLAIMED), key=lambda r: r.index)
     failed = sorted(manifest.records_with_status(model.FAILED), key=lambda r: r.index)
+    lost = sorted(manifest.records_with_status(model.LOST), key=lambda r: r.index)
     running = counts.get(model.RUNNING, 0)
-    remaining = counts["total"] - sum(counts.get(s, 0) for s in model.FINAL_STATES)
+    remaining = counts["total"] - sum(counts.get(s, 0) for s in (*model.FINAL_STATES, model.LOST))
     mean = max(0.0, sum(durations) / len(durations)) if durations else None
     elapsed = None
     if started:
@@ -92,6 +96,7 @@ def status_report(manifest: Any, now: Optional[float] = None) -> dict:
                      "elapsed_s": (now - r.start_time) if r.start_time else None} for r in active],
         "failed": [{"run_id": r.run_id, "exit_code": r.exit_code, "error": r.error, "job_dir": r.job_dir,
                     "attempts": r.attempts} for r in failed],
+        "lost": [{"run_id": r.run_id, "host": r.host, "pid": r.pid, "owner": r.owner} for r in lost],
         "elapsed_s": elapsed, "mean_run_s": mean, "eta_s": eta,
         "sources": sources_report(manifest.sweep_dir, manifest.records().values()) if _pooled(manifest) else [],
     }
@@ -113,7 +118,7 @@ def render(report: dict) -> None:
     from rich.table import Table
 
     console = Console()
-    shown = [s for s in model.RUN_STATES if any(s in g for g in report["groups"].values())]
+    shown = [s for s in model.SHOWN_STATES if any(s in g for g in report["groups"].values())]
     table = Table(title=f"sweep {report['sweep_id']} ({report['sweep_dir']}, cluster {report['cluster']})")
     table.add_column("group")
     for s in shown:
@@ -141,6 +146,10 @@ def render(report: dict) -> None:
         console.print(ft)
     if len(report["running"]) > SHOWN_ROWS or len(report["failed"]) > SHOWN_ROWS:
         console.print(f"(first {SHOWN_ROWS} shown; --json lists all)")
+    if report["lost"]:
+        console.print(f"{len(report['lost'])} run(s) lost: the process that ran them is gone "
+                      f"(first: {report['lost'][0]['run_id']}, pid {report['lost'][0]['pid']}); "
+                      f"mfcl-sweeps resume {report['sweep_dir']} runs them again")
     if report.get("sources"):
         render_sources(console, report["sources"])
     console.print(f"elapsed {_duration(report['elapsed_s'])}  mean run {_duration(report['mean_run_s'])}  "

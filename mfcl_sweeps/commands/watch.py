@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from mfcl_sweeps import model
+from mfcl_sweeps.liveness import mark_lost
 
 ACTIVE = (model.PENDING, model.CLAIMED, model.RUNNING, model.PREEMPTED)
 
@@ -57,6 +58,7 @@ def _error_line(error: Any) -> str:
 def build_view(manifest: Any, now: Optional[float] = None, rows: int = 10) -> View:
     now = time.time() if now is None else now
     records = list(manifest.records().values())
+    mark_lost(records)  # a run whose process of this host is gone is shown lost, never running
     counts = Counter(r.status for r in records)
     plans = manifest.plans()
     planned = manifest.counts()["total"]
@@ -84,8 +86,10 @@ def build_view(manifest: Any, now: Optional[float] = None, rows: int = 10) -> Vi
     ended = sweep_ended(manifest)
     ends = [r.end_time for r in records if r.end_time]
     elapsed = ((max(ends) if ended and ends else now) - min(starts)) if starts else None
-    in_flight = max(1, counts[model.RUNNING])
-    eta = (total - finished) * (sum(durations) / len(durations)) / in_flight if durations and not ended else None
+    in_flight = counts[model.RUNNING]  # lost runs make no progress: no ETA from them
+    remaining = total - finished - counts[model.LOST]
+    eta = remaining * (sum(durations) / len(durations)) / in_flight if durations and in_flight and not ended \
+        else None
     notes = ["total unknown until the sweep ends (its sweeper plans no runs ahead)"] if unknown_total and not ended \
         else []
     return View(manifest.sweep_id, manifest.sweep_dir, total, counts, dict(groups), dict(sources),
@@ -150,7 +154,9 @@ def render(view: View) -> Any:
         f"[bold]sweep {view.sweep_id}[/] ({state})  {view.sweep_dir}\n"
         f"{view.finished}/{view.total} done: [green]{view.counts[model.COMPLETED]} completed[/], "
         f"[red]{view.counts[model.FAILED]} failed[/], {view.counts[model.CANCELLED]} cancelled, "
-        f"[yellow]{view.counts[model.RUNNING]} running[/], {view.counts[model.PENDING]} pending   "
+        f"[yellow]{view.counts[model.RUNNING]} running[/], "
+        + (f"[red]{view.counts[model.LOST]} lost[/] (process gone), " if view.counts[model.LOST] else "")
+        + f"{view.counts[model.PENDING]} pending   "
         f"elapsed {_duration(view.elapsed_s)}   ETA {_duration(view.eta_s)}")
     parts: list = [head, *(Text(n, style="dim") for n in view.notes)]
     groups = Table(title="groups", title_justify="left")
@@ -210,5 +216,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     console.print(f"\nsweep {view.sweep_id} ended: {view.counts[model.COMPLETED]} completed, "
-                  f"{view.counts[model.FAILED]} failed, {view.counts[model.CANCELLED]} cancelled")
-    return 1 if view.counts[model.FAILED] else 0
+                  f"{view.counts[model.FAILED]} failed, {view.counts[model.CANCELLED]} cancelled"
+                  + (f", {view.counts[model.LOST]} lost (mfcl-sweeps resume runs them again)"
+                     if view.counts[model.LOST] else ""))
+    return 1 if view.counts[model.FAILED] or view.counts[model.LOST] else 0

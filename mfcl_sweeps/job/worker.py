@@ -7,14 +7,13 @@ non-zero when the task failed, so schedulers record the truth (Hydra issue 1928)
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from mfcl_sweeps import model
+from mfcl_sweeps import liveness, model
 from mfcl_sweeps.job.failures import format_traceback, keep_traceback
 from mfcl_sweeps.job.jobspec import JobSpec, Session, atomic_write_bytes, load_session
 
@@ -158,7 +157,8 @@ def run(session: Session, job: JobSpec, *, journal: bool = True, prepared: Any =
     save_configs_redacted()
     os.environ[model.ENV_ATTEMPT] = str(job.attempt)
     started = time.time()
-    base = {"host": socket.gethostname(), "pid": os.getpid(), "pgid": os.getpgid(0), "attempt": job.attempt,
+    # pid + its start time name this process: `status` shows the run lost once it is gone
+    base = {**liveness.me(), "pgid": os.getpgid(0), "attempt": job.attempt,
             **({"backend": job.backend} if job.backend else {})}
     journal = journal and job.journal
     try:

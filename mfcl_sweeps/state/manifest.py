@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Union
 from mfcl_sweeps import model
 from mfcl_sweeps.errors import ManifestError
 from mfcl_sweeps.layout import SweepLayout, sweep_id_of
-from mfcl_sweeps.liveness import HOST
+from mfcl_sweeps.liveness import me, run_alive
 from mfcl_sweeps.model import PlannedRun
 from mfcl_sweeps.state import snapshot as snapshots
 from mfcl_sweeps.state.claims import ALREADY_MINE, DEFAULT_CLAIM_TIMEOUT_S
@@ -215,6 +215,8 @@ class SweepManifest:
             return (True, "failed before") if status == model.FAILED else (False, "not failed")
         if resume == "skip_finished" and status == model.FAILED:  # `mfcl-sweeps complete` without --retry-failed
             return False, "failed"
+        if status in (model.CLAIMED, model.RUNNING) and run_alive(rec) is False:
+            return True, "lost (its process is gone)"
         return True, {None: "new", model.FAILED: "failed before", model.CANCELLED: "cancelled before",
                       model.PREEMPTED: "preempted"}.get(status, "interrupted")
 
@@ -253,7 +255,8 @@ class SweepManifest:
             if rec is not None and rec.status == model.COMPLETED:
                 return False
         where = {"cluster": self._cluster} if self._cluster and self.store.kind != FILE else {}  # runs of many clusters
-        self.transition(run, model.CLAIMED, owner=owner, host=HOST, claim_generation=generation, **where,
+        # the claiming driver's process: `status` shows the run lost if it dies before the job starts
+        self.transition(run, model.CLAIMED, owner=owner, **me(), claim_generation=generation, **where,
                         **({"node_rank": node_rank} if node_rank is not None else {}))
         return True
 
@@ -288,7 +291,7 @@ class SweepManifest:
             latest = next(reversed(plans.values()), None) if plans else None
             total = max(len(records), latest.count if latest else 0)
         by_status[model.PENDING] += total - len(records)
-        return {"total": total, **{s: by_status[s] for s in model.RUN_STATES if by_status[s]}}
+        return {"total": total, **{s: by_status[s] for s in model.SHOWN_STATES if by_status[s]}}
 
     def snapshot(self) -> dict:
         self.refresh()
