@@ -19,8 +19,8 @@ import time
 from mfcl_sweeps import model
 from mfcl_sweeps.expand import count, iter_runs
 from mfcl_sweeps.liveness import HOST
-from mfcl_sweeps.state.manifest import SweepManifest, identity_of, transition_op
 from mfcl_sweeps.spec import load_spec
+from mfcl_sweeps.state.manifest import SweepManifest, identity_of, transition_op
 
 
 def build(sweep_dir: str, n_runs: int) -> None:

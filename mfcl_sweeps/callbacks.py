@@ -126,8 +126,8 @@ class MfclCallback(Callback):
             return
         from hydra.core.utils import JobStatus
 
-        from mfcl_sweeps.state.manifest import SweepManifest
         from mfcl_sweeps.job.worker import last_error_line
+        from mfcl_sweeps.state.manifest import SweepManifest
 
         manifest = SweepManifest(sweep_dir_of(config))
         run, job_dir = self._run(config), str(config.hydra.runtime.output_dir)

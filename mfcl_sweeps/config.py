@@ -50,6 +50,7 @@ class CommonLauncherConf:
     retry_backoff_s: float = opt(1.0, at_least(0, " seconds"))  # wait before a retry, doubled each time
     launch_delay: float = opt(0.0, at_least(0, " seconds"))  # seconds between two job starts
     progress: str = opt("auto", one_of("auto", "live", "log"))
+    output: str = opt("stream", one_of("stream", "failed", "quiet"))  # job output on the terminal
 
 
 @dataclass

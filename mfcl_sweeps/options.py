@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 from mfcl_sweeps.errors import OptionError
 
 # Options every mfcl launcher has (hydra.launcher.*), handled by the driver; the rest go to the backend.
-COMMON_OPTIONS = ("detach", "retries", "retry_backoff_s", "launch_delay", "progress")
+COMMON_OPTIONS = ("detach", "retries", "retry_backoff_s", "launch_delay", "progress", "output")
 
 # A check gets the field's value (never None) and every option's value; it returns None when the
 # value is fine, else "why; what to change".

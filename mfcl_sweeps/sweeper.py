@@ -243,6 +243,7 @@ class SweepCore:
     def open_manifest(self, sweep_dir: str, spec: Any, total: int, git: Optional[dict]) -> Any:
         from omegaconf import OmegaConf
 
+        from mfcl_sweeps import backends
         from mfcl_sweeps.state import store as stores
         from mfcl_sweeps.state.manifest import SweepManifest
         from mfcl_sweeps.state.sysinfo import command_info
@@ -253,7 +254,8 @@ class SweepCore:
         store = stores.open_chosen(sweep_dir, self.opt("store"), self.config, name=self.opt("name"), cluster=cluster,
                                    claim_timeout=float(self.opt("claim_timeout", 600.0)))
         OmegaConf.save(OmegaConf.create(redact(OmegaConf.to_container(self.config))), Path(sweep_dir) / "multirun.yaml")
-        manifest = SweepManifest(sweep_dir, claim_timeout=float(self.opt("claim_timeout", 600.0)), store=store)
+        manifest = SweepManifest(sweep_dir, claim_timeout=float(self.opt("claim_timeout", 600.0)),
+                                 still_running=backends.still_running, store=store)
         manifest.record_plan(spec.to_dict(), spec.spec_hash(), total, command_info(), cluster,
                              sweep_id=self.opt("name") or None, git=git)
         return manifest

@@ -18,8 +18,8 @@ import re
 from functools import lru_cache
 from typing import Any, Sequence
 
-from mfcl_sweeps.spec import overrides as ov
 from mfcl_sweeps.errors import SweepSpecError
+from mfcl_sweeps.spec import overrides as ov
 from mfcl_sweeps.spec.types import Block, Setting, SweepSpec
 
 

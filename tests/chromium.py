@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-
 from services import IN_CI
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from mfcl_sweeps import model
-from mfcl_sweeps.state.manifest import SweepManifest
 from mfcl_sweeps.model import PlannedRun
+from mfcl_sweeps.state.manifest import SweepManifest
 
 
 def run_of(i: int) -> PlannedRun:

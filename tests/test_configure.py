@@ -13,8 +13,8 @@ import pytest
 import yaml
 from tmuxdrive import Tmux
 
-from mfcl_sweeps.project.configure_model import Builder, ValueSyntaxError, log_values, parse_values
 from mfcl_sweeps.expand import count
+from mfcl_sweeps.project.configure_model import Builder, ValueSyntaxError, log_values, parse_values
 from mfcl_sweeps.spec import load_spec
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,9 +7,9 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mfcl_sweeps.spec import overrides as ov
 from mfcl_sweeps.expand import check_not_empty, config_hash, count, iter_runs, make_run_id
 from mfcl_sweeps.spec import SpecOptions, load_spec
+from mfcl_sweeps.spec import overrides as ov
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

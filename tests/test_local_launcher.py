@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from apprun import manifest_runs, run_app, side_lines, side_records
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
-
-from apprun import manifest_runs, run_app, side_lines, side_records
 
 MFCL = ["hydra/sweeper=mfcl", "hydra/launcher=mfcl_local", "hydra.launcher.progress=log"]
 

@@ -13,9 +13,9 @@ from mfcl_sweeps import model
 from mfcl_sweeps.errors import ManifestError
 from mfcl_sweeps.expand import count, iter_runs
 from mfcl_sweeps.layout import SNAPSHOT_NAME
+from mfcl_sweeps.spec import load_spec
 from mfcl_sweeps.state.manifest import SweepManifest
 from mfcl_sweeps.state.snapshot import load as load_snapshot
-from mfcl_sweeps.spec import load_spec
 
 
 def spec_of(*overrides: str):

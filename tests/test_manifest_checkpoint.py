@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from mfcl_sweeps import model
 from mfcl_sweeps.expand import count, iter_runs
+from mfcl_sweeps.spec import load_spec
 from mfcl_sweeps.state.manifest import SweepManifest
 from mfcl_sweeps.state.records import CHECKPOINT_NAME
-from mfcl_sweeps.spec import load_spec
 
 
 def sweep_with_history(sweep_dir):

@@ -12,11 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from apprun import APPS, manifest_runs, mfcl_sweeps, mode_of, run_app, status_json, wait_for
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import LauncherTestSuite
-
-from apprun import APPS, manifest_runs, mfcl_sweeps, mode_of, run_app, status_json, wait_for
 from services import require_service, wait_sacct_final
 
 PBS = ["hydra/sweeper=mfcl", "hydra/launcher=mfcl_pbs", "hydra.launcher.progress=log",

@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
-
 from chromium import Browser
-from mfcl_sweeps.report import write_report
 from test_aggregate import BUDGET, record, write_manifest, write_run
+
+from mfcl_sweeps.report import write_report
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_aggregate import BUDGET, record, write_manifest, write_run
 
 from mfcl_sweeps.aggregate import load_sweep, parse_return_value, summarize
 from mfcl_sweeps.report import params as params_mod
 from mfcl_sweeps.report import stats, tables, write_report
-from test_aggregate import BUDGET, record, write_manifest, write_run
 
 APP = Path(__file__).parent / "apps" / "metrics" / "app.py"
 

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from apprun import APPS
+
 from mfcl_sweeps import model
 from mfcl_sweeps.state.manifest import SweepManifest
 

@@ -17,11 +17,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from apprun import APPS, manifest_runs, mfcl_sweeps, mode_of, run_app, side_records, status_json, wait_for
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
-
-from apprun import APPS, manifest_runs, mfcl_sweeps, mode_of, run_app, side_records, status_json, wait_for
 from services import require_service, wait_sacct_final
 
 REPO = Path(__file__).resolve().parents[1]

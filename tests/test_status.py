@@ -11,13 +11,13 @@ import time
 import pytest
 
 from mfcl_sweeps import model
+from mfcl_sweeps.backends.procs import cancel_records, group_members
 from mfcl_sweeps.commands.resume import resume_command
 from mfcl_sweeps.errors import ManifestError
 from mfcl_sweeps.expand import iter_runs
 from mfcl_sweeps.liveness import HOST
-from mfcl_sweeps.state.manifest import SweepManifest
-from mfcl_sweeps.backends.procs import cancel_records, group_members
 from mfcl_sweeps.spec import load_spec
+from mfcl_sweeps.state.manifest import SweepManifest
 
 
 def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:

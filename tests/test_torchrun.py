@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from apprun import APPS, manifest_runs, run_app
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
-
-from apprun import APPS, manifest_runs, run_app
 
 pytestmark = pytest.mark.slow  # each run starts torchrun agents (a torch import each)
 

@@ -11,12 +11,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from services import IN_CI
 
 from mfcl_sweeps import model
 from mfcl_sweeps.commands.watch import build_view
 from mfcl_sweeps.model import PlannedRun
 from mfcl_sweeps.state.manifest import SweepManifest
-from services import IN_CI
 
 APP = Path(__file__).parent / "apps" / "metrics" / "app.py"
 

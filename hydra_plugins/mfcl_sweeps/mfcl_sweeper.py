@@ -14,7 +14,6 @@ from omegaconf import OmegaConf
 from hydra_plugins.mfcl_sweeps._notify_conf import NotifyConf
 
 
-
 @dataclass
 class MfclSweeperConf:
     _target_: str = "hydra_plugins.mfcl_sweeps.mfcl_sweeper.MfclSweeper"
@@ -43,7 +42,7 @@ class MfclSweeperConf:
     claim: bool = False  # worker mode: several invocations split the runs
     claim_timeout: float = 600.0  # seconds without heartbeat before a claim is taken over
     cluster: Optional[str] = None  # default: $MFCL_CLUSTER, else "local"
-    store: Optional[str] = None  # file (default: the sweep dir's journal) or postgresql://USER@HOST:PORT/DB; $MFCL_STORE
+    store: Optional[str] = None  # the sweep dir's journal (default) or postgresql://USER@HOST:PORT/DB; $MFCL_STORE
     fail_on_error: bool = True  # exit non-zero when runs failed (after running all of them)
     allow_behind: bool = False  # launch even if the project's git branch is behind its upstream
     notify: NotifyConf = field(default_factory=NotifyConf)  # webhook/email at the end and first failure

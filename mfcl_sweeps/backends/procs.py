@@ -9,7 +9,7 @@ import os
 from typing import Any, Iterable, Optional
 
 from mfcl_sweeps.backends.children import stop_gracefully
-from mfcl_sweeps.state.journal import HOST
+from mfcl_sweeps.liveness import HOST
 
 DEFAULT_GRACE_S = 10.0
 

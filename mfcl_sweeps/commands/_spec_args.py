@@ -45,9 +45,9 @@ def _split_options(args: argparse.Namespace) -> None:
 
 
 def load_from_args(args: argparse.Namespace) -> Any:
-    from mfcl_sweeps.spec import overrides as ov
     from mfcl_sweeps.expand import check_not_empty
     from mfcl_sweeps.spec import SpecOptions, load_spec
+    from mfcl_sweeps.spec import overrides as ov
 
     _split_options(args)
     knobs = {f.name for f in dataclasses.fields(SpecOptions)}

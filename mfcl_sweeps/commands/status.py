@@ -31,7 +31,8 @@ def open_manifest(sweep_dir: str) -> Any:
 
     manifest = SweepManifest(sweep_dir)
     if not manifest.store.exists():
-        raise ManifestError(f"{sweep_dir}: no sweep journal ({manifest.store.describe()} is missing); is it a sweep dir?")
+        raise ManifestError(f"{sweep_dir}: no sweep journal ({manifest.store.describe()} is missing); "
+                            "is it a sweep dir?")
     return manifest
 
 

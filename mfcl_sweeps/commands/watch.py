@@ -9,8 +9,6 @@ detached cluster sweeps. Ctrl-C leaves quietly.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -18,8 +16,7 @@ from typing import Any, Optional
 
 from mfcl_sweeps import model
 from mfcl_sweeps.liveness import mark_lost
-
-ACTIVE = (model.PENDING, model.CLAIMED, model.RUNNING, model.PREEMPTED)
+from mfcl_sweeps.state.lifecycle import sweep_ended
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,38 +91,6 @@ def build_view(manifest: Any, now: Optional[float] = None, rows: int = 10) -> Vi
         else []
     return View(manifest.sweep_id, manifest.sweep_dir, total, counts, dict(groups), dict(sources),
                 running[:rows], failures, elapsed, eta, ended, notes)
-
-
-def sweep_ended(manifest: Any) -> bool:
-    """Every planned run has ended. A sweep whose sweeper planned no runs ahead (the callback's
-    plan of 0 runs) has ended when its process (recorded in the plan) is gone from this host, or
-    when sweep_manifest.json is newer than the journal's last line (the end of a multirun writes
-    it; a BasicSweeper whose job raised writes none)."""
-    counts = manifest.counts()
-    if counts["total"] == 0 or any(counts.get(s) for s in ACTIVE):
-        return False
-    plans = manifest.plans()
-    if plans and plans[-1].count:
-        return True
-    command = (plans[-1].op.get("command") or {}) if plans else {}
-    if command.get("host") == socket.gethostname() and command.get("pid") and not _alive(int(command["pid"])):
-        return True
-    try:
-        snap = os.stat(os.path.join(manifest.sweep_dir, "sweep_manifest.json")).st_mtime_ns
-        journal = os.stat(os.path.join(manifest.sweep_dir, ".mfcl", "journal.jsonl")).st_mtime_ns
-    except FileNotFoundError:
-        return False
-    return snap >= journal
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 def _duration(seconds: Optional[float]) -> str:

@@ -14,17 +14,13 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 from mfcl_sweeps.errors import MfclError
 from mfcl_sweeps.job.jobspec import Session, identity_env, write_session
 from mfcl_sweeps.launch.driver import RetryPolicy, make_request, run_jobs
-from mfcl_sweeps.model import PlannedRun
+from mfcl_sweeps.launch.output import JobOutput
 from mfcl_sweeps.launch.progress import Progress
+from mfcl_sweeps.layout import sweep_id_of
+from mfcl_sweeps.model import PlannedRun
 from mfcl_sweeps.options import COMMON_OPTIONS
 
 log = logging.getLogger(__name__)
-
-
-def default_sweep_id(sweep_dir: str) -> str:
-    """A readable id for a sweep dir that no name was given for: its last two path parts."""
-    parts = Path(sweep_dir).resolve().parts
-    return "_".join(parts[-2:]) if len(parts) >= 2 else parts[-1]
 
 
 def cache_config_sources(config_loader: Any) -> None:
@@ -113,13 +109,14 @@ class LaunchCore:
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Any]:
         if self.options.get("detach"):
             raise MfclError("hydra.launcher.detach=true needs hydra/sweeper=mfcl (other sweepers wait for "
-                            "results that a detached launch does not produce); add hydra/sweeper=mfcl or set detach=false")
+                            "results that a detached launch does not produce); "
+                            "add hydra/sweeper=mfcl or set detach=false")
         from mfcl_sweeps.state.manifest import SweepManifest
 
         runs = runs_from_overrides(job_overrides, initial_job_idx)
         extra = [[o for o in ov if o.lstrip("+~").startswith("hydra.")] for ov in job_overrides]
         manifest = SweepManifest(self.sweep_dir)
-        return self._run(runs, default_sweep_id(self.sweep_dir), manifest, total=len(runs), per_run_extra=extra)
+        return self._run(runs, sweep_id_of(self.sweep_dir), manifest, total=len(runs), per_run_extra=extra)
 
     # -- the mfcl sweeper's channel ---------------------------------------------------------
     def launch_planned(self, runs: Iterable[PlannedRun], *, sweep_id: str, manifest: Any, total: int = 0,
@@ -156,7 +153,8 @@ class LaunchCore:
         retry = RetryPolicy(retries=int(self.options.get("retries") or 0),
                             backoff_s=float(self.options.get("retry_backoff_s") or 1.0))
         log.info("Launching %s job(s) with mfcl_%s", total or "the", self.backend_name)
-        return run_jobs(backend, requests, manifest=manifest, retry=retry,
+        output = JobOutput(self.options.get("output") or "stream", before_write=progress.clear)
+        return run_jobs(backend, requests, manifest=manifest, retry=retry, output=output,
                         launch_delay=float(self.options.get("launch_delay") or 0.0), progress=progress)
 
     def _detach(self, backend: Any, requests: Iterable, manifest: Any) -> list[Any]:
@@ -164,8 +162,9 @@ class LaunchCore:
 
         requests = list(requests)
         if not backend.queues_jobs:
-            raise MfclError(f"hydra.launcher.detach=true needs a scheduler backend (slurm, pbs); mfcl_{self.backend_name} "
-                            "jobs die with the driver. Use hydra/launcher=mfcl_slurm or mfcl_pbs, or set detach=false")
+            raise MfclError(f"hydra.launcher.detach=true needs a scheduler backend (slurm, pbs); "
+                            f"mfcl_{self.backend_name} jobs die with the driver. "
+                            "Use hydra/launcher=mfcl_slurm or mfcl_pbs, or set detach=false")
         for req in requests:
             Path(req.job_path).parent.mkdir(parents=True, exist_ok=True)
             req.spec.write(req.job_path)

@@ -118,7 +118,8 @@ def cancelled_by_user(journal: Journal, run: PlannedRun, state: JobState) -> boo
     """Whether `mfcl-sweeps cancel` stopped this run. Its line lands just after the process it
     killed is gone, so a run ended by SIGTERM/SIGKILL that the driver did not send is given a
     moment for that line before it counts as failed."""
-    killed = state.exit_code in (-signal.SIGTERM, -signal.SIGKILL) and (state.error or "").startswith("job process killed")
+    killed = state.exit_code in (-signal.SIGTERM, -signal.SIGKILL) \
+        and (state.error or "").startswith("job process killed")
     deadline = time.monotonic() + (CANCEL_JOURNAL_WAIT_S if killed else 0.0)
     while True:
         if journal.status_of(run) == model.CANCELLED:
@@ -225,7 +226,8 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                         journal_outcome(journal, req, ret, state)
                     if not ok and not cancelled and req.spec.attempt <= retry.retries:
                         delay = retry.delay(req.spec.attempt)
-                        log.warning("run %s failed (attempt %d), retrying in %.1fs", req.run.run_id, req.spec.attempt, delay)
+                        log.warning("run %s failed (attempt %d), retrying in %.1fs",
+                                    req.run.run_id, req.spec.attempt, delay)
                         retrying.append((time.monotonic() + delay, idx, next_attempt(req)))
                         continue
                     results[idx] = ret

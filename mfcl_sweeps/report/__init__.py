@@ -92,7 +92,7 @@ def write_final_report(sweep_dir: str, **options) -> ReportFiles:
 def _ended(sweep_dir: str) -> bool:
     """Every planned run has ended (runs planned but not started yet are not rows of the page);
     a sweep dir without a journal has only its snapshot, which is final."""
-    from mfcl_sweeps.commands.watch import sweep_ended
+    from mfcl_sweeps.state.lifecycle import sweep_ended
     from mfcl_sweeps.state.manifest import SweepManifest
 
     if not os.path.exists(os.path.join(sweep_dir, ".mfcl", "journal.jsonl")):

@@ -22,7 +22,6 @@ import sys
 import time
 from typing import Optional
 
-
 from mfcl_sweeps.report import REPORTS_DIR
 
 LOCK = ".live.lock"
@@ -103,9 +102,9 @@ def _alive(pid: Optional[int]) -> bool:
 def follow(sweep_dir: str, *, interval_s: float, parent: Optional[int] = None, metric: Optional[str] = None,
            mode: Optional[str] = None) -> int:
     """The refresher's loop; returns the number of pages written (0 when another refresher runs)."""
-    from mfcl_sweeps.commands.watch import sweep_ended
     from mfcl_sweeps.errors import MfclError
     from mfcl_sweeps.report import write_report
+    from mfcl_sweeps.state.lifecycle import sweep_ended
     from mfcl_sweeps.state.manifest import SweepManifest
 
     if not _acquire(sweep_dir):
