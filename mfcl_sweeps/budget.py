@@ -8,12 +8,12 @@ The mode is inferred from the one `max_*` key that is set. Usage survives restar
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
 from mfcl_sweeps.errors import MfclError
+from mfcl_sweeps.fsio import atomic_write
 
 # mode -> (runtime.budget key, unit of `limit` and `used`)
 MODES = {
@@ -139,8 +139,4 @@ class BudgetTracker:
 
 
 def write_json_atomic(path: str, data: Any) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n", fsync=False)

@@ -13,6 +13,7 @@ def atomic_write(path: Union[str, os.PathLike], data: Union[bytes, str], *, fsyn
     the directory), then rename it over `path`. fsync=False for files a rerun recreates anyway
     (job specs, result hand-offs, reports): the rename stays atomic, only a power cut may lose it."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -20,9 +20,10 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from mfcl_sweeps import model
 from mfcl_sweeps.errors import MfclError, SweepFailed
-from mfcl_sweeps.job.jobspec import declare_env_keys, identity_overrides, quote_override_value
+from mfcl_sweeps.job.jobspec import declare_env_keys, identity_overrides
 from mfcl_sweeps.model import PlannedRun
 from mfcl_sweeps.secrets import ENV_SECRET_KEYS, redact
+from mfcl_sweeps.spec.overrides import quote_override_value
 
 log = logging.getLogger("mfcl_sweeps")
 

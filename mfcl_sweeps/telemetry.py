@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from mfcl_sweeps.budget import BudgetTracker, write_json_atomic
 from mfcl_sweeps.errors import MfclError
+from mfcl_sweeps.fsio import atomic_write
 from mfcl_sweeps.model import ENV_RUN_DIR, ENV_RUN_ID, ENV_SWEEP_ID
 
 # stream -> (file, columns). `step` comes first in every stream: resume truncates on it.
@@ -281,7 +282,4 @@ def _truncate_after(path: str, step: int) -> None:
     kept = [lines[0]] + [ln for ln in lines[1:] if ln.endswith("\n") and int(ln.split(",", 1)[0]) <= step]
     if len(kept) == len(lines):
         return
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.writelines(kept)
-    os.replace(tmp, path)
+    atomic_write(path, "".join(kept), fsync=False)

@@ -17,7 +17,7 @@ import cloudpickle
 import pytest
 from services import REPO, SSH_HOSTS, SSH_SCRIPT, require_service
 
-from mfcl_sweeps.job.jobspec import quote_override_value
+from mfcl_sweeps.spec.overrides import quote_override_value
 from mfcl_sweeps.state.manifest import SweepManifest
 
 pytestmark = pytest.mark.ssh

@@ -30,7 +30,7 @@ from typing import Any, Callable, ClassVar, Hashable, Optional, Sequence
 from mfcl_sweeps import model
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
 from mfcl_sweeps.errors import MfclError
-from mfcl_sweeps.job.jobspec import atomic_write_bytes
+from mfcl_sweeps.fsio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -174,10 +174,10 @@ class ArraySchedulerBackend(Backend):
         for req in submission.requests:
             Path(req.log_path).parent.mkdir(parents=True, exist_ok=True)
         if submission.extra.get("job_list_path"):  # written before submitting: no task waits for its input
-            atomic_write_bytes(submission.extra["job_list_path"],
+            atomic_write(submission.extra["job_list_path"],
                                json.dumps([r.job_path for r in submission.requests]).encode())
         if submission.script is not None:
-            atomic_write_bytes(submission.script_path, submission.script.encode())
+            atomic_write(submission.script_path, submission.script.encode())
         job_id = self.run_submit(self.submit_argv(submission))
         now = time.monotonic()
         handles = [JobHandle(request=req, backend_job_id=self.task_id(job_id, i, submission), started=now,

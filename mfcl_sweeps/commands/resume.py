@@ -27,7 +27,7 @@ def _key(arg: str) -> str:
 def resume_command(snapshot: dict, extra: Sequence[str] = ()) -> list[str]:
     """The recorded command (interpreter, its options, script or module, arguments) pointed at
     the snapshot's sweep dir, resuming; `extra` overrides win over recorded ones."""
-    from mfcl_sweeps.job.jobspec import quote_override_value
+    from mfcl_sweeps.spec.overrides import quote_override_value
 
     command = snapshot.get("command") or {}
     if not command.get("argv") or not command.get("python"):
@@ -48,8 +48,8 @@ def restore_secrets(args: Sequence[str], sweep_dir: Any) -> list[str]:
     import os
     import sys
 
-    from mfcl_sweeps.job.jobspec import quote_override_value
     from mfcl_sweeps.secrets import REDACTED, env_name_for, redacted_keys
+    from mfcl_sweeps.spec.overrides import quote_override_value
 
     out = list(args)
     for key in redacted_keys(args):

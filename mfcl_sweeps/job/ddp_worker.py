@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mfcl_sweeps import model
+from mfcl_sweeps.fsio import atomic_write
 from mfcl_sweeps.job import worker
-from mfcl_sweeps.job.jobspec import JobSpec, Session, atomic_write_bytes, load_session
+from mfcl_sweeps.job.jobspec import JobSpec, Session, load_session
 
 
 def rank_env(environ: dict) -> tuple[int, int]:
@@ -73,7 +74,7 @@ def record_error(rank: int, exc: BaseException, environ: dict) -> None:
     data = {"message": {"message": worker.last_error_line(exc),
                         "extraInfo": {"py_callstack": "".join(traceback.format_exception(exc)),
                                       "timestamp": str(int(time.time())), "mfcl_rank": rank}}}
-    atomic_write_bytes(path, json.dumps(data).encode())
+    atomic_write(path, json.dumps(data).encode())
 
 
 def parse_args(argv: list[str]) -> tuple[str, str, Optional[str]]:

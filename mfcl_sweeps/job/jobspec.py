@@ -5,34 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
-import shlex
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from mfcl_sweeps import model
+from mfcl_sweeps.fsio import atomic_write
+from mfcl_sweeps.layout import SweepLayout
 from mfcl_sweeps.model import Budget, PlannedRun, RunResources
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> None:
-    """Readers see the old file or the whole new one, never a partial write. `fsync=False` for
-    files a rerun recreates anyway (job specs, result hand-offs): the rename is still atomic for
-    every reader, and a sync costs milliseconds per job on some disks."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from mfcl_sweeps.spec.overrides import quote_override_value
 
 
 @dataclass
@@ -49,7 +29,7 @@ class Session:
 def write_session(session: Session, path: str | os.PathLike) -> str:
     import cloudpickle
 
-    atomic_write_bytes(path, cloudpickle.dumps(session))
+    atomic_write(path, cloudpickle.dumps(session))
     return str(path)
 
 
@@ -72,13 +52,6 @@ def run_from_dict(d: dict) -> PlannedRun:
     return PlannedRun(**d)
 
 
-def quote_override_value(value: str) -> str:
-    """A string as a Hydra override value that parses back byte for byte.
-
-    In a quoted Hydra value a backslash is literal unless a run of them precedes a quote or the
-    closing quote: only those runs are doubled (and each quote escaped)."""
-    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
-    return f"'{escaped}'"
 
 
 def identity_env(run: PlannedRun, sweep_id: str, sweep_dir: str) -> dict[str, str]:
@@ -145,7 +118,7 @@ class JobSpec:
         return cls(**json.loads(text))
 
     def write(self, path: str | os.PathLike) -> str:
-        atomic_write_bytes(path, self.to_json().encode(), fsync=False)  # creates the parent dir
+        atomic_write(path, self.to_json().encode(), fsync=False)  # creates the parent dir
         return str(path)
 
 
@@ -161,22 +134,20 @@ def array_worker_argv(python: str, session_path: str, job_list_path: str, index_
             "--index-env", ",".join(index_env)]
 
 
-def worker_shell_command(python: str, session_path: str, job_path: str) -> str:
-    return shlex.join(worker_argv(python, session_path, job_path))
 
 
 def result_path_for(sweep_dir: str, run_id: str, attempt: int) -> str:
     # One file per attempt: a stale result of an earlier attempt is never read as this one's.
-    return str(Path(sweep_dir) / ".mfcl" / "results" / f"{run_id}.{attempt}.pkl")
+    return SweepLayout(sweep_dir).result_file(run_id, attempt)
 
 
 def job_path_for(sweep_dir: str, run_id: str, attempt: int) -> str:
-    return str(Path(sweep_dir) / ".mfcl" / "jobs" / f"{run_id}.{attempt}.json")
+    return SweepLayout(sweep_dir).job_file(run_id, attempt)
 
 
 def log_path_for(sweep_dir: str, run_id: str) -> str:
     """A run's stdout+stderr, every attempt appended: `tail -f` it to follow a job."""
-    return str(Path(sweep_dir) / "logs" / "runs" / f"{run_id}.log")
+    return SweepLayout(sweep_dir).run_log(run_id)
 
 
 STDERR_TAIL_LINES = 40  # of a failed run's log, kept in its manifest record (`stderr_tail`)

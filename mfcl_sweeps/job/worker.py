@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from mfcl_sweeps import liveness, model
+from mfcl_sweeps.fsio import atomic_write
 from mfcl_sweeps.job.failures import format_traceback, keep_traceback
-from mfcl_sweeps.job.jobspec import JobSpec, Session, atomic_write_bytes, load_session
+from mfcl_sweeps.job.jobspec import JobSpec, Session, load_session
 
 EXIT_TASK_FAILED = 1
 
@@ -89,7 +90,7 @@ def write_result(path: str, ret: Any) -> None:
     except Exception as exc:  # an unpicklable return value must not lose the outcome
         ret._return_value = f"<unpicklable return value: {last_error_line(exc)}>"
         payload = cloudpickle.dumps(ret)
-    atomic_write_bytes(path, payload, fsync=False)  # the journal, not this hand-off, is the durable record
+    atomic_write(path, payload, fsync=False)  # the journal, not this hand-off, is the durable record
 
 
 def compose(session: Session, job: JobSpec, prepared: Any = None) -> Any:

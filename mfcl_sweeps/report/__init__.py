@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from mfcl_sweeps.aggregate import load_sweep
+from mfcl_sweeps.fsio import atomic_write
 
 REPORTS_DIR = "reports"
 
@@ -53,9 +54,9 @@ def write_report(sweep_dir: str, *, html: bool = True, plots: bool = True, metri
         stamp = time.strftime("%Y%m%d-%H%M%S")
         files.csv = os.path.join(out_dir, f"summary_{stamp}.csv")
         files.configs_csv = os.path.join(out_dir, f"configs_{stamp}.csv")
-        _write_atomic(files.csv, runs.assign(**{f"param:{k}": params.values[k] for k in params.values})
+        atomic_write(files.csv, runs.assign(**{f"param:{k}": params.values[k] for k in params.values})
                       .to_csv(index=False))
-        _write_atomic(files.configs_csv, config_rows.to_csv(index=False))
+        atomic_write(files.configs_csv, config_rows.to_csv(index=False))
 
     run_table = tables.run_table(sweep, params)
     links = page.run_links(runs, sweep_dir, out_dir)
@@ -70,12 +71,12 @@ def write_report(sweep_dir: str, *, html: bool = True, plots: bool = True, metri
     if not live:
         files.markdown = os.path.join(out_dir, "summary.md")
         names = [os.path.basename(files.csv), os.path.basename(files.configs_csv)]
-        _write_atomic(files.markdown, summary.render(
+        atomic_write(files.markdown, summary.render(
             sweep, params, config_rows, run_table, names, [(f"{n}.png", t) for n, t, _ in shown],
             max_rows=max_rows, links=links))
     if html:
         files.html = os.path.join(out_dir, "index.html")
-        _write_atomic(files.html, _page(sweep, params, config_rows, run_table, shown, links,
+        atomic_write(files.html, _page(sweep, params, config_rows, run_table, shown, links,
                                         live and not _ended(sweep_dir)))
     return files
 
@@ -133,8 +134,3 @@ def _page(sweep, params, config_rows, run_table, shown, links, active) -> str:
                      live=active)
 
 
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)

@@ -43,7 +43,7 @@ def format_value(value: Any) -> str:
     if isinstance(value, str):
         if _BARE.match(value) and value.lower() not in _KEYWORDS:
             return value
-        return _quote(value)
+        return quote_override_value(value)
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(format_value(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -51,7 +51,11 @@ def format_value(value: Any) -> str:
     raise FormatError(f"cannot write a {type(value).__name__} value as a Hydra override: {value!r}")
 
 
-def _quote(text: str) -> str:
+def quote_override_value(text: str) -> str:
+    """A string as a quoted Hydra override value that parses back byte for byte: in a quoted value
+    a backslash is literal unless a run of them precedes a quote or the closing quote, so only
+    those runs are doubled (and each quote escaped)."""
+
     def escape(match: re.Match) -> str:
         return match.group(1) * 2 + ("\\'" if match.group(2) else "")
 

@@ -20,6 +20,7 @@ from mfcl_sweeps.backends.pbs.frontends import PbsError, PbsFrontend, make_front
 from mfcl_sweeps.backends.scheduler import ArraySchedulerBackend, BackoffPoller, TaskState
 from mfcl_sweeps.config import PbsLauncherConf
 from mfcl_sweeps.job.jobspec import array_worker_argv, worker_argv
+from mfcl_sweeps.layout import SweepLayout
 from mfcl_sweeps.model import RunResources
 from mfcl_sweeps.options import options_type
 
@@ -182,7 +183,7 @@ class PbsBackend(ArraySchedulerBackend):
         self.sweep_dir = sweep_dir
         self.frontend = frontend or make_frontend(options.frontend, options.dialect)
         self.workdir = workdir or str(Path.cwd())
-        self.state_dir = options.output_dir or str(Path(sweep_dir) / ".mfcl" / "pbs")
+        self.state_dir = options.output_dir or SweepLayout(sweep_dir).backend_dir("pbs")
         self.python = options.python or sys.executable
         self.poller = BackoffPoller(self.query, options.poll_min_s, options.poll_max_s)
 

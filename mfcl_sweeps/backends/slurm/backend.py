@@ -28,6 +28,7 @@ from mfcl_sweeps.backends.base import JobHandle, JobRequest, Submission
 from mfcl_sweeps.backends.sacct import SlurmError
 from mfcl_sweeps.backends.scheduler import ArraySchedulerBackend, BackoffPoller, TaskState
 from mfcl_sweeps.config import SlurmLauncherConf
+from mfcl_sweeps.layout import SweepLayout
 from mfcl_sweeps.options import options_type
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ class SlurmBackend(ArraySchedulerBackend):
         self.options = options
         self.sweep_dir = sweep_dir
         self.detach = detach
-        self.state_dir = str(Path(sweep_dir) / ".mfcl" / "slurm")
+        self.state_dir = SweepLayout(sweep_dir).backend_dir("slurm")
         self.log_dir = str(Path(self.state_dir) / "logs")
         self.python = options.python or sys.executable
         self.array_limit = options.max_array_size or max_array_size or read_max_array_size()

@@ -29,6 +29,7 @@ from typing import Mapping, Optional
 from mfcl_sweeps import model
 from mfcl_sweeps.job import worker
 from mfcl_sweeps.job.jobspec import JobSpec, log_path_for, read_result
+from mfcl_sweeps.layout import SweepLayout
 
 TIMEOUT_MARGIN_S = 30  # a USR2 this close to the time-limit warning is the time limit's
 
@@ -138,7 +139,7 @@ def run_torchrun(args: argparse.Namespace, job: JobSpec, job_path: str, environ:
     from mfcl_sweeps.backends import ddp as torchrun
 
     run = job.planned_run
-    state_dir = str(Path(job.sweep_dir) / ".mfcl" / "slurm" / "torchrun" / f"{run.run_id}.{job.attempt}")
+    state_dir = SweepLayout(job.sweep_dir).backend_dir("slurm", "torchrun", f"{run.run_id}.{job.attempt}")
     node = int(environ.get("SLURM_NODEID", "0"))
     launch = torchrun.RunLaunch(
         run_id=run.run_id, nnodes=int(environ.get("SLURM_JOB_NUM_NODES") or environ.get("SLURM_NNODES") or 1),

@@ -18,7 +18,7 @@ from mfcl_sweeps.backends.ssh.strategy import HostLoad
 from mfcl_sweeps.backends.sshclient import commands as cmd
 from mfcl_sweeps.backends.sshclient.hosts import HostSpec, SshOptions
 from mfcl_sweeps.backends.sshclient.transport import SSH_FAILED, HostConn
-from mfcl_sweeps.job.jobspec import atomic_write_bytes
+from mfcl_sweeps.fsio import atomic_write
 
 if TYPE_CHECKING:
     from mfcl_sweeps.backends.ssh.backend import SshBackend
@@ -190,7 +190,7 @@ class RemoteJob:
             ret = cloudpickle.loads(res.out)
         except Exception as exc:  # not loadable here: hand the bytes on, the driver reports it
             self.backend.logs.host(host.label, f"{req.run.run_id}: result not loadable locally: {exc!r}")
-            atomic_write_bytes(req.spec.result_path, res.out)
+            atomic_write(req.spec.result_path, res.out)
             return True
         remote_dir = job_dir_of(ret, layout)
         if remote_dir:
@@ -201,7 +201,7 @@ class RemoteJob:
             if not got.ok:
                 self.backend.logs.host(host.label,
                                        f"{req.run.run_id}: copying {remote_dir} back failed: {got.err.strip()}")
-        atomic_write_bytes(req.spec.result_path, cloudpickle.dumps(localize_return(ret, layout.paths)))
+        atomic_write(req.spec.result_path, cloudpickle.dumps(localize_return(ret, layout.paths)))
         return True
 
     def _finish(self, state: JobState, host_ok: Optional[bool]) -> None:

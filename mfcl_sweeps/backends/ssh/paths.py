@@ -18,7 +18,9 @@ from typing import Any, Optional
 
 from mfcl_sweeps import model
 from mfcl_sweeps.backends.sshclient.commands import REMOTE_DIR
-from mfcl_sweeps.job.jobspec import JobSpec, Session, quote_override_value
+from mfcl_sweeps.job.jobspec import JobSpec, Session
+from mfcl_sweeps.layout import SweepLayout
+from mfcl_sweeps.spec.overrides import quote_override_value
 
 
 def sweep_key(local_sweep_dir: str) -> str:
@@ -65,13 +67,13 @@ class RemoteLayout:
 
     @property
     def session_path(self) -> str:
-        return f"{self.root}/.mfcl/session.pkl"
+        return SweepLayout(self.root).session
 
     def job_path(self, run_id: str, attempt: int) -> str:
-        return f"{self.root}/.mfcl/jobs/{run_id}.{attempt}.json"
+        return SweepLayout(self.root).job_file(run_id, attempt)
 
     def result_path(self, run_id: str, attempt: int) -> str:
-        return f"{self.root}/.mfcl/results/{run_id}.{attempt}.pkl"
+        return SweepLayout(self.root).result_file(run_id, attempt)
 
     @property
     def paths(self) -> PathMap:

@@ -43,6 +43,7 @@ from mfcl_sweeps.backends.torchrun.hosts import (
 from mfcl_sweeps.config import TorchrunLauncherConf
 from mfcl_sweeps.errors import MfclError
 from mfcl_sweeps.job.supervise import die_with_parent
+from mfcl_sweeps.layout import SweepLayout
 from mfcl_sweeps.model import PlannedRun
 from mfcl_sweeps.options import conf_string, is_port, options_type, problem, split_endpoint
 
@@ -88,7 +89,7 @@ def resolve(o: TorchrunOptions, request: JobRequest, take_port: Callable[[], int
                             "or hydra.launcher.master_port")
         port = take_port()
     attempt = request.spec.attempt
-    state_dir = str(Path(request.spec.sweep_dir) / ".mfcl" / "torchrun" / f"{run.run_id}.{attempt}")
+    state_dir = SweepLayout(request.spec.sweep_dir).backend_dir("torchrun", f"{run.run_id}.{attempt}")
     return RunLaunch(
         run_id=run.run_id,
         nnodes=nnodes,
