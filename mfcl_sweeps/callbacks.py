@@ -124,19 +124,12 @@ class MfclCallback(Callback):
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if journaled_by_mfcl(config):
             return
-        from hydra.core.utils import JobStatus
-
-        from mfcl_sweeps.job.worker import last_error_line
+        from mfcl_sweeps.job.worker import outcome
         from mfcl_sweeps.state.manifest import SweepManifest
 
-        manifest = SweepManifest(sweep_dir_of(config))
-        run, job_dir = self._run(config), str(config.hydra.runtime.output_dir)
-        if job_return.status == JobStatus.COMPLETED:
-            manifest.transition(run, model.COMPLETED, job_dir=job_dir, exit_code=0,
-                                return_value=repr(job_return.return_value)[:1000])
-        else:
-            manifest.transition(run, model.FAILED, job_dir=job_dir, exit_code=1,
-                                error=last_error_line(job_return._return_value))
+        status, fields = outcome(job_return)  # the one JobReturn -> journal mapping
+        fields.setdefault("job_dir", str(config.hydra.runtime.output_dir))
+        SweepManifest(sweep_dir_of(config)).transition(self._run(config), status, **fields)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         finish_sweep(sweep_dir_of(config), detached=bool(OmegaConf.select(config, "hydra.launcher.detach")),
