@@ -149,7 +149,10 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
     SIGHUP) ends the launch as `stop_launch` says, by `SweepInterrupted`."""
     from hydra.core.utils import JobStatus
 
+    from mfcl_sweeps.launch.returns import ConfigSpill, slim
+
     journal = Journal(manifest, backend.name)
+    spill = ConfigSpill()  # finished runs' configs wait there, not in memory
     source = enumerate(requests)
     results: dict[int, Any] = {}
     retrying: list[tuple[float, int, JobRequest]] = []  # (not before, input position, request)
@@ -230,7 +233,7 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                                     req.run.run_id, req.spec.attempt, delay)
                         retrying.append((time.monotonic() + delay, idx, next_attempt(req)))
                         continue
-                    results[idx] = ret
+                    results[idx] = slim(ret, spill)  # memory flat in the number of runs
                     if not ok and not cancelled:
                         failed.append(req.run)
                     progress.finished(ok, req.run.run_id, "cancelled" if cancelled else None)
