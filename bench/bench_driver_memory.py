@@ -10,7 +10,8 @@ The driver's peak is its VmHWM from /proc, read until it exits (forked jobs are 
 Measured (2 shared cores, load ~7, 2026-12-02): 1,000 runs 156.5 MB before slim JobReturns,
 156.6 MB after (x1.00): the kept returns were not what grows here. The driver's RSS still grows
 ~115 KB per run (sampled: 37 MB at start, 69 MB after 280 runs) while tracemalloc shows its Python
-heap flat, so the growth is outside Python's allocator (next: RssAnon vs RssFile of the driver).
+heap flat and RssFile constant: the growth is anonymous memory allocated outside Python's
+allocator (C-level malloc or per-fork kernel/libc state; next: bisect by backend.submit vs poll).
 10,000 runs take ~27 min at ~6 runs/s on that machine and were not measured.
 """
 from __future__ import annotations
