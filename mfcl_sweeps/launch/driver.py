@@ -71,7 +71,7 @@ def failed_return(req: JobRequest, error: str) -> Any:
     return ret
 
 
-class Journal:
+class DriverJournal:
     """The driver's side of journaling; a no-op when the launch has no manifest."""
 
     def __init__(self, manifest: Any, backend_name: str) -> None:
@@ -84,8 +84,8 @@ class Journal:
     def status_of(self, run: PlannedRun) -> Optional[str]:
         if self.manifest is None:
             return None
-        self.manifest.refresh()
-        record = self.manifest.records().get(run.config_hash)
+        self.manifest.refresh()  # the new lines only, then one lookup (not a copy of every record)
+        record = self.manifest.record(run.config_hash)
         return record.status if record is not None else None
 
 
@@ -114,7 +114,7 @@ def _outcome(req: JobRequest, state: JobState) -> tuple[Any, bool]:
 CANCEL_JOURNAL_WAIT_S = 2.0  # `mfcl-sweeps cancel` journals a run once its process is gone
 
 
-def cancelled_by_user(journal: Journal, run: PlannedRun, state: JobState) -> bool:
+def cancelled_by_user(journal: DriverJournal, run: PlannedRun, state: JobState) -> bool:
     """Whether `mfcl-sweeps cancel` stopped this run. Its line lands just after the process it
     killed is gone, so a run ended by SIGTERM/SIGKILL that the driver did not send is given a
     moment for that line before it counts as failed."""
@@ -129,7 +129,7 @@ def cancelled_by_user(journal: Journal, run: PlannedRun, state: JobState) -> boo
         time.sleep(0.1)
 
 
-def journal_outcome(journal: Journal, req: JobRequest, ret: Any, state: JobState) -> None:
+def journal_outcome(journal: DriverJournal, req: JobRequest, ret: Any, state: JobState) -> None:
     """Journal a finished job for a worker that could not (killed, or journal out of its reach)."""
     from mfcl_sweeps.job.worker import outcome
 
@@ -151,7 +151,7 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
 
     from mfcl_sweeps.launch.returns import ConfigSpill, slim
 
-    journal = Journal(manifest, backend.name)
+    journal = DriverJournal(manifest, backend.name)
     spill = ConfigSpill()  # finished runs' configs wait there, not in memory
     source = enumerate(requests)
     results: dict[int, Any] = {}
@@ -272,7 +272,7 @@ def report_failures(manifest: Any, failed: list[PlannedRun]) -> None:
         log.error("%s", failure_summary(found, manifest.sweep_dir))
 
 
-def stop_launch(backend: Backend, handles: list[JobHandle], journal: Journal, stop: StopSignals) -> NoReturn:
+def stop_launch(backend: Backend, handles: list[JobHandle], journal: DriverJournal, stop: StopSignals) -> NoReturn:
     """After a stop signal: stop the running jobs (at once on a second signal), journal them
     `interrupted`, write the manifest, say so in one line and exit 128 + signal."""
     stop.acknowledge()

@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 class PoolBackend(Backend):
     name = "pool"
     conf = PoolLauncherConf
-    poll_interval = 0.05
 
     # -- without a launch ------------------------------------------------------------------
     @classmethod

@@ -48,7 +48,6 @@ class AllHostsDown(MfclError):
 class SshBackend(Backend):
     name = "ssh"
     conf = SshLauncherConf
-    poll_interval = 0.05
 
     @classmethod
     def check_options(cls, raw: Mapping[str, Any]) -> SshOptions:

@@ -137,7 +137,6 @@ PORTS = PortAllocator()  # one per driver process: several launches in one sweep
 class TorchrunBackend(Backend):
     name = "torchrun"
     conf = TorchrunLauncherConf
-    poll_interval = 0.05
 
     def __init__(self, options: TorchrunOptions, *, session: Any = None,
                  ports: Optional[Callable[[], int]] = None, environ: Optional[Mapping[str, str]] = None) -> None:
