@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import cloudpickle
 import pytest
 from services import REPO, SSH_HOSTS, SSH_SCRIPT, require_service
 
@@ -91,9 +90,9 @@ def test_twenty_runs_spread_over_two_hosts_results_collected(project: Path):
     assert len(records) == 20 and {r.status for r in records} == {"completed"}
     assert {r.host for r in records} == {f"127.0.0.1_{PORT_A}", f"127.0.0.1_{PORT_B}"}
     assert all(r.job_dir == str(sweep / str(r.index)) for r in records)  # the local copy, not the host's
-    ret = cloudpickle.loads(next((sweep / ".mfcl" / "results").glob("*.pkl")).read_bytes())
-    assert ret.hydra_cfg.hydra.runtime.output_dir.startswith(str(sweep) + "/")
-    assert ret.hydra_cfg.hydra.sweep.dir == str(sweep)
+    # the localized JobReturn gave the journal its job_dir (above); the hand-offs themselves are
+    # read once and removed, since they carry the task's config
+    assert not list((sweep / ".mfcl" / "results").glob("*.pkl"))
     for port in (PORT_A, PORT_B):
         assert (sweep / "logs" / "sources" / f"127.0.0.1_{port}.log").exists()
 
