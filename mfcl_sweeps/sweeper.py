@@ -179,7 +179,8 @@ class SweepCore:
         sweep_dir = self.sweep_dir()
         extra = [f"hydra.sweep.dir={quote_override_value(sweep_dir)}"] if self.opt("name") else []
         git = self.check_git()
-        leave = drivers.enter(sweep_dir, claim=bool(self.opt("claim", False)))
+        part = self.launcher.driver_part() if self.is_mfcl_launcher() else None
+        leave = drivers.enter(sweep_dir, claim=bool(self.opt("claim", False)), part=part)
         try:
             return self._drive(spec, resume, sweep_dir, total, extra, git, notify_options)
         finally:

@@ -143,6 +143,20 @@ def test_claim_workers_share_a_sweep_and_a_plain_driver_is_told_how_to_join(tmp_
     assert len(list((tmp_path / ".mfcl" / "drivers").glob("*.json"))) == 1
 
 
+def test_drivers_of_different_nodes_share_a_sweep_but_not_one_node(tmp_path, processes):
+    path = tmp_path / ".mfcl" / "drivers"
+    path.mkdir(parents=True)
+    pid, start = processes["alive"]
+    (path / f"{HOST}-{pid}.json").write_text(json.dumps(
+        {"host": HOST, "pid": pid, "pid_start": start, "claim": False, "part": "node_rank=0", "t": 1.0}))
+    with pytest.raises(MfclError, match="another driver runs node_rank=0 of this sweep's runs .* own "
+                                        "hydra.launcher.node_rank"):
+        drivers.enter(str(tmp_path), claim=False, part="node_rank=0")
+    with pytest.raises(MfclError, match="without claims"):  # a whole-run driver beside a node's driver
+        drivers.enter(str(tmp_path), claim=False)
+    drivers.enter(str(tmp_path), claim=False, part="node_rank=1")()
+
+
 def test_a_dead_or_zombie_driver_does_not_block(tmp_path, processes):
     register(tmp_path, *processes["dead"], claim=False)
     register(tmp_path, *processes["zombie"], claim=False)

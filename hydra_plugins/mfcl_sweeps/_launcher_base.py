@@ -35,5 +35,8 @@ class MfclLauncherBase(Launcher):
     def launch_planned(self, runs: Sequence[Any], **kwargs: Any) -> Sequence[Any]:
         return self.core.launch_planned(runs, **kwargs)
 
+    def driver_part(self) -> Any:
+        return self.core.driver_part()
+
     def describe(self, runs: Sequence[Any], **kwargs: Any) -> str:
         return self.core.describe(runs, **kwargs)

@@ -113,6 +113,13 @@ class Backend(abc.ABC):
         """`mfcl-sweeps cancel`: stop these journaled runs; the config hashes stopped (None: all)."""
 
     @classmethod
+    def driver_part(cls, options: Any) -> Optional[str]:
+        """The part of every run a driver with these (checked) options runs, where one driver per
+        part shares each run (torchrun's node_rank: one driver per node); None: the whole run, so
+        a second driver without claims would run everything twice."""
+        return None
+
+    @classmethod
     def still_running(cls, record: Any) -> bool:
         """Claim takeover: does this run live on in the backend whatever its driver did? True
         only for a run the backend still holds (a queued or running scheduler job): other

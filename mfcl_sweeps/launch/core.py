@@ -94,6 +94,11 @@ class LaunchCore:
         """Every `hydra.launcher.*` option checked by the backend (OptionError for a bad one)."""
         self.backend_class().check_options(self.options)
 
+    def driver_part(self) -> Optional[str]:
+        """The part of each run this driver runs (Backend.driver_part); None: whole runs."""
+        backend = self.backend_class()
+        return backend.driver_part(backend.check_options(self.options))
+
     def make_backend(self, session: Session) -> Any:
         return self.backend_class().from_options(self.backend_options(), session=session)
 

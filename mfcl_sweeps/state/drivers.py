@@ -3,7 +3,8 @@
 Two drivers without claims would both run every run of the plan (nothing tells them apart), so
 a driver registers itself in `.mfcl/drivers/` (host, pid, pid start time, claim or not) for as
 long as it runs, and a new driver is refused while a live one of this host is registered,
-unless both are claim workers (claims keep them apart). A driver of another host cannot be
+unless both are claim workers (claims keep them apart) or each runs its own part of every run
+(torchrun's one driver per node: `part` is `node_rank=K`). A driver of another host cannot be
 checked from here and does not block; a file of a dead driver is dropped.
 """
 from __future__ import annotations
@@ -35,8 +36,14 @@ def live_drivers(drivers_dir: Path) -> list[dict]:
     return alive
 
 
-def refusal(sweep_dir: str, other: dict, claim: bool) -> Optional[str]:
-    """The line refusing a new driver (claim worker or not) beside the live driver `other`."""
+def refusal(sweep_dir: str, other: dict, claim: bool, part: Optional[str]) -> Optional[str]:
+    """The line refusing a new driver (claim worker or not, running `part` of each run) beside
+    the live driver `other`."""
+    if part is not None and other.get("part") is not None:
+        if part != other["part"]:
+            return None
+        return (f"{sweep_dir}: another driver runs {part} of this sweep's runs (pid {other['pid']} on "
+                f"{other['host']}); give each driver its own hydra.launcher.node_rank")
     who = f"pid {other['pid']} on {other['host']}, started {time.strftime('%H:%M:%S', time.localtime(other['t']))}"
     if not other.get("claim"):
         return (f"{sweep_dir}: another driver is running this sweep without claims ({who}); wait for it to end, "
@@ -47,24 +54,24 @@ def refusal(sweep_dir: str, other: dict, claim: bool) -> Optional[str]:
     return None
 
 
-def enter(sweep_dir: str, claim: bool) -> Callable[[], None]:
+def enter(sweep_dir: str, claim: bool, part: Optional[str] = None) -> Callable[[], None]:
     """Register this process as a driver of `sweep_dir`, or raise MfclError (one line) when a live
     driver already runs it and the two cannot share it; returns the function that unregisters."""
     drivers_dir = Path(SweepLayout(sweep_dir).drivers)
     drivers_dir.mkdir(parents=True, exist_ok=True)
-    check(sweep_dir, drivers_dir, claim, None)
-    info = {**me(), "claim": claim, "t": time.time()}
+    check(sweep_dir, drivers_dir, claim, part, None)
+    info = {**me(), "claim": claim, "part": part, "t": time.time()}
     path = drivers_dir / f"{info['host']}-{info['pid']}.json"
     write_json(path, info)
     try:  # two drivers that started together both passed the first check: the later one yields
-        check(sweep_dir, drivers_dir, claim, (info["t"], info["pid"]))
+        check(sweep_dir, drivers_dir, claim, part, (info["t"], info["pid"]))
     except MfclError:
         path.unlink(missing_ok=True)
         raise
     return lambda: path.unlink(missing_ok=True)
 
 
-def check(sweep_dir: str, drivers_dir: Path, claim: bool, registered: Optional[tuple]) -> None:
+def check(sweep_dir: str, drivers_dir: Path, claim: bool, part: Optional[str], registered: Optional[tuple]) -> None:
     """Raise the refusal for the first live driver this one cannot share the sweep with (only
     drivers registered before `registered`, this driver's own (time, pid), once it is registered)."""
     for other in live_drivers(drivers_dir):
@@ -72,6 +79,6 @@ def check(sweep_dir: str, drivers_dir: Path, claim: bool, registered: Optional[t
             continue
         if registered is not None and (other.get("t", 0), other.get("pid")) > registered:
             continue
-        line = refusal(sweep_dir, other, claim)
+        line = refusal(sweep_dir, other, claim, part)
         if line:
             raise MfclError(line)

@@ -170,6 +170,10 @@ class TorchrunBackend(Backend):
         return options
 
     @classmethod
+    def driver_part(cls, options: TorchrunOptions) -> Optional[str]:
+        return None if options.node_rank is None else f"node_rank={options.node_rank}"
+
+    @classmethod
     def from_options(cls, raw: Mapping[str, Any], *, session: Any) -> TorchrunBackend:
         return cls(cls.check_options(raw), session=session)
 
