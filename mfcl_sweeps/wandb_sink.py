@@ -1,5 +1,9 @@
 """Optional W&B logging for telemetry: group = sweep id, name = run id, config = the run's overrides.
 
+Secret values (the one policy of mfcl_sweeps.secrets, `hydra.sweeper.secret_keys` included) are
+replaced by `***` before anything reaches W&B: in the config, and in the command line W&B records
+as the run's metadata (`args`).
+
 `wandb` is imported only when a sink is used. With `buffer=True` nothing reaches W&B (not even
 `wandb.init`, which creates the local run dir) until `flush()`, which telemetry calls at each
 checkpoint: a preempted job's steps after its last checkpoint are never logged, so the resumed
@@ -9,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from typing import Any, Mapping, Optional
 
 from mfcl_sweeps.model import ENV_RUN_ID, ENV_SWEEP_ID
+from mfcl_sweeps.secrets import redact, redact_argv, redact_text
 
 
 def overrides_dict(overrides: Any) -> dict:
@@ -34,8 +40,9 @@ class WandbSink:
                  group: Optional[str] = None, name: Optional[str] = None, run_id: Optional[str] = None,
                  config: Optional[Mapping[str, Any]] = None, mode: Optional[str] = None,
                  buffer: bool = False) -> None:
-        self.init_kwargs = dict(dir=dir, project=project, entity=entity, group=group, name=name,
-                                id=run_id, config=dict(config or {}), mode=mode,
+        self.init_kwargs = dict(dir=dir, project=project, entity=entity, group=group,
+                                name=redact_text(name) if name else name, id=run_id,
+                                config=redact(dict(config or {})), mode=mode,
                                 resume="allow" if run_id else None)
         self.buffer = buffer
         self.pending: list[tuple[dict, int]] = []
@@ -58,8 +65,14 @@ class WandbSink:
     def _init(self) -> None:
         import wandb
 
-        self.run = wandb.init(reinit="create_new",
-                              **{k: v for k, v in self.init_kwargs.items() if v is not None})
+        # W&B records the run's metadata `args` from sys.argv as wandb.init finds it (no setting
+        # names them), so the command line it sees is the redacted one
+        argv, sys.argv = sys.argv, redact_argv(sys.argv)
+        try:
+            self.run = wandb.init(reinit="create_new",
+                                  **{k: v for k, v in self.init_kwargs.items() if v is not None})
+        finally:
+            sys.argv = argv
 
     def log(self, data: Mapping[str, Any], *, step: int) -> None:
         if self.buffer:
