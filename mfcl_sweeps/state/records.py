@@ -13,7 +13,7 @@ from __future__ import annotations
 import marshal
 import os
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
@@ -25,9 +25,21 @@ _FORMAT = (2, sys.version_info[:2])  # marshal's format follows the Python versi
 _TAIL_BYTES = 256
 
 
+# What a run's transition ops set (replay applies these and keeps any other field in `extra`),
+# each None until one does. In RunRecord they stand between the counters and `extra`, in this
+# order: the order of the replay checkpoint's columns (a new field goes last, after `extra`).
+TRANSITION_FIELDS: dict[str, type] = {
+    "attempt": int,  # the launcher's attempt number of the latest start
+    "exit_code": int, "error": str, "start_time": float, "end_time": float,
+    "host": str, "pid": int, "pgid": int, "owner": str, "backend": str, "backend_job_id": str,
+    "job_dir": str, "cluster": str, "return_value": str,
+    "stderr_tail": str,  # a failed run's last log lines
+}
+
+
 @dataclass(slots=True)
-class RunRecord:
-    """One run's state as replayed from the journal."""
+class _RunCounts:
+    """Who a run is (its first transition's identity) and what its transitions counted."""
 
     config_hash: str
     run_id: str = ""
@@ -40,21 +52,17 @@ class RunRecord:
     status: str = model.PENDING
     attempts: int = 0  # starts (RUNNING transitions)
     preemptions: int = 0
-    attempt: Optional[int] = None  # the launcher's attempt number of the latest start
-    exit_code: Optional[int] = None
-    error: Optional[str] = None
-    start_time: Optional[float] = None
-    end_time: Optional[float] = None
-    host: Optional[str] = None
-    pid: Optional[int] = None
-    pgid: Optional[int] = None
-    owner: Optional[str] = None
-    backend: Optional[str] = None
-    backend_job_id: Optional[str] = None
-    job_dir: Optional[str] = None
-    cluster: Optional[str] = None
-    return_value: Optional[str] = None
-    stderr_tail: Optional[str] = None  # a failed run's last log lines
+
+
+_RunTransitions = make_dataclass(
+    "_RunTransitions", [(name, Optional[kind], None) for name, kind in TRANSITION_FIELDS.items()],
+    bases=(_RunCounts,), slots=True, namespace={"__module__": __name__})
+
+
+@dataclass(slots=True)
+class RunRecord(_RunTransitions):
+    """One run's state as replayed from the journal: _RunCounts' fields, TRANSITION_FIELDS, extra."""
+
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from mfcl_sweeps import model
 from mfcl_sweeps.errors import ManifestError
 from mfcl_sweeps.model import PlannedRun
-from mfcl_sweeps.state.records import RecordStore, RunRecord
+from mfcl_sweeps.state.records import TRANSITION_FIELDS, RecordStore, RunRecord
 
-# transition fields that set a RunRecord attribute; any other field is kept in `extra`
-FIELDS = ("host", "pid", "pgid", "backend", "backend_job_id", "job_dir", "exit_code", "error", "attempt",
-          "return_value", "owner", "cluster", "start_time", "end_time", "stderr_tail")
+FIELDS = tuple(TRANSITION_FIELDS)  # transition fields that set a RunRecord attribute; others go to `extra`
 IDENTITY = ("run_id", "index", "group", "name", "overrides", "budget", "metadata")
 
 
@@ -25,6 +24,27 @@ class PlanInfo:
     count: int
     counts_by_group: dict
     op: dict  # the whole plan op (spec, command, git, env, cluster, sweep_id)
+
+
+UNSEEN_GROUP = "(not started)"  # status row of planned runs whose group the plan did not count
+
+
+def spread_unseen(groups: dict[str, Counter], plan: Optional[PlanInfo], unseen: int) -> None:
+    """Count the `unseen` planned runs (the journal has no line of them yet) as pending in their
+    groups, from the plan's runs per group; any no group accounts for go to UNSEEN_GROUP. A plan
+    line's groups are used only if its own spec has them: journals written before plans were
+    counted per group say {"default": N} for every sweep, which would show a phantom group."""
+    by_group = plan.counts_by_group if plan is not None else {}
+    spec_groups = {b.get("group") for b in (plan.op.get("spec") or {}).get("blocks") or []} if plan else set()
+    if spec_groups and not set(by_group) <= spec_groups:
+        by_group = {}
+    for group, n in by_group.items():
+        add = min(unseen, max(0, n - sum(groups[group].values()))) if group in groups else min(unseen, n)
+        if add:
+            groups[group][model.PENDING] += add
+            unseen -= add
+    if unseen > 0:
+        groups[UNSEEN_GROUP][model.PENDING] += unseen
 
 
 def identity_of(run: PlannedRun) -> dict:
