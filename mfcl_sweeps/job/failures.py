@@ -45,6 +45,16 @@ def keep_traceback(ret: Any) -> Optional[str]:
     return ret.mfcl_traceback
 
 
+def failed_return(overrides: Iterable[str], error: BaseException | str) -> Any:
+    """The JobReturn of a run that failed without a return of its own: its task raised `error`,
+    or it never ran to the end (killed, cancelled, refused), `error` then saying why."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
+    ret._return_value = error if isinstance(error, BaseException) else RuntimeError(error)
+    return ret
+
+
 def restore_traceback(ret: Any) -> Any:
     """The JobReturn read back from a worker, its exception chained to the job's traceback."""
     text = getattr(ret, "mfcl_traceback", None)

@@ -15,7 +15,7 @@ from typing import Any
 
 from mfcl_sweeps import liveness, model
 from mfcl_sweeps.fsio import atomic_write
-from mfcl_sweeps.job.failures import format_traceback, keep_traceback
+from mfcl_sweeps.job.failures import failed_return, format_traceback, keep_traceback
 from mfcl_sweeps.job.jobspec import JobSpec, Session, load_session
 
 EXIT_TASK_FAILED = 1
@@ -70,14 +70,6 @@ def _journal(job: JobSpec, status: str, **fields: Any) -> None:
     from mfcl_sweeps.state.manifest import SweepManifest
 
     SweepManifest(job.sweep_dir).transition(job.planned_run, status, **fields)
-
-
-def _failed_return(job: JobSpec, exc: BaseException) -> Any:
-    from hydra.core.utils import JobReturn, JobStatus
-
-    ret = JobReturn(overrides=list(job.planned_run.overrides), status=JobStatus.FAILED)
-    ret._return_value = exc
-    return ret
 
 
 def write_result(path: str, ret: Any) -> None:
@@ -166,7 +158,7 @@ def run(session: Session, job: JobSpec, *, journal: bool = True, prepared: Any =
         cfg = compose(session, job, prepared)
         job_dir = job_dir_of(cfg)
     except Exception as exc:  # composition failed: this run fails, the sweep goes on
-        ret, job_dir = _failed_return(job, exc), None
+        ret, job_dir = failed_return(job.planned_run.overrides, exc), None
         if journal:
             _journal(job, model.RUNNING, start_time=started, **base)
     else:

@@ -17,7 +17,7 @@ from typing import Any, Iterable, NoReturn, Optional
 from mfcl_sweeps import model
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState
 from mfcl_sweeps.errors import MfclError
-from mfcl_sweeps.job.failures import failure_summary, restore_traceback
+from mfcl_sweeps.job.failures import failed_return, failure_summary, restore_traceback
 from mfcl_sweeps.job.jobspec import (
     STDERR_TAIL_LINES,
     JobSpec,
@@ -63,14 +63,6 @@ def next_attempt(req: JobRequest) -> JobRequest:
     return dataclasses.replace(req, spec=spec, job_path=job_path_for(req.spec.sweep_dir, req.run.run_id, spec.attempt))
 
 
-def failed_return(req: JobRequest, error: str) -> Any:
-    from hydra.core.utils import JobReturn, JobStatus
-
-    ret = JobReturn(overrides=list(req.run.overrides), status=JobStatus.FAILED)
-    ret._return_value = RuntimeError(error)
-    return ret
-
-
 class DriverJournal:
     """The driver's side of journaling; a no-op when the launch has no manifest."""
 
@@ -108,7 +100,7 @@ def _outcome(req: JobRequest, state: JobState) -> tuple[Any, bool]:
     tail = log_tail(req.log_path, 5)
     if tail and state.error is None:
         error = f"{error}: {tail.splitlines()[-1][:300]}"
-    return failed_return(req, error), False
+    return failed_return(req.run.overrides, error), False
 
 
 CANCEL_JOURNAL_WAIT_S = 2.0  # `mfcl-sweeps cancel` journals a run once its process is gone
@@ -224,7 +216,7 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                     output.finished(key, ok)
                     cancelled = not journaled and cancelled_by_user(journal, req.run, state)
                     if cancelled:  # `mfcl-sweeps cancel` stopped it: keep that state, no retry
-                        ret = failed_return(req, "cancelled (mfcl-sweeps cancel)")
+                        ret = failed_return(req.run.overrides, "cancelled (mfcl-sweeps cancel)")
                     elif not journaled:
                         journal_outcome(journal, req, ret, state)
                     if not ok and not cancelled and req.spec.attempt <= retry.retries:

@@ -161,7 +161,7 @@ def run_torchrun(args: argparse.Namespace, job: JobSpec, job_path: str, environ:
         log_text = log_tail(log_path_for(job.sweep_dir, run.run_id), 200)
         found = torchrun.failure_reason(launch.error_file(node), log_text)
         _, why = found or (code, f"torchrun exited with code {code}")
-        worker.write_result(job.result_path, worker._failed_return(job, RuntimeError(why)))
+        worker.write_result(job.result_path, worker.failed_return(job.planned_run.overrides, why))
         if job.journal:
             from mfcl_sweeps.state.manifest import SweepManifest
 
