@@ -8,9 +8,10 @@ A plain grid of distinct values (the 1,000,000-run case) is never scanned.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from typing import Iterator
 
-from mfcl_sweeps.expand import iter_runs
+from mfcl_sweeps.expand import count_by_group, iter_runs
 from mfcl_sweeps.model import PlannedRun
 from mfcl_sweeps.spec.types import SweepSpec
 
@@ -57,3 +58,12 @@ def unique_runs(spec: SweepSpec, repeats: int) -> Iterator[PlannedRun]:
             # renumbered, so that indices stay contiguous (Hydra's launchers number jobs in a row)
             yield dataclasses.replace(run, position=len(seen))
             seen.add(run.config_hash)
+
+
+def runs_by_group(spec: SweepSpec, repeats: int) -> dict[str, int]:
+    """How many of `unique_runs(spec, repeats)` each group has: closed-form for plain grids;
+    listed only when repeats or a random sample make that the one way to know."""
+    by_group = None if repeats else count_by_group(spec)
+    if by_group is None:
+        by_group = dict(Counter(run.group for run in unique_runs(spec, repeats)))
+    return by_group

@@ -125,6 +125,21 @@ def count(spec: SweepSpec) -> int:
     return total if spec.max_runs is None else min(total, spec.max_runs)
 
 
+def count_by_group(spec: SweepSpec) -> Optional[dict[str, int]]:
+    """Runs per group, as `count` counts them; None when only listing the runs can tell (a
+    random sample: max_runs of shuffled runs)."""
+    if spec.shuffle and spec.max_runs is not None:
+        return None
+    left = spec.max_runs
+    out: dict[str, int] = {}
+    for block in spec.blocks:
+        n = _block_count(block, spec.exclude, spec)
+        if left is not None:
+            n, left = min(n, left), left - min(n, left)
+        out[block.group] = out.get(block.group, 0) + n
+    return out
+
+
 def check_not_empty(spec: SweepSpec) -> None:
     """A one-line error, at the exclude entries, when they remove every run of `spec`; and at
     `shuffle` when it would have to permute more runs than fit in memory."""

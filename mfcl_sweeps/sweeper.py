@@ -196,11 +196,13 @@ class SweepCore:
         stop_heartbeat = manifest.start_heartbeat(self.claim_owner) if self.opt("claim", False) else None
         notifier = notify.SweepNotifier.start(notify_options, manifest, self.config)
         try:
-            batches = self.launch(self.runs_to_do(manifest, spec, resume), manifest, manifest.sweep_id, total, extra)
+            todo = self.count_to_do(manifest, spec, resume, total)  # 0 and no claim: nothing to launch
+            batches = self.launch(self.runs_to_do(manifest, spec, resume), manifest, manifest.sweep_id, todo, extra) \
+                if todo or self.opt("claim", False) else []
             while self.held:  # claim mode: a run another worker held is done, or taken over once that worker dies
                 won = self.retake(manifest, resume)
                 if won:
-                    batches += self.launch(iter(won), manifest, manifest.sweep_id, total, extra)
+                    batches += self.launch(iter(won), manifest, manifest.sweep_id, len(won), extra)
                 else:
                     time.sleep(RESCAN_S)
         except MfclError as err:  # the launch stopped (e.g. every SSH host down): say why, then fail as before
@@ -246,6 +248,7 @@ class SweepCore:
         from omegaconf import OmegaConf
 
         from mfcl_sweeps import backends
+        from mfcl_sweeps.duplicates import runs_by_group
         from mfcl_sweeps.state import store as stores
         from mfcl_sweeps.state.manifest import SweepManifest
         from mfcl_sweeps.state.sysinfo import command_info
@@ -258,21 +261,28 @@ class SweepCore:
         OmegaConf.save(OmegaConf.create(redact(OmegaConf.to_container(self.config))), Path(sweep_dir) / "multirun.yaml")
         manifest = SweepManifest(sweep_dir, claim_timeout=float(self.opt("claim_timeout", 600.0)),
                                  still_running=backends.still_running, store=store)
-        manifest.record_plan(spec.to_dict(), spec.spec_hash(), total, command_info(), cluster,
+        counts = {**runs_by_group(spec, self.repeats), "total": total}  # status: each group's pending
+        manifest.record_plan(spec.to_dict(), spec.spec_hash(), counts, command_info(), cluster,
                              sweep_id=self.opt("name") or None, git=git)
         return manifest
+
+    def count_to_do(self, manifest: Any, spec: Any, resume: str, total: int) -> int:
+        """Runs this driver launches, for its counters (0: unknown, as in claim mode). A resume
+        says up front what it skips and why; a fresh sweep skips nothing and is not held back."""
+        from mfcl_sweeps.duplicates import unique_runs
+
+        if resume == "none" or not manifest.records():
+            return 0 if self.opt("claim", False) else total
+        skipped = Counter(reason for run in manifest.assign(unique_runs(spec, self.repeats))
+                          for ok, reason in [manifest.should_run(run, resume)] if not ok)
+        log.info("mfcl: resume=%s: skipping %d run(s)%s", resume, sum(skipped.values()),
+                 "".join(f"; {n} {why}" for why, n in skipped.items()))
+        return 0 if self.opt("claim", False) else total - sum(skipped.values())
 
     def runs_to_do(self, manifest: Any, spec: Any, resume: str) -> Iterator[PlannedRun]:
         """Runs still to execute, lazily; in claim mode each is claimed just before it runs."""
         from mfcl_sweeps.duplicates import unique_runs
 
-        if resume != "none" and manifest.records():
-            # Resuming: say up front what will be skipped and why (a fresh sweep skips nothing,
-            # so its first job is not held back by this pass).
-            skipped = Counter(reason for run in manifest.assign(unique_runs(spec, self.repeats))
-                              for ok, reason in [manifest.should_run(run, resume)] if not ok)
-            log.info("mfcl: resume=%s: skipping %d run(s)%s", resume, sum(skipped.values()),
-                     "".join(f"; {n} {why}" for why, n in skipped.items()))
         claim = bool(self.opt("claim", False))
         for run in manifest.assign(unique_runs(spec, self.repeats)):
             if not manifest.should_run(run, resume)[0]:
@@ -311,8 +321,9 @@ class SweepCore:
         max_batch = self.opt("max_batch_size")
         if self.is_mfcl_launcher():
             for batch in batched(todo, max_batch) if max_batch else [todo]:
+                size = len(batch) if isinstance(batch, list) else total  # runs this call launches
                 batches.append(list(self.launcher.launch_planned(
-                    batch, sweep_id=sweep_id, manifest=manifest, total=total, extra_overrides=extra)))
+                    batch, sweep_id=sweep_id, manifest=manifest, total=size, extra_overrides=extra)))
             return batches
         # Hydra's launch() takes a whole list of overrides: grow the lists so that a large sweep's
         # first job does not wait for every run's identity (a user's max_batch_size is kept as is).

@@ -17,6 +17,7 @@ from mfcl_sweeps import model
 from mfcl_sweeps.backends.pool.view import render_sources, sources_report
 from mfcl_sweeps.errors import ManifestError
 from mfcl_sweeps.liveness import mark_lost
+from mfcl_sweeps.state.replay import spread_unseen
 
 SHOWN_ROWS = 20
 
@@ -76,9 +77,8 @@ def status_report(manifest: Any, now: Optional[float] = None) -> dict:
                  if st == model.COMPLETED and s is not None and e is not None]
     started = [s for s in starts if s is not None]
     ended = [e for e in ends if e is not None]
-    if plans:  # planned runs the journal has not seen yet are pending in their group
-        for group, n in plans[-1].counts_by_group.items():
-            groups[group][model.PENDING] += max(0, n - sum(groups[group].values()))
+    # planned runs the journal has not seen yet are pending in their group
+    spread_unseen(groups, plans[-1] if plans else None, counts["total"] - len(rows))
     active = sorted(manifest.records_with_status(model.RUNNING, model.CLAIMED), key=lambda r: r.index)
     failed = sorted(manifest.records_with_status(model.FAILED), key=lambda r: r.index)
     lost = sorted(manifest.records_with_status(model.LOST), key=lambda r: r.index)

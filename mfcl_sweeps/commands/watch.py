@@ -17,6 +17,7 @@ from typing import Any, Optional
 from mfcl_sweeps import model
 from mfcl_sweeps.liveness import mark_lost
 from mfcl_sweeps.state.lifecycle import sweep_ended
+from mfcl_sweeps.state.replay import spread_unseen
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,9 +69,7 @@ def build_view(manifest: Any, now: Optional[float] = None, rows: int = 10) -> Vi
         groups[r.group][r.status] += 1
         if r.host or r.backend:
             sources[(r.host or "-", r.backend or "-")][r.status] += 1
-    if plans:
-        for group, n in plans[-1].counts_by_group.items():
-            groups[group][model.PENDING] += max(0, n - sum(groups[group].values()))
+    spread_unseen(groups, plans[-1] if plans else None, total - len(records))
     running = sorted(((r.run_id, r.host or "-", r.backend or "-", now - r.start_time if r.start_time else None)
                       for r in records if r.status in (model.RUNNING, model.CLAIMED)),
                      key=lambda x: -(x[3] or 0))

@@ -1,6 +1,7 @@
 """Sweep progress: a live line on a terminal (done / running / failed / ETA), plain log lines
-otherwise. Rendering happens in the caller's thread: no refresh thread, so forking job
-processes from the driver never copies a lock held by another thread."""
+otherwise (`log_runs=False`: failed runs only, where the jobs' own output shows the progress).
+Rendering happens in the caller's thread: no refresh thread, so forking job processes from the
+driver never copies a lock held by another thread."""
 from __future__ import annotations
 
 import logging
@@ -22,8 +23,8 @@ def format_eta(seconds: Optional[float]) -> str:
 
 class Progress:
     def __init__(self, total: int, *, live: Optional[bool] = None, label: str = "sweep",
-                 log_every_s: float = 10.0) -> None:
-        self.total, self.label = total, label
+                 log_every_s: float = 10.0, log_runs: bool = True) -> None:
+        self.total, self.label, self.log_runs = total, label, log_runs
         self.done = self.failed = self.running = 0
         self.t0 = time.monotonic()
         self.live = sys.stderr.isatty() if live is None else live
@@ -32,13 +33,18 @@ class Progress:
         self.log_every_s = log_every_s
 
     def eta(self) -> Optional[float]:
-        if not self.done:
+        if not self.done or not self.total:
             return None
         rate = self.done / max(time.monotonic() - self.t0, 1e-9)
-        return (self.total - self.done) / rate
+        return max(0, self.total - self.done) / rate
+
+    def of_total(self) -> str:
+        """`done/total`, or just `done` when how many will launch is not known (total 0: a claim
+        worker) or more ended than were counted (a caller's miscount is never shown as 13/12)."""
+        return f"{self.done}/{self.total}" if self.total >= self.done and self.total else str(self.done)
 
     def line(self) -> str:
-        return (f"{self.label}: {self.done}/{self.total} done, {self.running} running, "
+        return (f"{self.label}: {self.of_total()} done, {self.running} running, "
                 f"{self.failed} failed, ETA {format_eta(self.eta())}")
 
     def update(self, *, running: Optional[int] = None) -> None:
@@ -49,9 +55,10 @@ class Progress:
     def finished(self, ok: bool, run_id: str, outcome: Optional[str] = None) -> None:
         """A run ended: completed (`ok`), FAILED, or the `outcome` given (e.g. cancelled: no failure)."""
         self.done += 1
+        self.running = max(0, self.running - 1)  # it no longer runs (never "1/1 done, 1 running")
         self.failed += 0 if ok or outcome else 1
-        if not ok or not self.live:
-            log.info("run %s %s (%d/%d)", run_id, outcome or ("completed" if ok else "FAILED"), self.done, self.total)
+        if not ok or (not self.live and self.log_runs):
+            log.info("run %s %s (%s)", run_id, outcome or ("completed" if ok else "FAILED"), self.of_total())
         self._render(force=not self.live)
 
     def _render(self, force: bool = False) -> None:
@@ -61,7 +68,7 @@ class Progress:
                 self._last_log = now
                 sys.stderr.write("\r\x1b[2K" + self.line())
                 sys.stderr.flush()
-        elif force and now - self._last_log >= self.log_every_s:
+        elif force and self.log_runs and now - self._last_log >= self.log_every_s:
             self._last_log = now
             log.info(self.line())
 
