@@ -1,0 +1,109 @@
+"""mfcl_pool over the source kinds and failure paths test_pool_services does not reach: torchrun
+and PBS (the front end over the Slurm test cluster) as sources, a scheduler that stops answering
+(its in-flight runs declared lost after `lost_after_s`), and every source down for
+`all_down_timeout_s` (the launch stops with one line). The pool backend is driven as the driver
+loop drives it, with the contract suite's session and requests (tests/test_backend_contract.py).
+"""
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from services import SLURM_PARTITION, require_service
+from test_backend_contract import Sweep, outcome, submit_all, sweep, wait_done, wait_for  # noqa: F401 (fixture)
+
+from mfcl_sweeps import model
+from mfcl_sweeps.backends.pool.backend import PoolBackend
+from mfcl_sweeps.backends.pool.runtime import AllSourcesDown
+
+SCHEDULER_POLL = {"timeout_min": 5, "poll_min_s": 0.2, "poll_max_s": 1, "python": sys.executable}
+
+
+def pool_for(sweep: Sweep, sources: list[dict], **options) -> PoolBackend:  # noqa: F811
+    return PoolBackend.from_options({"sources": sources, **options}, session=sweep.session)
+
+
+def health_log(sweep: Sweep) -> str:  # noqa: F811
+    return (sweep.dir / "logs" / "health_status.log").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_torchrun_and_pbs_sources_each_run_their_share_and_report_failures(sweep: Sweep):  # noqa: F811
+    require_service("pbs")
+    pool = pool_for(sweep, [{"kind": "torchrun", "name": "ddp", "slots": 2, "nproc_per_node": 1, "pack_gpus": False},
+                            {"kind": "pbs", "name": "hpc", "slots": 2, "frontend": "slurm", **SCHEDULER_POLL}],
+                    strategy="round_robin")
+    try:
+        requests = sweep.requests("pool", ("ok", {}), ("ok", {}), ("raise", {}), ("raise", {}))
+        handles = submit_all(pool, requests)
+        kinds = [h.data["journal_fields"]["source_kind"] for h in handles]
+        assert kinds == ["torchrun", "pbs", "torchrun", "pbs"], kinds  # round robin over the two
+        states = wait_done(pool, handles)
+        for req, h, want in zip(requests, handles, ["completed", "completed", "failed", "failed"]):
+            status, fields = outcome(req, states[h.key])
+            assert status == want, (h.data["journal_fields"], states[h.key])
+            if want == model.FAILED:
+                assert "boom on value" in fields["error"] and states[h.key].exit_code not in (None, 0)
+        util = [s.started for s in pool.sources]
+        assert util == [2, 2], util
+    finally:
+        pool.close()
+
+
+@pytest.mark.slurm
+def test_runs_of_a_scheduler_that_stops_answering_are_declared_lost_after_lost_after_s(
+        sweep: Sweep, tmp_path: Path, monkeypatch):  # noqa: F811
+    require_service("slurm")
+    pool = pool_for(sweep, [{"kind": "slurm", "name": "cluster", "slots": 1, "partition": SLURM_PARTITION,
+                             **SCHEDULER_POLL}], lost_after_s=1.5, health_check_interval_s=600)
+    (req,) = sweep.requests("pool", ("sleep", {"seconds": 120}))
+    (handle,) = submit_all(pool, [req])
+    try:  # running (not queued: a queued run of a disabled source is withdrawn instead)
+        wait_for(lambda: (s := pool.poll([handle])[handle.key]).running and not s.done, "the run started", timeout=60)
+        # the login node loses its Slurm commands: squeue/sacct fail, the source does not answer
+        monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+        first = time.monotonic()
+
+        def disabled() -> bool:
+            assert not pool.poll([handle])[handle.key].done  # not lost yet: it may still be running
+            return not pool.by_name["cluster"].health.enabled
+
+        wait_for(disabled, "the source disabled", timeout=10)  # at its poller's next query
+        assert "source=cluster event=disabled reason=\"unreachable: sacct: command not found" in health_log(sweep)
+        assert pool.capacity() == 0  # a disabled source takes no new run
+        state = wait_for(lambda: (s := pool.poll([handle])[handle.key]).done and s, "declared lost", timeout=30)
+        assert time.monotonic() - first >= 1.5
+        # preempted, not failed: the driver requeues it without spending a retry
+        assert state.preempted and "source cluster unreachable for 1.5s: declared lost" in state.error, state
+        assert "source=cluster event=lost runs=1 after=1.5s" in health_log(sweep)
+    finally:
+        monkeypatch.undo()
+        pool.cancel([handle])  # the job itself still runs on the cluster
+        pool.close()
+
+
+def test_every_source_down_for_all_down_timeout_s_stops_the_launch_with_one_line(sweep: Sweep):  # noqa: F811
+    require_service("ssh")  # the ssh client; no sshd is asked: the port refuses
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: nobody answers there
+    port = closed.getsockname()[1]
+    pool = pool_for(sweep, [{"kind": "ssh", "name": "gone", "sync": "none", "python": sys.executable,
+                             "hosts": [{"host": "127.0.0.1", "port": port, "slots": 2, "workdir": str(sweep.dir)}]}],
+                    all_down_timeout_s=1, health_check_interval_s=600)
+    try:
+        assert pool.capacity() == 0  # disabled as unreachable, not stopped yet
+        assert "source=gone event=disabled reason='unreachable:" in health_log(sweep)
+        assert pool.capacity() == 0
+        time.sleep(1.1)
+        with pytest.raises(AllSourcesDown) as err:
+            pool.capacity()
+        line = str(err.value)
+        assert "\n" not in line and line.startswith("every source has been disabled for 1s (gone: unreachable")
+        assert f"port {port}: Connection refused" in line and "mfcl-sweeps complete" in line
+    finally:
+        pool.close()
+        closed.close()
