@@ -55,15 +55,18 @@ def test_torchrun_and_pbs_sources_each_run_their_share_and_report_failures(sweep
 
 
 @pytest.mark.slurm
+@pytest.mark.parametrize("started", [True, False], ids=["running", "queued"])
 def test_runs_of_a_scheduler_that_stops_answering_are_declared_lost_after_lost_after_s(
-        sweep: Sweep, tmp_path: Path, monkeypatch):  # noqa: F811
+        sweep: Sweep, tmp_path: Path, monkeypatch, started: bool):  # noqa: F811
     require_service("slurm")
+    queued = {} if started else {"additional_parameters": {"begin": "now+1hour"}}  # stays pending
     pool = pool_for(sweep, [{"kind": "slurm", "name": "cluster", "slots": 1, "partition": SLURM_PARTITION,
-                             **SCHEDULER_POLL}], lost_after_s=1.5, health_check_interval_s=600)
+                             **SCHEDULER_POLL, **queued}], lost_after_s=1.5, health_check_interval_s=600)
     (req,) = sweep.requests("pool", ("sleep", {"seconds": 120}))
     (handle,) = submit_all(pool, [req])
-    try:  # running (not queued: a queued run of a disabled source is withdrawn instead)
-        wait_for(lambda: (s := pool.poll([handle])[handle.key]).running and not s.done, "the run started", timeout=60)
+    try:
+        if started:
+            wait_for(lambda: (s := pool.poll([handle])[handle.key]).running and not s.done, "the run started", 60)
         # the login node loses its Slurm commands: squeue/sacct fail, the source does not answer
         monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
         first = time.monotonic()
@@ -77,12 +80,14 @@ def test_runs_of_a_scheduler_that_stops_answering_are_declared_lost_after_lost_a
         assert pool.capacity() == 0  # a disabled source takes no new run
         state = wait_for(lambda: (s := pool.poll([handle])[handle.key]).done and s, "declared lost", timeout=30)
         assert time.monotonic() - first >= 1.5
-        # preempted, not failed: the driver requeues it without spending a retry
+        # preempted, not failed: the driver requeues it without spending a retry; a queued run's
+        # withdrawal (scancel) did not answer either, so it is lost, not withdrawn
         assert state.preempted and "source cluster unreachable for 1.5s: declared lost" in state.error, state
         assert "source=cluster event=lost runs=1 after=1.5s" in health_log(sweep)
+        assert ("event=withdrawn" in health_log(sweep)) is not started
     finally:
         monkeypatch.undo()
-        pool.cancel([handle])  # the job itself still runs on the cluster
+        pool.cancel([handle])  # the job itself is still on the cluster
         pool.close()
 
 

@@ -337,15 +337,16 @@ class PoolBackend(Backend):
         return states
 
     def _poll_source(self, src: Source, hs: list[JobHandle], now: float) -> dict[str, JobState]:
+        lost = False  # unanswered for lost_after_s: whether a withdrawal took is unknown too
         try:
-            child_states = src.backend.poll([h.data["flight"].child for h in hs])
-            src.unanswered_since = None
+            child_states, src.unanswered_since = src.backend.poll([h.data["flight"].child for h in hs]), None
         except Exception as err:
             self.disable(src, f"unreachable: {one_line(err)}")
             src.unanswered_since = src.unanswered_since or now
             if now - src.unanswered_since < self.opts.lost_after_s:
                 return {h.key: JobState(done=False) for h in hs}
             self.logs.health(src.name, "lost", f"runs={len(hs)} after={self.opts.lost_after_s:g}s")
+            lost = True
             child_states = {h.key: JobState(done=True, preempted=True,
                                             error=f"source {src.name} unreachable for {self.opts.lost_after_s:g}s: "
                                                   "declared lost") for h in hs}
@@ -360,7 +361,7 @@ class PoolBackend(Backend):
             src.running -= 1
             attach.adopt_result(fl.child)
             fields = {**st.fields, "source": src.name, "source_kind": src.spec.kind}
-            if fl.withdrawing and read_result(h.request.spec.result_path) is None:
+            if fl.withdrawing and not lost and read_result(h.request.spec.result_path) is None:
                 self.avoid[h.request.run.run_id].add(src.name)
                 out[h.key] = JobState(done=True, preempted=True, error=f"withdrawn: {fl.withdrawing}", fields=fields)
                 continue
