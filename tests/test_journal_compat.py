@@ -61,3 +61,20 @@ def test_old_plan_index_files_keep_their_indices(old_sweep):
     assigned = {run.config_hash: (run.index, run.run_id) for run in manifest.assign(iter_runs(spec))}
     assert all(assigned[h] == ix for h, ix in old.items() if h in assigned)
     assert len(set(i for i, _ in assigned.values())) == len(assigned)
+
+
+def test_an_old_checkpoints_packed_records_unpack_to_the_records_a_replay_gives(old_sweep):
+    # replay_ckpt_v2: the whole journal checkpointed by an earlier release, every record packed as
+    # RunRecord's columns in that release's field order (journal_v1's own one packs none)
+    from mfcl_sweeps.state.records import read_checkpoint
+
+    state = old_sweep / ".mfcl"
+    data = marshal.loads((FIXTURE.parent / "replay_ckpt_v2" / "replay.ckpt").read_bytes())
+    data["ino"] = os.stat(state / "journal.jsonl").st_ino
+    (state / "replay.ckpt").write_bytes(marshal.dumps(data))
+    checkpoint = read_checkpoint(state, state / "journal.jsonl")
+    assert checkpoint is not None and len(checkpoint.records) == len(data["rows"]) == 12
+    packed = {h: r.to_dict() for h, r in checkpoint.records.all().items()}
+    (state / "replay.ckpt").unlink()
+    replayed = {h: r.to_dict() for h, r in SweepManifest(old_sweep).records().items()}
+    assert packed == replayed
