@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -99,3 +101,56 @@ def test_status_and_counters_of_a_multi_group_sweep_and_its_resume(tmp_path):
     assert re.findall(r"completed \((\d+/\d+)\)", again.stdout) == ["1/2", "2/2"]
     done = run_app("behave", tmp_path, *args)  # nothing left: nothing said to launch
     assert done.returncode == 0 and "Launching" not in done.stdout, done.stdout
+
+
+def test_count_and_plan_know_every_option_of_the_sweeper():
+    import dataclasses
+
+    from hydra_plugins.mfcl_sweeps.mfcl_sweeper import MfclSweeperConf
+    from mfcl_sweeps.commands._spec_args import RUN_OPTIONS
+
+    knobs = {f.name for f in dataclasses.fields(SpecOptions)}
+    assert {f.name for f in dataclasses.fields(MfclSweeperConf)} - {"_target_"} == \
+        knobs | set(RUN_OPTIONS) | {"sweep_file", "params"}
+
+
+@pytest.mark.slow  # a Hydra dry run (~4 s idle); the test below checks the same reading in-process
+def test_count_and_plan_read_the_command_line_as_the_sweeper_does(tmp_path, monkeypatch):
+    """`++`/`+` sweeper knobs count, sweep_file may be an override, other hydra overrides are
+    accepted and kept out of the runs: `plan` lists exactly the runs the sweeper's dry run does."""
+    from apprun import APPS, mfcl_sweeps
+
+    (tmp_path / "grid.yaml").write_text(TWO_GROUPS)
+    args = ["hydra.sweeper.sweep_file=grid.yaml", "++hydra.sweeper.seeds=3", "+hydra.sweeper.max_runs=7",
+            "hydra/launcher=mfcl_local", "hydra.launcher.max_concurrent=2", "hydra.sweeper.name=x", "seconds=0"]
+    dry = subprocess.run([sys.executable, str(APPS / "behave" / "app.py"), "-m", "hydra/sweeper=mfcl",
+                          "hydra.sweeper.dry_run=true", "hydra.sweeper.validate=false", *args, "side_dir=s"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    swept = [line.split()[1:] for line in dry.stdout.splitlines() if re.match(r"\s+\d+  ", line)]
+    monkeypatch.chdir(tmp_path)  # mfcl_sweeps() runs in this process's cwd
+    plan = mfcl_sweeps("plan", *args, "side_dir=s")
+    assert plan.returncode == 0, plan.stderr
+    assert [line.split()[1:] for line in plan.stdout.splitlines()[1:]] == swept
+    assert len(swept) == 7 and mfcl_sweeps("count", *args).stdout.strip() == "7"
+    bad = mfcl_sweeps("count", "grid.yaml", "++hydra.sweeper.seedz=3")
+    assert bad.returncode == 2 and "'hydra.sweeper.seedz': not an option of the mfcl sweeper" in bad.stderr
+
+
+def test_sweeper_overrides_reach_count_with_plus_and_hydra_ones_stay_out(tmp_path, monkeypatch):
+    import argparse
+
+    from mfcl_sweeps.commands import count
+    from mfcl_sweeps.commands._spec_args import load_from_args
+    from mfcl_sweeps.expand import count as count_runs
+
+    (tmp_path / "grid.yaml").write_text(TWO_GROUPS)
+    monkeypatch.chdir(tmp_path)
+    parser = argparse.ArgumentParser()
+    count.add_arguments(parser)
+    spec = load_from_args(parser.parse_args([
+        "hydra.sweeper.sweep_file=grid.yaml", "++hydra.sweeper.seeds=3", "+hydra.sweeper.max_runs=7",
+        "hydra/launcher=mfcl_local", "++hydra.launcher.max_concurrent=2", "hydra.sweeper.resume=none", "seconds=0"]))
+    assert count_runs(spec) == 7
+    assert {o.split("=")[0] for r in iter_runs(spec) for o in r.overrides} == {"value", "mode", "seconds", "seed"}
+    assert {r.overrides[-1] for r in iter_runs(spec)} == {"seed=0", "seed=1", "seed=2"}

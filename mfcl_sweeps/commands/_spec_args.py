@@ -1,5 +1,8 @@
-"""What `count` and `plan` share: a sweep file, command-line overrides, and `hydra.sweeper.<knob>=`
-settings (seeds, max_runs, exclude, ...) read as they would be in a Hydra run."""
+"""What `count` and `plan` share: the overrides of a sweep's command line, read as the mfcl
+sweeper reads them: task overrides, `hydra.sweeper.<knob>=` settings that shape the runs (seeds,
+max_runs, exclude, ...; with `+`/`++` too), `hydra.sweeper.sweep_file=` in place of FILE, and
+every other `hydra.*` or `hydra/...` override accepted and left out of the runs, as Hydra leaves
+it out of the sweeper's arguments."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +12,10 @@ from typing import Any, Callable, Optional
 from mfcl_sweeps.errors import SweepSpecError
 
 _KNOB_PREFIX = "hydra.sweeper."
+# hydra.sweeper options that do not change which runs a sweep has (MfclSweeperConf's other fields;
+# tests/test_counters.py checks this list against it)
+RUN_OPTIONS = ("max_batch_size", "dry_run", "validate", "name", "resume", "claim", "claim_timeout", "cluster",
+               "store", "fail_on_error", "allow_behind", "notify", "require_up_to_date", "secret_keys")
 
 
 def add_spec_arguments(parser: argparse.ArgumentParser,
@@ -17,10 +24,12 @@ def add_spec_arguments(parser: argparse.ArgumentParser,
     after or between the overrides (argparse alone would stop at the first one)."""
     if add_options:
         add_options(parser)
-    parser.add_argument("sweep_file", help="sweep file (YAML or JSON, any supported form)")
+    parser.add_argument("sweep_file", nargs="?", metavar="FILE",
+                        help="sweep file (YAML or JSON, any supported form), or hydra.sweeper.sweep_file=FILE")
     parser.add_argument("overrides", nargs=argparse.REMAINDER, metavar="OVERRIDE",
-                        help="Hydra overrides crossed with the file (a=1,2 b=range(3)), and "
-                             "hydra.sweeper.<knob>=value (seeds, max_runs, shuffle, seed, exclude, ...)")
+                        help="the sweep's overrides as given to the sweeper: task overrides crossed with the "
+                             "file (a=1,2 b=range(3)), hydra.sweeper.<knob>=value (seeds, max_runs, shuffle, "
+                             "seed, exclude, ...; +/++ too); other hydra overrides are accepted and ignored")
     parser.set_defaults(_add_options=add_options)
 
 
@@ -44,32 +53,47 @@ def _split_options(args: argparse.Namespace) -> None:
     args.overrides = rest
 
 
+def _hydra_key(text: str) -> str:
+    """The key of a Hydra-side override (`hydra.x=`, `+hydra.x=`, `++hydra.x=`, `hydra/launcher=`),
+    else ''."""
+    key = text.split("=", 1)[0].lstrip("+")
+    return key if key == "hydra" or key.startswith(("hydra.", "hydra/")) else ""
+
+
 def load_from_args(args: argparse.Namespace) -> Any:
     from mfcl_sweeps.expand import check_not_empty
     from mfcl_sweeps.spec import SpecOptions, load_spec
     from mfcl_sweeps.spec import overrides as ov
 
     _split_options(args)
+    if args.sweep_file is not None and "=" in args.sweep_file:  # no FILE: the first override
+        args.overrides, args.sweep_file = [args.sweep_file, *args.overrides], None
     knobs = {f.name for f in dataclasses.fields(SpecOptions)}
     options: dict[str, Any] = {}
     params: dict[str, str] = {}
     task = []
     for text in args.overrides:
-        if not text.startswith(_KNOB_PREFIX):
-            task.append(text)
-            continue
-        name, _, value = text[len(_KNOB_PREFIX):].partition("=")
+        key = _hydra_key(text)
+        if not key.startswith(_KNOB_PREFIX):
+            if not key:
+                task.append(text)
+            continue  # hydra/launcher=..., hydra.launcher.*: not the sweeper's, as in a Hydra run
+        name, value = key[len(_KNOB_PREFIX):], text.split("=", 1)[1]
         if name.startswith("params."):
             params[name[len("params."):]] = value
-            continue
-        if name not in knobs:
-            raise SweepSpecError(f"unknown sweeper option (known: {', '.join(sorted(knobs))}, params.<key>)",
-                                 key=text.split("=", 1)[0])
-        try:
-            options[name] = ov.parse_override(f"x={value}").value()
-        except Exception as err:
-            raise SweepSpecError(f"cannot parse value {value!r}: {str(err).splitlines()[0]}",
-                                 key=text.split("=", 1)[0]) from None
+        elif name == "sweep_file":
+            if args.sweep_file is not None:
+                raise SweepSpecError(f"the sweep file is given twice ({args.sweep_file} and {value}); give one",
+                                     key=key)
+            args.sweep_file = value
+        elif name in knobs:
+            try:
+                options[name] = ov.parse_override(f"x={value}").value()
+            except Exception as err:
+                raise SweepSpecError(f"cannot parse value {value!r}: {str(err).splitlines()[0]}", key=key) from None
+        elif name.split(".", 1)[0] not in RUN_OPTIONS:
+            raise SweepSpecError("not an option of the mfcl sweeper (known: sweep_file, params.<key>, "
+                                 f"{', '.join(sorted(knobs | set(RUN_OPTIONS)))})", key=key)
     spec = load_spec(args.sweep_file, cli_overrides=task, params=params, options=SpecOptions(**options))
     check_not_empty(spec)
     return spec
