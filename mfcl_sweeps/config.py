@@ -128,6 +128,13 @@ class TorchrunLauncherConf(SshClientConf, CommonLauncherConf):
     workdir: Optional[str] = None  # where agents start on the hosts; default: the driver's cwd
 
 
+@dataclass
+class PackingConf:
+    """Short runs packed into array tasks (mfcl_slurm, mfcl_pbs): docs/slurm.md, "Packing"."""
+
+    runs_per_task: int = opt(1, at_least(1))  # runs one array task runs one after another
+
+
 # -- mfcl_slurm (names and meanings as in hydra-submitit-launcher's submitit_slurm) ------------
 def _sbatch_flags(v: Any, _: Mapping[str, Any]) -> Optional[str]:
     for key, value in v.items():
@@ -139,7 +146,7 @@ def _sbatch_flags(v: Any, _: Mapping[str, Any]) -> Optional[str]:
 
 
 @dataclass
-class SlurmLauncherConf(CommonLauncherConf):
+class SlurmLauncherConf(PackingConf, CommonLauncherConf):
     _target_: str = PLUGINS + "slurm_launcher.MfclSlurmLauncher"
     partition: Optional[str] = opt(None, one_line)
     qos: Optional[str] = opt(None, one_line)
@@ -185,7 +192,7 @@ PBS_JOB_NAME_RULE = "a PBS job name starts with a letter and holds only letters,
 
 
 @dataclass
-class PbsLauncherConf(CommonLauncherConf):
+class PbsLauncherConf(PackingConf, CommonLauncherConf):
     _target_: str = PLUGINS + "pbs_launcher.MfclPbsLauncher"
     dialect: str = opt("pbspro", one_of("pbspro", "torque"))  # pbspro (-J, select=) | torque (-t, nodes=)
     frontend: str = opt("auto", one_of("auto", "pbs", "slurm"))  # slurm: Debian's slurm-wlm-torque qsub over Slurm

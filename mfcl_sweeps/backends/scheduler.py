@@ -6,6 +6,8 @@
   one handle per run with its task id and journal fields, the poller reset (`submit`);
 - polling: one batched query per interval for every handle, backing off while nothing changes
   (x1.5 up to a maximum; any change or new submission resets it);
+- packing (`runs_per_task`, backends/packing.py): several runs per array task, each run still
+  its own handle, done when its result lands;
 - a task's state as the scheduler tells it (`TaskState`), mapped once to journal fields for
   `mfcl-sweeps status` (`refresh_records`), and `cancel_records`.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import abc
 import json
 import logging
+import os
 import shlex
 import subprocess
 import time
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Hashable, Optional, Sequence
 
 from mfcl_sweeps import model
+from mfcl_sweeps.backends import packing
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
 from mfcl_sweeps.errors import MfclError
 from mfcl_sweeps.fsio import atomic_write
@@ -69,20 +73,23 @@ class BackoffPoller:
     def states(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
         now = time.monotonic()
         if now >= self._next:
-            fresh = self.query([h.backend_job_id for h in handles])
+            fresh = self.query(list(dict.fromkeys(h.backend_job_id for h in handles)))
             changed = any(s.done or s.running != getattr(self._cache.get(t), "running", False)
                           for t, s in fresh.items())
             self._cache.update(fresh)
             self._interval = self.min_s if changed else min(self._interval * 1.5, self.max_s)
             self._next = now + self._interval
         out = {}
-        for h in handles:
+        ended = set()
+        for h in handles:  # a packed task's runs share its id: forget its state after all of them
             s = self._cache.get(h.backend_job_id)
             if s is not None and s.done:
-                self._cache.pop(h.backend_job_id)
+                ended.add(h.backend_job_id)
                 out[h.key] = JobState(done=True, exit_code=s.exit_code, error=s.error)
             else:
                 out[h.key] = JobState(done=False, running=bool(s and s.running))
+        for task in ended:
+            self._cache.pop(task, None)
         return out
 
 
@@ -95,7 +102,7 @@ def record_fields(rec: Any, s: Optional[TaskState], job: str) -> Optional[dict]:
     if s.done:
         return {"status": model.FAILED, "exit_code": s.exit_code,
                 "error": s.error or f"{job} {rec.backend_job_id} ended ({s.status}) without recording an outcome"}
-    if s.running and rec.status == model.PENDING:
+    if s.running and rec.status == model.PENDING and not packing.is_packed(rec):  # its turn may not have come
         return {"status": model.RUNNING}
     if not s.running and rec.status == model.RUNNING:
         return {"status": model.PREEMPTED}
@@ -114,6 +121,7 @@ class ArraySchedulerBackend(Backend):
     submit_timeout_s: ClassVar[float] = 120
 
     state_dir: str
+    sweep_dir: str
     poller: BackoffPoller
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -150,6 +158,10 @@ class ArraySchedulerBackend(Backend):
     def run_command(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
         """Run one of the scheduler's commands."""
 
+    def pack_size(self, res: Any) -> int:
+        """How many runs one task of an array for `res` runs, one after another (`runs_per_task`)."""
+        return int(getattr(self.options, "runs_per_task", 1) or 1)
+
     def submit_argv(self, submission: Submission) -> list[str]:
         return submission.commands[0]
 
@@ -164,9 +176,13 @@ class ArraySchedulerBackend(Backend):
         groups: dict[Hashable, list[JobRequest]] = defaultdict(list)
         for req in requests:
             groups[self.resources(req)].append(req)
-        size = self.max_array_size()
-        return [self.plan_array(res, reqs[i:i + size], part) for res, reqs in groups.items()
-                for part, i in enumerate(range(0, len(reqs), size))]
+        out = []
+        for res, reqs in groups.items():
+            runs = self.max_array_size() * self.pack_size(res)  # the limit counts tasks, not runs
+            for part, i in enumerate(range(0, len(reqs), runs)):
+                out.append(self.plan_array(res, reqs[i:i + runs], part))
+                out[-1].extra["runs_per_task"] = self.pack_size(res)
+        return out
 
     # -- running ------------------------------------------------------------------------------
     def submit(self, submission: Submission) -> list[JobHandle]:
@@ -180,9 +196,17 @@ class ArraySchedulerBackend(Backend):
             atomic_write(submission.script_path, submission.script.encode())
         job_id = self.run_submit(self.submit_argv(submission))
         now = time.monotonic()
-        handles = [JobHandle(request=req, backend_job_id=self.task_id(job_id, i, submission), started=now,
-                             data={"job_id": job_id, "journal_fields": self.journal_fields(submission, job_id, i)})
-                   for i, req in enumerate(submission.requests)]
+        k = submission.extra.get("runs_per_task", 1)
+        markers = packing.cancel_dir(self.sweep_dir, self.name)
+        handles = []
+        for i, req in enumerate(submission.requests):
+            fields = self.journal_fields(submission, job_id, i // k)
+            if k > 1:
+                fields.update(packing.journal_fields(
+                    [r.run.run_id for r in packing.task_slice(submission.requests, i // k, k)], markers))
+            handles.append(JobHandle(request=req, backend_job_id=self.task_id(job_id, i // k, submission),
+                                     started=now, data={"job_id": job_id, "journal_fields": fields,
+                                                        "packed": k > 1}))
         log.info("submitted %s job %s (%d run(s)) with %s", self.scheduler, job_id, len(handles),
                  submission.script_path)
         self.submitted(submission, job_id)
@@ -198,10 +222,29 @@ class ArraySchedulerBackend(Backend):
         return self.parse_job_id(proc.stdout)
 
     def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
-        return self.poller.states(handles)
+        states = self.poller.states(handles)
+        for h in handles:
+            if h.data.get("packed"):
+                states[h.key] = self.packed_state(h, states[h.key])
+        return states
+
+    def packed_state(self, handle: JobHandle, task: JobState) -> JobState:
+        """One run of a packed task: done once its result is in place (looked for only while the
+        scheduler has started the task), stopped by a cancel, or left behind by the task's end."""
+        run_id = handle.request.run.run_id
+        if (task.running or task.done) and os.path.exists(handle.request.spec.result_path):
+            return JobState(done=True, exit_code=0)
+        stopped = packing.stopped_state(handle.data["journal_fields"][packing.PACK_DIR], run_id)
+        if stopped:
+            return JobState(done=True, exit_code=stopped[0], error=stopped[1])
+        if task.done:
+            why = task.error or f"exit code {task.exit_code}"
+            return JobState(done=True, exit_code=task.exit_code,
+                            error=f"{self.job_word} {handle.backend_job_id} ended ({why}) before run {run_id} finished")
+        return task
 
     def cancel(self, handles: Sequence[JobHandle]) -> None:
-        self.cancel_ids([h.backend_job_id for h in handles])
+        self.cancel_ids(list(dict.fromkeys(h.backend_job_id for h in handles)))  # packed runs share a task
 
     # -- journaled runs (mfcl-sweeps status / cancel, claim takeover) ---------------------------
     @classmethod
@@ -227,7 +270,12 @@ class ArraySchedulerBackend(Backend):
 
     @classmethod
     def cancel_records(cls, records: Sequence[Any]) -> list[str]:
+        """Unpacked runs: their tasks are stopped. Packed runs stop alone (packing.request_cancel);
+        a task whose every run is cancelled is stopped as a whole."""
         mine = [r for r in records if r.backend_job_id]
-        if mine:
-            cls.cancel_record_ids(mine)
+        whole = set(packing.request_cancel([r for r in mine if packing.is_packed(r)]))
+        stop = [r for r in mine if not packing.is_packed(r)]
+        stop += list({r.backend_job_id: r for r in mine if r.backend_job_id in whole}.values())
+        if stop:
+            cls.cancel_record_ids(stop)
         return [r.config_hash for r in mine]

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from mfcl_sweeps.backends import packing
 from mfcl_sweeps.backends.base import JobRequest, Submission
 from mfcl_sweeps.backends.pbs.frontends import PbsError, PbsFrontend, make_frontend, run_command
 from mfcl_sweeps.backends.scheduler import ArraySchedulerBackend, BackoffPoller, TaskState
@@ -117,10 +118,11 @@ class ScriptContext:
     workdir: str
     index_env: list[str]  # variables holding the array index, first set wins
     run_ids: list[str]
-    log_paths: list[str]  # per task: its run's log (stdout+stderr of the worker)
+    log_paths: list[str]  # per task: its (first) run's log (stdout+stderr of the worker)
     job_list_path: Optional[str]
     command: str  # the worker command line, shell-quoted
     python: str
+    runs_per_task: int = 1  # runs one task runs in turn (each into its own log)
 
 
 def directives(opts: PbsOptions, res: ArrayResources, *, array: Optional[str], output_path: str,
@@ -198,27 +200,35 @@ class PbsBackend(ArraySchedulerBackend):
         o = self.options
         first = requests[0]
         stem = str(Path(self.state_dir) / f"{first.run.run_id}.{first.spec.attempt}")
-        rng = array_range(o, len(requests))
+        k = self.pack_size(res)
+        tasks = packing.task_count(len(requests), k)
+        res = dataclasses.replace(res, timeout_min=res.timeout_min * k)  # the task runs k runs in turn
+        rng = array_range(o, tasks)
         out = self.frontend.output_path(self.state_dir, o.job_name, rng is not None)
         err = None if o.join_output else out
         index_env = list(self.frontend.index_env)
-        job_list = f"{stem}.jobs.json" if rng else None
+        job_list = f"{stem}.jobs.json" if rng or k > 1 else None
         session = first.spec.session_path
-        argv = (array_worker_argv(self.python, session, job_list, index_env) if rng
-                else worker_argv(self.python, session, first.job_path))
+        if k > 1:
+            argv = [self.python, "-m", "mfcl_sweeps.backends.pack_task", session, job_list,
+                    "--runs-per-task", str(k), "--index-env", ",".join(index_env)]
+        elif rng:
+            argv = array_worker_argv(self.python, session, job_list, index_env)
+        else:
+            argv = worker_argv(self.python, session, first.job_path)
         ctx = ScriptContext(
             dialect=o.dialect, frontend=self.frontend.name, job_name=o.job_name,
-            directives=directives(o, res, array=rng, output_path=out, error_path=err, array_size=len(requests)),
+            directives=directives(o, res, array=rng, output_path=out, error_path=err, array_size=tasks),
             resources={**dataclasses.asdict(res), "walltime": walltime(res.timeout_min)},
             account=o.account, priority=o.priority, array=rng, array_flag=array_flag(o.dialect),
             output_path=out, error_path=err, extra_directives=list(o.extra_directives), setup=list(o.setup),
             workdir=self.workdir, index_env=index_env, run_ids=[r.run.run_id for r in requests],
-            log_paths=[r.log_path for r in requests], job_list_path=job_list, command=shlex.join(argv),
-            python=self.python)
+            log_paths=[r.log_path for r in requests[::k]], job_list_path=job_list, command=shlex.join(argv),
+            python=self.python, runs_per_task=k)
         script_path = f"{stem}.sh"
         return Submission(requests=list(requests), commands=[qsub_argv(ctx, script_path)],
                           script=render_script(ctx, o.template), script_path=script_path,
-                          extra={"job_list_path": job_list, "array_size": len(requests)})
+                          extra={"job_list_path": job_list, "array_size": tasks})
 
     # -- the scheduler's commands, through the front end --------------------------------------
     def parse_job_id(self, stdout: str) -> str:

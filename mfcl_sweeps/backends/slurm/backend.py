@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from mfcl_sweeps.backends import packing
 from mfcl_sweeps.backends import sacct as slurm_sacct
 from mfcl_sweeps.backends.base import JobHandle, JobRequest, Submission
 from mfcl_sweeps.backends.sacct import SlurmError
@@ -183,7 +184,7 @@ class SlurmBackend(ArraySchedulerBackend):
         self.python = options.python or sys.executable
         self.array_limit = options.max_array_size or max_array_size or read_max_array_size()
         self.sacct = slurm_sacct.SlurmQuery(has_result=self._has_result)
-        self._results: dict[str, str] = {}  # task id -> result path
+        self._results: dict[str, list[str]] = {}  # task id -> its runs' result paths
         self._last_array: dict[ArrayResources, str] = {}  # per group: the latest array (chained by parallelism)
         self._arrays: list[str] = []
         self._aggregate: Optional[dict] = None  # {"id", "arrays_expected"} while the aggregate job is held
@@ -205,11 +206,20 @@ class SlurmBackend(ArraySchedulerBackend):
                 ["scontrol", "release", AGGREGATE]], extra={"aggregate": True, "arrays": len(out)}))
         return out
 
+    def pack_size(self, res: ArrayResources) -> int:
+        """Packing is for single-process runs: torchrun and multi-task allocations keep one run per task."""
+        single = not res.nproc_per_node and res.nodes == 1 and self.options.tasks_per_node == 1
+        return self.options.runs_per_task if single else 1
+
     def plan_array(self, res: ArrayResources, requests: list[JobRequest], part: int) -> Submission:
         first = requests[0]
         stem = str(Path(self.state_dir) / f"{first.run.run_id}.{first.spec.attempt}")
         job_list = f"{stem}.jobs.json"
-        command = task_argv(self.python, first.spec.session_path, job_list, self.options, res)
+        k = self.pack_size(res)
+        task_res = dataclasses.replace(res, timeout_min=res.timeout_min * k)  # the task runs k runs in turn
+        command = task_argv(self.python, first.spec.session_path, job_list, self.options, task_res)
+        if k > 1:
+            command += ["--runs-per-task", str(k)]
         script_path = f"{stem}.sh"
         argv = ["sbatch", "--parsable"]
         # %P holds per array: a group split into several arrays runs them one after another
@@ -217,7 +227,8 @@ class SlurmBackend(ArraySchedulerBackend):
         if chained:
             argv.append(f"--dependency=afterany:{PREVIOUS}")
         return Submission(requests=list(requests), commands=[argv + [script_path]],
-                          script=render_script(self.options, res, command, self.log_dir, len(requests)),
+                          script=render_script(self.options, task_res, command, self.log_dir,
+                                               packing.task_count(len(requests), k)),
                           script_path=script_path,
                           extra={"job_list_path": job_list, "resources": res, "chained": chained,
                                  "torchrun": bool(res.nproc_per_node)})
@@ -256,8 +267,9 @@ class SlurmBackend(ArraySchedulerBackend):
     def submitted(self, submission: Submission, job_id: str) -> None:
         self._last_array[submission.extra["resources"]] = job_id
         self._arrays.append(job_id)
+        k = submission.extra.get("runs_per_task", 1)
         for i, req in enumerate(submission.requests):
-            self._results[self.task_id(job_id, i, submission)] = req.spec.result_path
+            self._results.setdefault(self.task_id(job_id, i // k, submission), []).append(req.spec.result_path)
         if self._aggregate and len(self._arrays) == self._aggregate["arrays_expected"]:
             self._release_aggregate()
 
@@ -278,8 +290,8 @@ class SlurmBackend(ArraySchedulerBackend):
             raise SlurmError(f"scontrol {' '.join(args)} failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
 
     def _has_result(self, task_id: str) -> bool:
-        path = self._results.get(task_id)
-        return bool(path) and os.path.exists(path)
+        paths = self._results.get(task_id)
+        return bool(paths) and all(os.path.exists(p) for p in paths)
 
     def query(self, task_ids: list[str]) -> dict[str, TaskState]:
         return self.sacct.states(task_ids)

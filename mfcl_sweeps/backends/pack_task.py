@@ -1,0 +1,230 @@
+"""One packed array task (`hydra.launcher.runs_per_task` > 1): its runs one after another.
+
+    python -m mfcl_sweeps.backends.pack_task SESSION JOBS.json --runs-per-task K --index-env VARS
+
+(PBS runs this; a Slurm task reaches `run_task` through backends/slurm/task.py.) The task loads
+the session once and forks one child per run, in its own process group, with its output in the
+run's log: a run that raises, exits or crashes fails alone and the next one starts. Each run
+writes its result under a temporary name, renamed into place once its outcome is journaled, so
+the driver (backends/packing.py) reads a run as done only after the journal says how it ended.
+
+A task started again (Slurm requeue, PBS rerun) skips the runs the journal shows ended after the
+task was submitted (completed or failed: a failed run is retried by `retries`, not by a requeue)
+and runs the rest as a new attempt, journaling `preempted` for the one that was interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from mfcl_sweeps import model
+from mfcl_sweeps.backends import packing
+from mfcl_sweeps.backends.children import signal_name
+from mfcl_sweeps.job import worker
+from mfcl_sweeps.job.jobspec import JobSpec, load_session, log_path_for
+
+ENDED = (model.COMPLETED, model.FAILED, model.CANCELLED)
+CANCEL_CHECK_S = 0.2  # how often a running run's cancel marker is looked for
+KILL_GRACE_S = 5.0
+
+
+def redirect_output(path: str) -> None:
+    """Append this process's stdout/stderr (and its children's) to `path`."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def say(text: str) -> None:
+    print(f"mfcl-sweeps: {text}", file=sys.stderr, flush=True)
+
+
+def journal(job: JobSpec, status: str, **fields: Any) -> None:
+    if job.journal:
+        from mfcl_sweeps.state.manifest import SweepManifest
+
+        SweepManifest(job.sweep_dir).transition(job.planned_run, status, **fields)
+
+
+def earlier_records(job: JobSpec) -> dict[str, Any]:
+    """The journal's records, read only when the task may have run before (a restart)."""
+    if not job.journal:
+        return {}
+    from mfcl_sweeps.state.manifest import SweepManifest
+
+    return SweepManifest(job.sweep_dir).records()
+
+
+def resume_attempt(job: JobSpec, rec: Any, submitted_at: float, restarts: int) -> Optional[int]:
+    """None: the run ended after this task was submitted, skip it; else the attempt to run it as."""
+    if rec is not None and rec.status in ENDED and (rec.end_time or 0) >= submitted_at:
+        return None
+    attempt = job.attempt + restarts
+    if rec is not None and rec.status in (model.RUNNING, model.PREEMPTED) and (rec.start_time or 0) >= submitted_at:
+        attempt = max(attempt, (rec.attempt or job.attempt) + 1)  # interrupted here: a new attempt
+    return attempt
+
+
+def child(session: Any, job: JobSpec, handed_off: int, prepared: Any) -> None:
+    """The forked run: its own group and log; never returns. It writes a byte to `handed_off`
+    once its result is in place (the driver may read and remove the result at once)."""
+    code = worker.EXIT_TASK_FAILED
+    try:
+        os.setpgid(0, 0)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # the task's (requeue on Slurm), not the run's
+        redirect_output(log_path_for(job.sweep_dir, job.planned_run.run_id))
+        staged = dataclasses.replace(job, result_path=job.result_path + ".staged")
+        ret = worker.run(session, staged, prepared=prepared)
+        os.replace(staged.result_path, job.result_path)  # done for the driver: outcome journaled
+        os.write(handed_off, b"1")
+        code = 0 if ret.status.name == "COMPLETED" else worker.EXIT_TASK_FAILED
+    except BaseException:  # noqa: BLE001 - whatever happens, the child must not return into the task
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+class Task:
+    """The task's runs, one at a time; SIGTERM (scancel, requeue, qdel) is passed to the run."""
+
+    def __init__(self, session: Any, jobs: list[JobSpec], *, submitted_at: float, restarts: int) -> None:
+        self.session, self.jobs, self.submitted_at, self.restarts = session, jobs, submitted_at, restarts
+        self.current: Optional[int] = None
+        from mfcl_sweeps.job.config_templates import ConfigTemplates
+
+        # runs that pick the same config groups finish one config composed here (as mfcl_local's)
+        self.templates = ConfigTemplates(session)
+
+    def on_term(self, signum: int, frame: object) -> None:
+        if self.current:
+            try:
+                os.killpg(self.current, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        sys.exit(128 + signum)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.on_term)
+        # Slurm counts restarts: a first start there need not read the journal (elsewhere it must)
+        first_start = "SLURM_JOB_ID" in os.environ and not self.restarts
+        records = {} if first_start else earlier_records(self.jobs[0])
+        failed = 0
+        for job in self.jobs:
+            run = job.planned_run
+            marker_dir = packing.cancel_dir(job.sweep_dir, job.backend)
+            attempt = resume_attempt(job, records.get(run.config_hash), self.submitted_at, self.restarts)
+            if attempt is None:
+                say(f"run {run.run_id} already ended in this task; not run again")
+                continue
+            if packing.cancel_requested(marker_dir, run.run_id):
+                Path(marker_dir, run.run_id + packing.STOPPED).touch()
+                continue
+            if attempt != job.attempt:
+                rec = records.get(run.config_hash)
+                job = dataclasses.replace(job, attempt=attempt)
+                if rec is not None and rec.status == model.RUNNING:
+                    journal(job, model.PREEMPTED, attempt=rec.attempt, error="its array task was started again")
+            failed += self.run_one(job, marker_dir) != 0
+        return worker.EXIT_TASK_FAILED if failed else 0
+
+    def run_one(self, job: JobSpec, marker_dir: str) -> int:
+        run = job.planned_run
+        say(f"run {run.run_id}, attempt {job.attempt}")
+        prepared = self.templates.prepare(job.overrides)  # in the task, so the next run reuses it
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            child(self.session, job, write_end, prepared)
+        os.close(write_end)
+        self.current = pid
+        cancelled_at = None
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if cancelled_at is None and packing.cancel_requested(marker_dir, run.run_id):
+                cancelled_at = time.monotonic()
+                _kill(pid, signal.SIGTERM)
+            elif cancelled_at is not None and time.monotonic() - cancelled_at > KILL_GRACE_S:
+                _kill(pid, signal.SIGKILL)
+            time.sleep(CANCEL_CHECK_S if cancelled_at is None else 0.05)
+        self.current = None
+        _kill(pid, signal.SIGKILL)  # what the run left in its group
+        code = os.waitstatus_to_exitcode(status)
+        with os.fdopen(read_end, "rb") as pipe:
+            handed_off = pipe.read() == b"1"
+        if cancelled_at is not None:
+            Path(marker_dir, run.run_id + packing.STOPPED).touch()
+            say(f"run {run.run_id} cancelled")
+            return 0  # not a failure of the task
+        if not handed_off:
+            self.crashed(job, code)
+        return code
+
+    def crashed(self, job: JobSpec, code: int) -> None:
+        """A run that ended without a result (os._exit, a signal): failed, journaled, handed off."""
+        why = f"killed by {signal_name(code)}" if code < 0 else f"exited with code {code}"
+        error = f"run process {why} and wrote no result"
+        say(f"run {job.planned_run.run_id} failed: {error}")
+        journal(job, model.FAILED, exit_code=code, error=error, attempt=job.attempt, end_time=time.time())
+        worker.write_result(job.result_path, worker.failed_return(job.planned_run.overrides, error))
+
+
+def _kill(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_task(session_path: str, job_list: str, task: int, runs_per_task: int, restarts: int = 0) -> int:
+    from hydra.core.singleton import Singleton
+
+    paths = packing.task_slice(json.loads(Path(job_list).read_text()), task, runs_per_task)
+    jobs = [JobSpec.from_json(Path(p).read_text()) for p in paths]
+    session = load_session(session_path)
+    Singleton.set_state(session.singleton_state)
+    # the job list is written just before the task is submitted: what ended after it, ran here
+    return Task(session, jobs, submitted_at=os.stat(job_list).st_mtime, restarts=restarts).run()
+
+
+def task_index(index_env: list[str], environ: Mapping[str, str]) -> int:
+    for name in index_env:
+        if environ.get(name, "") != "":
+            return int(environ[name])
+    return 0  # a single job (no array): its one task
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m mfcl_sweeps.backends.pack_task",
+                                description="One packed array task of an mfcl sweep: its runs one after another.")
+    p.add_argument("session")
+    p.add_argument("jobs", help="JSON list of job files; task T runs entries T*K .. T*K+K-1")
+    p.add_argument("--runs-per-task", type=int, required=True)
+    p.add_argument("--index-env", default="PBS_ARRAY_INDEX,PBS_ARRAYID,SLURM_ARRAY_TASK_ID",
+                   help="comma-separated variables holding the array index, first set wins (none: task 0)")
+    args = p.parse_args(argv)
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)  # PBS front ends over Slurm count them too
+    return run_task(args.session, args.jobs, task_index(args.index_env.split(","), os.environ),
+                    args.runs_per_task, restarts)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,73 @@
+"""Several short runs in one array task (`hydra.launcher.runs_per_task`, mfcl_slurm and mfcl_pbs):
+what the driver, `mfcl-sweeps status` and `mfcl-sweeps cancel` need to know of a packed task.
+
+Task T of an array runs entries T*K .. T*K+K-1 of the array's job list, one after another
+(backends/pack_task.py). Every run of the task is journaled under the task's id; its own
+progress comes from its own files, not from the scheduler:
+
+- done: its result file exists (the task renames it into place once the run's outcome is
+  journaled), or the task ended without it (the run failed with the task's error);
+- cancelled alone: `mfcl-sweeps cancel` writes `<cancel dir>/<run_id>`; the task skips that run
+  or stops it (its process group) and answers with `<run_id>.stopped`. A task all of whose runs
+  are cancelled is scancelled/qdel'd as a whole.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+from mfcl_sweeps.layout import SweepLayout
+
+PACK_RUNS = "pack_runs"  # journal extra: the run ids of the packed task, in the order it runs them
+PACK_DIR = "pack_dir"  # journal extra: where cancel markers of the task's runs go
+STOPPED = ".stopped"
+KILLED_BY_CANCEL = "job process killed by mfcl-sweeps cancel"
+
+
+def cancel_dir(sweep_dir: str, backend: str) -> str:
+    return SweepLayout(sweep_dir).backend_dir(backend, "cancel")
+
+
+def task_slice(job_paths: Sequence[str], task: int, runs_per_task: int) -> list[str]:
+    """The job files task `task` runs."""
+    return list(job_paths[task * runs_per_task:(task + 1) * runs_per_task])
+
+
+def task_count(runs: int, runs_per_task: int) -> int:
+    return -(-runs // runs_per_task)
+
+
+def journal_fields(run_ids: Sequence[str], marker_dir: str) -> dict[str, Any]:
+    return {PACK_RUNS: list(run_ids), PACK_DIR: marker_dir}
+
+
+def is_packed(record: Any) -> bool:
+    return bool((getattr(record, "extra", None) or {}).get(PACK_RUNS))
+
+
+def cancel_requested(marker_dir: str, run_id: str) -> bool:
+    return os.path.exists(os.path.join(marker_dir, run_id))
+
+
+def stopped_state(marker_dir: str, run_id: str) -> Optional[tuple[int, str]]:
+    """(exit code, error) of a run the task stopped on a cancel marker, None if it did not."""
+    if os.path.exists(os.path.join(marker_dir, run_id + STOPPED)):
+        return -signal.SIGTERM, KILLED_BY_CANCEL
+    return None
+
+
+def request_cancel(records: Iterable[Any]) -> list[str]:
+    """Write cancel markers for packed records; return the task ids to stop as a whole: those
+    whose every run is being cancelled (the rest stop only the cancelled runs themselves)."""
+    records = list(records)
+    cancelling = {r.run_id for r in records}
+    whole: list[str] = []
+    for rec in records:
+        extra = rec.extra or {}
+        Path(extra[PACK_DIR]).mkdir(parents=True, exist_ok=True)
+        (Path(extra[PACK_DIR]) / rec.run_id).touch()
+        if set(extra[PACK_RUNS]) <= cancelling and rec.backend_job_id not in whole:
+            whole.append(rec.backend_job_id)
+    return whole
