@@ -154,3 +154,30 @@ def test_sweeper_overrides_reach_count_with_plus_and_hydra_ones_stay_out(tmp_pat
     assert count_runs(spec) == 7
     assert {o.split("=")[0] for r in iter_runs(spec) for o in r.overrides} == {"value", "mode", "seconds", "seed"}
     assert {r.overrides[-1] for r in iter_runs(spec)} == {"seed=0", "seed=1", "seed=2"}
+
+
+# one key spelled twice in one mapping: each spelling would silently drop the other's values
+SAME_KEY_TWICE = [
+    ("plus", "grid:\n  lr: [1, 2]\n  +lr: [3]\n", "'grid.+lr': sets 'lr' again (also set as 'lr' on line 2)", 3),
+    ("plus-plus", "grid:\n  lr: [1, 2]\n  ++lr: [3]\n", "'grid.++lr': sets 'lr' again", 3),
+    ("dotted-and-nested", "grid:\n  model.hidden: [1, 2]\n  model: {hidden: [3, 4]}\n",
+     "sets 'model.hidden' again (also set as 'model.hidden' on line 2)", 3),
+    ("params-fixed-and-swept", "grid:\n  - group: g\n    params:\n      model.hidden: 1\n      model: {hidden: [2]}\n",
+     "'grid[0].params.model.hidden': sets 'model.hidden' again", 5),
+    ("paired", "paired:\n  - {lr: [1, 2], +lr: [3, 4]}\n", "'paired[0].+lr': sets 'lr' again", 2),
+    ("run", "runs:\n  - {lr: 1, ++lr: 2}\n", "'runs[0].++lr': sets 'lr' again", 2),
+    ("alias-and-target", "aliases:\n  lr: {target: optimizer.lr}\ngrid:\n  lr: [1]\n  optimizer.lr: [2]\n",
+     "'grid.optimizer.lr': sets 'optimizer.lr' again (also set as 'lr' on line 4)", 5),
+]
+
+
+@pytest.mark.parametrize("name,text,words,line", SAME_KEY_TWICE, ids=[c[0] for c in SAME_KEY_TWICE])
+def test_a_key_set_twice_in_one_mapping_is_an_error_naming_it(tmp_path, name, text, words, line):
+    from mfcl_sweeps.errors import SweepSpecError
+
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(SweepSpecError) as err:
+        load_spec(str(path))
+    assert str(err.value).startswith(f"{path}:{line}: ") and words in str(err.value), str(err.value)
+    assert "\n" not in str(err.value)

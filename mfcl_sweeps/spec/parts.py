@@ -6,6 +6,7 @@ from typing import Any, Optional, Sequence
 
 from mfcl_sweeps.model import RunResources
 from mfcl_sweeps.spec import overrides as ov
+from mfcl_sweeps.spec import sweepfile
 from mfcl_sweeps.spec.dialects import INFRA_KEYS, RUN_RESERVED_KEYS
 from mfcl_sweeps.spec.fields import (
     FP32_NAMES,
@@ -113,6 +114,19 @@ def _flat_items(raw: dict, path: str):
             yield key, value, here, raw, key
 
 
+def _put_once(out: dict, seen: dict, name: Any, value: Any, ctx: Ctx, here: str, parent: Any, pkey: Any) -> None:
+    """out[match key of `name`] = value, refusing a second spelling of one key in one mapping
+    (`lr`, `+lr`, `++lr`; `model.hidden` and `model: {hidden}`; an alias and its target), which
+    would otherwise drop one of them without a word. `seen`: match key -> path, shared by the
+    dicts filled from one mapping."""
+    key = ctx.match_key(name) if isinstance(name, str) else name
+    if key in seen:
+        raise ctx.error(f"sets {key!r} again (also set as {seen[key]}); keep one of them", here, parent, pkey)
+    line = sweepfile.line_of(parent, pkey) if ctx.file else None
+    seen[key] = f"{name!r}" + (f" on line {line}" if line else "")
+    out[key] = value
+
+
 def _combine(parts: Sequence[Setting], **extra: Any) -> Setting:
     return Setting(
         overrides=tuple(o for p in parts for o in p.overrides),
@@ -167,26 +181,30 @@ def _grid_part(raw: Any, ctx: Ctx, path: str, container: Any, key: Any) -> dict:
     grid = need_mapping(raw, ctx, path, container, key, "key -> list of values")
     if not grid:
         raise ctx.error("empty grid: nothing to sweep", path, container, key)
-    out = {}
+    out: dict = {}
+    seen: dict = {}
     for name, value, here, parent, pkey in _flat_items(grid, path):
         values = _axis_values(name, value, ctx, here, parent, pkey)
         if values is None:
             raise ctx.error(f"expected a list of values (or a Hydra sweep like 'range(1,4)'), got {value!r}",
                             here, parent, pkey)
-        out[ctx.match_key(name)] = _axis(name, values, ctx, here, parent, pkey)
+        _put_once(out, seen, name, _axis(name, values, ctx, here, parent, pkey), ctx, here, parent, pkey)
     return out
 
 
 def _params_part(raw: Any, ctx: Ctx, path: str, container: Any, key: Any) -> tuple[dict, dict]:
     """A group entry's `params`: lists and sweep strings vary (grid), scalars are fixed (defaults)."""
     params = need_mapping(raw, ctx, path, container, key, "key -> value or list of values")
-    grid, defaults = {}, {}
+    grid: dict = {}
+    defaults: dict = {}
+    seen: dict = {}
     for name, value, here, parent, pkey in _flat_items(params, path):
         values = _axis_values(name, value, ctx, here, parent, pkey)
         if values is None:
-            defaults[ctx.match_key(name)] = _value_setting(name, value, ctx, here, parent, pkey)
+            into, made = defaults, _value_setting(name, value, ctx, here, parent, pkey)
         else:
-            grid[ctx.match_key(name)] = _axis(name, values, ctx, here, parent, pkey)
+            into, made = grid, _axis(name, values, ctx, here, parent, pkey)
+        _put_once(into, seen, name, made, ctx, here, parent, pkey)
     return grid, defaults
 
 
@@ -202,10 +220,12 @@ def _paired_part(raw: Any, ctx: Ctx, path: str, container: Any, key: Any) -> lis
             label = here = f"{here}.{name}"
             entry = entry[name]
         columns = []
+        seen: dict = {}
         for name, value, vpath, parent, pkey in _flat_items(entry, here):
             values = _axis_values(name, value, ctx, vpath, parent, pkey)
             if values is None:
                 raise ctx.error(f"expected a list of values, got {value!r}", vpath, parent, pkey)
+            _put_once({}, seen, name, None, ctx, vpath, parent, pkey)
             columns.append((name, values, vpath, parent, pkey))
         if not columns:
             raise ctx.error("empty paired group: nothing to sweep", here, entries, i)
@@ -224,15 +244,17 @@ def _paired_part(raw: Any, ctx: Ctx, path: str, container: Any, key: Any) -> lis
 
 def _entry_params(entry: dict, ctx: Ctx, path: str, reserved: Sequence[str]) -> tuple[dict, dict]:
     """(params: match key -> Setting, metadata) of a run entry or a `defaults` mapping."""
-    params, metadata = {}, dict(entry.get("metadata") or {})
+    params: dict = {}
+    seen: dict = {}
+    metadata = dict(entry.get("metadata") or {})
     for key, value in entry.items():
         if key in reserved:
             continue
         if ctx.dialect == "param-file" and key in INFRA_KEYS:
             metadata[key] = value
             continue
-        params[ctx.match_key(key) if isinstance(key, str) else key] = _value_setting(
-            key, value, ctx, f"{path}{key}", entry, key)
+        here = f"{path}{key}"
+        _put_once(params, seen, key, _value_setting(key, value, ctx, here, entry, key), ctx, here, entry, key)
     return params, metadata
 
 
