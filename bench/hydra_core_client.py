@@ -2,6 +2,7 @@
 
     git clone --branch 1.3_branch https://github.com/facebookresearch/hydra /tmp/hydra13
     python bench/hydra_core_client.py /tmp/hydra13 [--only baseline|mfcl_local|mfcl_sweeper] [-k EXPR]
+        [--baseline-cache FILE]
 
 Three runs of the same Hydra test files (tests/test_hydra.py, tests/test_callbacks.py,
 tests/test_examples/): `baseline` (Hydra as installed), `mfcl_local` (`hydra/launcher=mfcl_local`
@@ -17,6 +18,7 @@ multirun tests (about 5 min each).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -37,9 +39,15 @@ def _wrap(module):
         return
 
     def recorded_multirun(self, config_name, task_function, overrides, *args, **kwargs):
-        with open(os.environ["MFCL_CLIENT_RECORD"], "a") as f:
-            f.write(os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" (", 1)[0] + "\\n")
+        # as a user adding hydra/sweeper=mfcl to a command would: a group the test itself picks
+        # (a test of its own sweeper) keeps its choice, and the test is listed as not injected
+        groups = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
         extra = os.environ.get("MFCL_CLIENT_INJECT", "").split()
+        kept = [o for o in extra if o.split("=", 1)[0] in groups]
+        with open(os.environ["MFCL_CLIENT_RECORD"], "a") as f:
+            test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" (", 1)[0]
+            f.write(test + ("\\tnot injected: the test picks " + " ".join(kept) if kept else "") + "\\n")
+        extra = [o for o in extra if o not in kept]
         return multirun(self, config_name, task_function, list(overrides) + extra, *args, **kwargs)
 
     recorded_multirun.mfcl_client = True
@@ -109,8 +117,9 @@ def scratch_copy(hydra_src: Path, dest: Path) -> None:
     (dest / "site" / "mfcl_client_outcomes.py").write_text(OUTCOMES_PLUGIN)
 
 
-def run_mode(work: Path, mode: str, k: str, tests: list[str] = ()) -> tuple[dict[str, str], set[str]]:
-    """({test id: passed | failed | skipped}, ids of the tests that started a multirun); `tests`:
+def run_mode(work: Path, mode: str, k: str, tests: list[str] = ()) -> tuple[dict[str, str], dict[str, str]]:
+    """({test id: passed | failed | skipped}, {id of a test that started a multirun: a note when
+    nothing was injected into it, else ""}); `tests`:
     run only these test ids, else every test of FILES (and -k)."""
     record, outcomes_file = work / f"multirun-{mode}.txt", work / f"outcomes-{mode}.tsv"
     record.write_text("")
@@ -119,14 +128,18 @@ def run_mode(work: Path, mode: str, k: str, tests: list[str] = ()) -> tuple[dict
            "MFCL_CLIENT_INJECT": MODES[mode], "MFCL_CLIENT_OUTCOMES": str(outcomes_file)}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
            "-p", "mfcl_client_outcomes", "--continue-on-collection-errors",
-           *(tests or [*FILES, *(["-k", k] if k else [])])]
+           *(tests or FILES), *(["-k", k] if k else [])]
     subprocess.run(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     outcomes: dict[str, str] = {}
     for line in outcomes_file.read_text().splitlines():
         node, when, outcome = line.split("\t")
         if outcomes.get(node) != "failed":  # a failing setup or teardown fails the test
             outcomes[node] = "failed" if outcome == "failed" else outcome
-    started = {line.strip() for line in record.read_text().splitlines() if line.strip()}
+    started: dict[str, str] = {}
+    for line in record.read_text().splitlines():
+        test, _, note = line.strip().partition("\t")
+        if test and not started.get(test):
+            started[test] = note
     return outcomes, started
 
 
@@ -135,6 +148,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("hydra_src", type=Path, help="a checkout of Hydra's 1.3_branch")
     parser.add_argument("--only", choices=list(MODES), action="append", help="run only these modes")
     parser.add_argument("-k", default="", help="pytest -k expression (e.g. to try one test)")
+    parser.add_argument("--baseline-cache", type=Path, help="a JSON file: the baseline's results are read from it "
+                        "when it exists, else written to it (reruns then take the mfcl modes' time only)")
     args = parser.parse_args(argv)
     modes = args.only or list(MODES)
     if "baseline" not in modes:
@@ -142,18 +157,27 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="hydra-client-") as tmp:
         work = Path(tmp)
         scratch_copy(args.hydra_src, work)
-        results = {"baseline": run_mode(work, "baseline", args.k)}
+        if args.baseline_cache and args.baseline_cache.exists():
+            cached = json.loads(args.baseline_cache.read_text())
+            results = {"baseline": (cached["outcomes"], cached["multirun"])}
+        else:
+            results = {"baseline": run_mode(work, "baseline", args.k)}
+            if args.baseline_cache:
+                args.baseline_cache.write_text(json.dumps(dict(zip(("outcomes", "multirun"), results["baseline"]))))
         base, multirun_tests = results["baseline"]
         # the other modes run only the tests that start a multirun (a third of the time)
-        results.update({mode: run_mode(work, mode, "", sorted(multirun_tests)) for mode in modes if mode != "baseline"})
+        results.update({mode: run_mode(work, mode, args.k, sorted(multirun_tests))
+                        for mode in modes if mode != "baseline"})
     print(f"Hydra core tests that start a multirun: {len(multirun_tests)}")
     for mode in modes:
-        outcomes, _ = results[mode]
+        outcomes, started = results[mode]
         passed = sorted(t for t in multirun_tests if outcomes.get(t) == "passed")
         print(f"{mode:>13}: {len(passed)}/{len(multirun_tests)} passed")
         if mode != "baseline":
             for test in sorted(t for t in multirun_tests if base.get(t) == "passed" and outcomes.get(t) != "passed"):
                 print(f"{'':>15}fails: {test}")
+            for test in sorted(t for t in multirun_tests if started.get(t)):
+                print(f"{'':>15}{outcomes.get(test, '?')}, {started[test]}: {test}")
     return 0
 
 

@@ -152,13 +152,15 @@ class LaunchCore:
             requests = (_with_overrides(req, extra) for req, extra in zip(requests, per_run_extra))
         if self.options.get("detach"):
             return self._detach(backend, requests, manifest)
-        mode = self.options.get("progress", "auto")
+        mode, shown = self.options.get("progress", "auto"), self.options.get("output") or "stream"
+        # auto off a terminal: with job output streamed (Hydra's console) only failed runs get a line
         progress = Progress(total, live=None if mode == "auto" else mode == "live",
-                            label=f"{self.backend_name} launcher")
+                            label=f"{self.backend_name} launcher", log_runs=mode == "log" or shown != "stream")
         retry = RetryPolicy(retries=int(self.options.get("retries") or 0),
                             backoff_s=float(self.options.get("retry_backoff_s") or 1.0))
-        log.info("Launching %s job(s) with mfcl_%s", total or "the", self.backend_name)
-        output = JobOutput(self.options.get("output") or "stream", before_write=progress.clear)
+        where = "locally" if self.backend_name == "local" else f"with mfcl_{self.backend_name}"
+        log.info("Launching %s jobs %s", total or "the", where)  # BasicLauncher's words
+        output = JobOutput(shown, before_write=progress.clear)
         return run_jobs(backend, requests, manifest=manifest, retry=retry, output=output,
                         launch_delay=float(self.options.get("launch_delay") or 0.0), progress=progress)
 

@@ -182,7 +182,7 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                 last_submit = now
                 for _, req in ready:
                     req.spec.write(req.job_path)
-                    output.submitting(req.key, req.run.run_id, req.log_path)
+                    output.submitting(req)
                 order = {r.key: i for i, r in ready}
                 for submission in backend.plan([r for _, r in ready]):
                     if stop.pending:
@@ -229,7 +229,7 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                     if not ok and not cancelled:
                         failed.append(req.run)
                     progress.finished(ok, req.run.run_id, "cancelled" if cancelled else None)
-            output.pump(running=len(active))
+            output.pump()
             progress.update(running=len(active))
             if not changed and not ready:
                 try:
