@@ -35,17 +35,6 @@ CANCEL_CHECK_S = 0.2  # how often a running run's cancel marker is looked for
 KILL_GRACE_S = 5.0
 
 
-def redirect_output(path: str) -> None:
-    """Append this process's stdout/stderr (and its children's) to `path`."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-
-
 def say(text: str) -> None:
     print(f"mfcl-sweeps: {text}", file=sys.stderr, flush=True)
 
@@ -84,7 +73,7 @@ def child(session: Any, job: JobSpec, handed_off: int, prepared: Any) -> None:
         os.setpgid(0, 0)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # the task's (requeue on Slurm), not the run's
-        redirect_output(log_path_for(job.sweep_dir, job.planned_run.run_id))
+        worker.redirect_output(log_path_for(job.sweep_dir, job.planned_run.run_id))
         staged = dataclasses.replace(job, result_path=job.result_path + ".staged")
         ret = worker.run(session, staged, prepared=prepared)
         os.replace(staged.result_path, job.result_path)  # done for the driver: outcome journaled
@@ -110,6 +99,11 @@ class Task:
 
         # runs that pick the same config groups finish one config composed here (as mfcl_local's)
         self.templates = ConfigTemplates(session)
+        # and what every run imports is imported once, here, not in each child
+        import cloudpickle  # noqa: F401
+        import hydra.core.utils  # noqa: F401
+
+        import mfcl_sweeps.state.manifest  # noqa: F401
 
     def on_term(self, signum: int, frame: object) -> None:
         if self.current:

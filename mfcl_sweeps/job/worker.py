@@ -72,6 +72,18 @@ def _journal(job: JobSpec, status: str, **fields: Any) -> None:
     SweepManifest(job.sweep_dir).transition(job.planned_run, status, **fields)
 
 
+def redirect_output(path: str) -> None:
+    """Append this process's stdout/stderr (and its children's) to `path`, the run's log: a
+    scheduler's task runs the worker in its own process, with the array's shared output."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def write_result(path: str, ret: Any) -> None:
     """Pickle a JobReturn atomically to `path`: a hand-off the driver reads once and removes, so
     it carries the config as the task saw it (Hydra's launchers return that, secrets included)."""

@@ -73,17 +73,6 @@ def rendezvous_port(environ: Mapping[str, str], given: Optional[int]) -> int:
     return given or 20000 + int(environ["SLURM_JOB_ID"]) % 20000
 
 
-def redirect_output(path: str) -> None:
-    """Append this process's stdout/stderr (and its children's) to the run's log."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-
-
 def restarted(job: JobSpec, job_path: str, restarts: int, lead: bool) -> tuple[JobSpec, str]:
     """The job as attempt `attempt + restarts`, written next to the original for the worker."""
     new = dataclasses.replace(job, attempt=job.attempt + restarts)
@@ -194,7 +183,7 @@ def main(argv: list[str]) -> int:
     job = JobSpec.from_json(Path(job_path).read_text())
     lead = environ.get("SLURM_PROCID", "0") == "0"
     restarts = restart_count(environ)
-    redirect_output(log_path_for(job.sweep_dir, job.planned_run.run_id))
+    worker.redirect_output(log_path_for(job.sweep_dir, job.planned_run.run_id))
     if lead:
         print(f"mfcl-sweeps: Slurm job {slurm_job_id(environ)} on {socket.gethostname()}, "
               f"attempt {job.attempt + restarts}", file=sys.stderr, flush=True)
