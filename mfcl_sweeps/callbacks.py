@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 from typing import Any, Optional
 
@@ -138,6 +139,34 @@ class MfclCallback(Callback):
         if notifier is not None:
             notifier.stop()
             notifier.ended()
+
+
+class KeepTraceback(Callback):
+    """Added by the mfcl sweeper under Hydra's launchers: where the job ran, it puts a failed
+    job's traceback text on its JobReturn, which joblib and submitit pickle back to the driver
+    without the traceback itself (the driver then logs and journals it whole).
+
+    cloudpickle ships the functions of the main script by value and names their file
+    `<dynamic-code>`: those frames get the script's path (and source line) back."""
+
+    def __init__(self, main_file: Optional[str] = None) -> None:
+        self.main_file = main_file
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        from mfcl_sweeps.job.failures import keep_traceback
+
+        if keep_traceback(job_return) and self.main_file:
+            job_return.mfcl_traceback = _DYNAMIC_CODE.sub(self._frame, job_return.mfcl_traceback)
+
+    def _frame(self, match: "re.Match[str]") -> str:
+        import linecache
+
+        source = linecache.getline(self.main_file or "", int(match["line"])).strip()
+        return f'File "{self.main_file}", line {match["line"]}, in {match["name"]}' + (
+            f"\n    {source}" if source else "")
+
+
+_DYNAMIC_CODE = re.compile(r'File "<dynamic-code>", line (?P<line>\d+), in (?P<name>[^\n]+)')
 
 
 def finish_sweep(sweep_dir: str, *, detached: bool = False, report: bool = True, **report_options: Any) -> None:

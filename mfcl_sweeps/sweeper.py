@@ -107,6 +107,13 @@ class SweepCore:
             os.environ[ENV_SECRET_KEYS] = ",".join(map(str, self.opt("secret_keys")))
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
+        if not self.is_mfcl_launcher():  # Hydra's launchers: keep tracebacks of jobs run elsewhere
+            import sys
+
+            from mfcl_sweeps.callbacks import KeepTraceback
+
+            main_file = getattr(sys.modules["__main__"], "__file__", None)
+            hydra_context.callbacks.callbacks.append(KeepTraceback(main_file and os.path.abspath(main_file)))
 
     # -- what to run -----------------------------------------------------------------------
     def load_spec(self, arguments: list[str]) -> Any:

@@ -14,6 +14,10 @@ SETUPS = {
     "mfcl-sweeper+mfcl_local": (["hydra/sweeper=mfcl", "hydra/launcher=mfcl_local"],
                                 ["00000_default_value-1", "00001_default_value-2"]),
     "basic-sweeper+mfcl_local": (["hydra/launcher=mfcl_local"], ["00000_job", "00001_job"]),
+    # joblib runs jobs in worker processes and pickles their returns back (the traceback is lost
+    # in the pickle unless kept where the job ran)
+    "mfcl-sweeper+joblib": (["hydra/sweeper=mfcl", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                            ["00000_default_value-1", "00001_default_value-2"]),
 }
 USER_FRAME = 'behave/app.py", line'
 
