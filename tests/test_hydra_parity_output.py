@@ -86,7 +86,7 @@ def test_output_waiting_longer_than_the_hold_comes_as_written_prefixed(tmp_path:
     time.sleep(0.3)
     out.pump()
     lines = text.getvalue().splitlines()[2:]
-    assert lines[0].startswith("[HYDRA] jobs running at once wrote output for over 0.2s")
+    assert lines[0].startswith("[HYDRA] a job's output waited over 0.2s for the jobs before it")
     assert lines[1:] == ["[HYDRA] \t#1 : n=1  [00001_job]", "[00001_job] b"]
     with log0.open("a") as f:
         f.write("c\n")

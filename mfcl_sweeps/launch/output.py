@@ -29,11 +29,12 @@ HOLD_S = 5.0  # how long a later job's output may wait for the earlier jobs (str
 
 
 class _Followed:
-    __slots__ = ("path", "run_id", "title", "offset", "partial", "announced", "done")
+    __slots__ = ("path", "run_id", "title", "offset", "partial", "announced", "done", "waiting_since")
 
     def __init__(self, path: str, run_id: str, title: str, offset: int) -> None:
         self.path, self.run_id, self.title, self.offset = path, run_id, title, offset
         self.partial, self.announced, self.done = b"", False, False
+        self.waiting_since: Optional[float] = None  # when output of it, not yet the head, was first seen
 
     def pending(self) -> bool:
         try:
@@ -58,7 +59,6 @@ class JobOutput:
         self.hold_s = hold_s
         self.followed: dict[str, _Followed] = {}  # submission order: the first is the head
         self.interleaved = False  # once true, lines come as they are written, prefixed
-        self.waiting_since: Optional[float] = None
 
     def submitting(self, request: Any) -> None:
         """Call before a job is submitted: its output starts at the log's current end (a retry
@@ -116,18 +116,19 @@ class JobOutput:
             del self.followed[key]
 
     def _hold_or_interleave(self) -> None:
-        waiting = any(item.pending() for item in list(self.followed.values())[1:])
         now = time.monotonic()
-        if not waiting:
-            self.waiting_since = None
-        elif self.waiting_since is None:
-            self.waiting_since = now
-        elif now - self.waiting_since >= self.hold_s:
-            self.interleaved = True
-            self._say(f"jobs running at once wrote output for over {self.hold_s:g}s: from here on each "
-                      "line comes as it is written, prefixed by its run id")
-            for item in self.followed.values():
-                self._announce(item)
+        for item in list(self.followed.values())[1:]:
+            if item.waiting_since is None and item.pending():
+                item.waiting_since = now
+            if item.waiting_since is not None and now - item.waiting_since >= self.hold_s:
+                break
+        else:
+            return
+        self.interleaved = True
+        self._say(f"a job's output waited over {self.hold_s:g}s for the jobs before it: from here on "
+                  "each line comes as it is written, prefixed by its run id")
+        for item in self.followed.values():
+            self._announce(item)
 
     def _announce(self, item: _Followed) -> None:
         if not item.announced:
