@@ -54,6 +54,22 @@ def test_bad_runs_per_task_fails_in_one_line_before_anything_is_written(tmp_path
     assert "Traceback" not in proc.stderr and not (tmp_path / "sweep").exists()
 
 
+def test_cancel_stops_a_task_whole_only_when_all_its_runs_are_cancelled(tmp_path: Path) -> None:
+    from mfcl_sweeps.backends.packing import PACK_DIR, PACK_RUNS, request_cancel
+    from mfcl_sweeps.state.records import RunRecord
+
+    markers = tmp_path / "cancel"
+
+    def rec(run_id: str, task: str, runs: int) -> RunRecord:
+        return RunRecord(config_hash=run_id, run_id=run_id, backend_job_id=task,
+                         extra={PACK_RUNS: runs, PACK_DIR: str(markers)})
+
+    # task 7_0 holds a and b (both cancelled); 7_1 holds c, d, e (one cancelled); 7_2 lost a run to a retry
+    whole = request_cancel([rec("a", "7_0", 2), rec("b", "7_0", 2), rec("c", "7_1", 3), rec("f", "7_2", 2)])
+    assert whole == ["7_0"]
+    assert sorted(p.name for p in markers.iterdir()) == ["a", "b", "c", "f"]
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_a_failing_run_fails_alone_and_the_task_goes_on(tmp_path: Path) -> None:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import os
 import signal
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from mfcl_sweeps.layout import SweepLayout
 
-PACK_RUNS = "pack_runs"  # journal extra: the run ids of the packed task, in the order it runs them
+PACK_RUNS = "pack_runs"  # journal extra: how many runs the packed task holds
 PACK_DIR = "pack_dir"  # journal extra: where cancel markers of the task's runs go
 STOPPED = ".stopped"
 KILLED_BY_CANCEL = "job process killed by mfcl-sweeps cancel"
@@ -39,12 +40,12 @@ def task_count(runs: int, runs_per_task: int) -> int:
     return -(-runs // runs_per_task)
 
 
-def journal_fields(run_ids: Sequence[str], marker_dir: str) -> dict[str, Any]:
-    return {PACK_RUNS: list(run_ids), PACK_DIR: marker_dir}
+def journal_fields(runs: int, marker_dir: str) -> dict[str, Any]:
+    return {PACK_RUNS: runs, PACK_DIR: marker_dir}
 
 
 def is_packed(record: Any) -> bool:
-    return bool((getattr(record, "extra", None) or {}).get(PACK_RUNS))
+    return PACK_RUNS in (getattr(record, "extra", None) or {})
 
 
 def cancel_requested(marker_dir: str, run_id: str) -> bool:
@@ -60,14 +61,15 @@ def stopped_state(marker_dir: str, run_id: str) -> Optional[tuple[int, str]]:
 
 def request_cancel(records: Iterable[Any]) -> list[str]:
     """Write cancel markers for packed records; return the task ids to stop as a whole: those
-    whose every run is being cancelled (the rest stop only the cancelled runs themselves)."""
+    whose every run is being cancelled (the rest stop only the cancelled runs themselves). A
+    task's runs are the records journaled under its id (a run retried elsewhere has moved)."""
     records = list(records)
-    cancelling = {r.run_id for r in records}
+    cancelling = Counter(r.backend_job_id for r in records)
     whole: list[str] = []
     for rec in records:
         extra = rec.extra or {}
         Path(extra[PACK_DIR]).mkdir(parents=True, exist_ok=True)
         (Path(extra[PACK_DIR]) / rec.run_id).touch()
-        if set(extra[PACK_RUNS]) <= cancelling and rec.backend_job_id not in whole:
+        if cancelling[rec.backend_job_id] >= extra[PACK_RUNS] and rec.backend_job_id not in whole:
             whole.append(rec.backend_job_id)
     return whole

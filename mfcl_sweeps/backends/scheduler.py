@@ -202,8 +202,7 @@ class ArraySchedulerBackend(Backend):
         for i, req in enumerate(submission.requests):
             fields = self.journal_fields(submission, job_id, i // k)
             if k > 1:
-                fields.update(packing.journal_fields(
-                    [r.run.run_id for r in packing.task_slice(submission.requests, i // k, k)], markers))
+                fields.update(packing.journal_fields(len(packing.task_slice(submission.requests, i // k, k)), markers))
             handles.append(JobHandle(request=req, backend_job_id=self.task_id(job_id, i // k, submission),
                                      started=now, data={"job_id": job_id, "journal_fields": fields,
                                                         "packed": k > 1}))
