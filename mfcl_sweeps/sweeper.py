@@ -14,7 +14,6 @@ import signal
 import socket
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
@@ -103,6 +102,9 @@ class SweepCore:
         from hydra.core.plugins import Plugins
 
         self.hydra_context, self.config = hydra_context, config
+        from mfcl_sweeps.sweeper_checks import check_sweeper_options
+
+        check_sweeper_options(self.opt)
         if self.opt("secret_keys"):  # for every process of the sweep, jobs included (mfcl_sweeps.secrets)
             os.environ[ENV_SECRET_KEYS] = ",".join(map(str, self.opt("secret_keys")))
         self.launcher = Plugins.instance().instantiate_launcher(
@@ -274,25 +276,23 @@ class SweepCore:
         return manifest
 
     def count_to_do(self, manifest: Any, spec: Any, resume: str, total: int) -> int:
-        """Runs this driver launches, for its counters (0: unknown, as in claim mode). A resume
-        says up front what it skips and why; a fresh sweep skips nothing and is not held back."""
+        """Runs this driver launches, for its counters (0: unknown, as in claim mode)."""
         from mfcl_sweeps.duplicates import unique_runs
+        from mfcl_sweeps.state.todo import survey
 
-        if resume == "none" or not manifest.records():
+        if not self.opt("only_runs") and (resume == "none" or not manifest.records()):
             return 0 if self.opt("claim", False) else total
-        skipped = Counter(reason for run in manifest.assign(unique_runs(spec, self.repeats))
-                          for ok, reason in [manifest.should_run(run, resume)] if not ok)
-        log.info("mfcl: resume=%s: skipping %d run(s)%s", resume, sum(skipped.values()),
-                 "".join(f"; {n} {why}" for why, n in skipped.items()))
-        return 0 if self.opt("claim", False) else total - sum(skipped.values())
+        todo = survey(manifest, manifest.assign(unique_runs(spec, self.repeats)), resume, self.opt("only_runs", []))
+        return 0 if self.opt("claim", False) else todo
 
     def runs_to_do(self, manifest: Any, spec: Any, resume: str) -> Iterator[PlannedRun]:
         """Runs still to execute, lazily; in claim mode each is claimed just before it runs."""
         from mfcl_sweeps.duplicates import unique_runs
+        from mfcl_sweeps.state.todo import wanted
 
-        claim = bool(self.opt("claim", False))
+        claim, chosen = bool(self.opt("claim", False)), self.opt("only_runs", [])
         for run in manifest.assign(unique_runs(spec, self.repeats)):
-            if not manifest.should_run(run, resume)[0]:
+            if not wanted(manifest, run, resume, chosen):
                 continue
             if claim and not manifest.claim(run, self.claim_owner, node_rank=run.resources.node_rank):
                 self.held.append(run)
@@ -393,14 +393,6 @@ class SweepCore:
             log.error("mfcl: report not written: %s", err)
 
     def dry_run(self, spec: Any, total: int) -> None:
-        from mfcl_sweeps.duplicates import unique_runs
-        from mfcl_sweeps.expand import make_run_id
+        from mfcl_sweeps.dryrun import print_dry_run
 
-        print(f"mfcl dry run: {total} run(s); nothing launched")
-        runs = [r.with_identity(r.position, make_run_id(r.position, r.group, r.combo))
-                for r in unique_runs(spec, self.repeats)]
-        for run in runs:
-            print(f"{run.index:>6}  {run.run_id}  {run.config_hash}  {' '.join(run.overrides)}")
-        if self.is_mfcl_launcher() and runs:
-            print(self.launcher.describe(runs, sweep_id=self.opt("name") or "dry-run"))
-        return None
+        print_dry_run(spec, total, self.repeats, self.launcher, self.opt("name") or "dry-run")

@@ -181,3 +181,68 @@ def test_a_key_set_twice_in_one_mapping_is_an_error_naming_it(tmp_path, name, te
         load_spec(str(path))
     assert str(err.value).startswith(f"{path}:{line}: ") and words in str(err.value), str(err.value)
     assert "\n" not in str(err.value)
+
+
+def _journaled(tmp_path, overrides, failed=()):
+    """A sweep dir whose runs of `overrides` ended: completed, or failed for those in `failed`."""
+    spec = load_spec(None, cli_overrides=list(overrides))
+    manifest = SweepManifest(tmp_path / "sweep")
+    manifest.record_plan(spec.to_dict(), spec.spec_hash(), {**runs_by_group(spec, 0), "total": 4})
+    runs = list(manifest.assign(iter_runs(spec)))
+    for run in runs:
+        manifest.transition(run, model.FAILED if run.index in failed else model.COMPLETED)
+    return manifest, runs
+
+
+def test_rerun_failed_only_names_the_configs_it_leaves_out_as_new(tmp_path, caplog):
+    from mfcl_sweeps.state.todo import survey
+
+    manifest, _ = _journaled(tmp_path, ["a=1,2", "b=x,y"], failed={1})
+    changed = load_spec(None, cli_overrides=["a=1,2", "b=x,y", "c=0"])  # a task override added: all new
+    manifest.record_plan(changed.to_dict(), changed.spec_hash(), {**runs_by_group(changed, 0), "total": 4})
+    with caplog.at_level("INFO", logger="mfcl_sweeps"):
+        todo = survey(manifest, manifest.assign(iter_runs(changed)), "rerun_failed_only", [])
+    assert todo == 0
+    text = caplog.text
+    assert "skipping 4 run(s); 4 new" in text
+    assert "4 config(s) are new to this sweep" in text and "hydra.sweeper.resume=skip_completed" in text
+    assert "(a=1 b=x c=0)" in text and "(a=2 b=y c=0)" in text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mfcl_sweeps"):  # unchanged: the failed run reruns, nothing is new
+        same = load_spec(None, cli_overrides=["a=1,2", "b=x,y"])
+        assert survey(manifest, manifest.assign(iter_runs(same)), "rerun_failed_only", []) == 1
+    assert "3 completed" in caplog.text and "new" not in caplog.text
+
+
+def test_chosen_runs_run_whatever_their_state_and_unknown_ones_are_refused(tmp_path):
+    from mfcl_sweeps.commands.resume import chosen_runs, resume_command
+    from mfcl_sweeps.errors import MfclError
+    from mfcl_sweeps.state.todo import survey, wanted
+
+    manifest, runs = _journaled(tmp_path, ["a=1,2", "b=x,y"], failed={1})
+    chosen = [runs[0].run_id, runs[3].config_hash]  # a completed run by id, another by hash
+    assert [wanted(manifest, r, "skip_completed", chosen) for r in runs] == [True, False, False, True]
+    assert survey(manifest, iter(runs), "skip_completed", chosen) == 2
+    with pytest.raises(MfclError, match="00009_nope is no run of this sweep"):
+        survey(manifest, iter(runs), "skip_completed", ["00009_nope"])
+    override = chosen_runs(manifest, chosen)
+    assert override == f"hydra.sweeper.only_runs=['{runs[0].run_id}','{runs[3].config_hash}']"
+    with pytest.raises(MfclError, match="--run 00009_nope: no such run"):
+        chosen_runs(manifest, ["00009_nope"])
+    recorded = {"sweep_dir": "/s", "command": {"python": "py", "argv": [
+        "train.py", "-m", "hydra.sweeper.only_runs=[old]", "a=1,2"]}}
+    cmd = resume_command(recorded, [override])
+    assert [a for a in cmd if "only_runs" in a] == [override]  # an earlier choice is not kept
+
+
+@pytest.mark.slow  # two real sweeps (~8 s)
+def test_resume_run_reruns_a_completed_run(tmp_path):
+    from apprun import mfcl_sweeps, side_lines
+
+    args = ("hydra/sweeper=mfcl", "hydra/launcher=mfcl_local", "hydra.sweeper.name=pick", "value=1,2,3", "seconds=0")
+    assert run_app("behave", tmp_path, *args).returncode == 0
+    sweep = tmp_path / "multirun" / "pick"
+    first = sorted(side_lines(tmp_path, "starts.txt"))
+    proc = mfcl_sweeps("resume", str(sweep), "--run", first[1])
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(side_lines(tmp_path, "starts.txt")) == sorted([*first, first[1]])

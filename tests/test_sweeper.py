@@ -16,6 +16,8 @@ def test_dry_run_prints_runs_and_launches_nothing(tmp_path: Path) -> None:
     assert len(lines) == 6
     assert "6 run(s); nothing launched" in proc.stdout
     assert "-m mfcl_sweeps.worker" in proc.stdout  # the exact command each run would get
+    # ... naming session and job files only a launch writes: said before the commands
+    assert "# illustrative, not runnable as printed: a launch first writes the session and job files" in proc.stdout
     assert not (tmp_path / "sweep").exists() and not (tmp_path / "side").exists()
 
 

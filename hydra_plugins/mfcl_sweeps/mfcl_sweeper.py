@@ -39,6 +39,7 @@ class MfclSweeperConf:
     validate: bool = True  # check every distinct value against one composed run per group first
     name: Optional[str] = None  # stable sweep dir multirun/NAME (or $MFCL_STORAGE_ROOT/NAME)
     resume: Optional[str] = None  # none | skip_completed | rerun_failed_only (default: see docs)
+    only_runs: List[str] = field(default_factory=list)  # run ids/config hashes to run whatever their state
     claim: bool = False  # worker mode: several invocations split the runs
     claim_timeout: float = 600.0  # seconds without heartbeat before a claim is taken over
     cluster: Optional[str] = None  # default: $MFCL_CLUSTER, else "local"

@@ -14,8 +14,8 @@ from mfcl_sweeps.errors import SweepSpecError
 _KNOB_PREFIX = "hydra.sweeper."
 # hydra.sweeper options that do not change which runs a sweep has (MfclSweeperConf's other fields;
 # tests/test_counters.py checks this list against it)
-RUN_OPTIONS = ("max_batch_size", "dry_run", "validate", "name", "resume", "claim", "claim_timeout", "cluster",
-               "store", "fail_on_error", "allow_behind", "notify", "require_up_to_date", "secret_keys")
+RUN_OPTIONS = ("max_batch_size", "dry_run", "validate", "name", "resume", "only_runs", "claim", "claim_timeout",
+               "cluster", "store", "fail_on_error", "allow_behind", "notify", "require_up_to_date", "secret_keys")
 
 
 def add_spec_arguments(parser: argparse.ArgumentParser,

@@ -1,5 +1,7 @@
-"""`mfcl-sweeps resume SWEEP_DIR [OVERRIDE...]`: run the sweep's recorded command again on the
-same sweep dir with `hydra.sweeper.resume=skip_completed`, so only the missing runs run."""
+"""`mfcl-sweeps resume SWEEP_DIR [--run RUN_ID ...] [OVERRIDE...]`: run the sweep's recorded
+command again on the same sweep dir with `hydra.sweeper.resume=skip_completed`, so only the
+missing runs run; with `--run`, only the runs chosen, whatever their state
+(`hydra.sweeper.only_runs`)."""
 from __future__ import annotations
 
 import argparse
@@ -10,14 +12,29 @@ from typing import Any, Sequence
 from mfcl_sweeps.errors import ManifestError
 
 # overrides resume sets; a recorded or user-given one for the same key is replaced
-RESUME_KEYS = ("hydra.sweep.dir", "hydra.sweeper.resume")
+RESUME_KEYS = ("hydra.sweep.dir", "hydra.sweeper.resume", "hydra.sweeper.only_runs")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep_dir", help="the sweep dir (holds .mfcl/journal.jsonl)")
-    parser.add_argument("overrides", nargs="*",
+    _options(parser)
+    parser.add_argument("overrides", nargs=argparse.REMAINDER, metavar="OVERRIDE",
                         help="extra overrides, e.g. hydra.sweeper.resume=rerun_failed_only")
+
+
+def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the command; run nothing")
+    parser.add_argument("--run", action="append", default=[], metavar="RUN_ID",
+                        help="run this run again whatever its state (a run id or config hash, as "
+                             "`mfcl-sweeps status --json` shows them); repeat for several")
+
+
+def _late_options(args: argparse.Namespace) -> None:
+    """--options given after an override (argparse leaves them among the overrides)."""
+    late = argparse.ArgumentParser(add_help=False)
+    _options(late)
+    found, args.overrides = late.parse_known_args(args.overrides)
+    args.dry_run, args.run = args.dry_run or found.dry_run, [*args.run, *found.run]
 
 
 def _key(arg: str) -> str:
@@ -39,6 +56,17 @@ def resume_command(snapshot: dict, extra: Sequence[str] = ()) -> list[str]:
     ours = [a for a in ours if _key(a) not in given]
     kept = restore_secrets(kept, snapshot.get("sweep_dir"))
     return [command["python"], *kept, *ours, *extra]
+
+
+def chosen_runs(manifest: Any, wanted: Sequence[str]) -> str:
+    """`hydra.sweeper.only_runs=[...]` for the runs given by run id or config hash; one that
+    is no run of the journal is an error before anything runs."""
+    known = {key for rec in manifest.records().values() for key in (rec.run_id, rec.config_hash) if key}
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        raise ManifestError(f"--run {unknown[0]}: no such run in {manifest.sweep_dir} (give a run id or config "
+                            f"hash as `mfcl-sweeps status {manifest.sweep_dir} --json` shows them)")
+    return "hydra.sweeper.only_runs=[" + ",".join(f"'{w}'" for w in dict.fromkeys(wanted)) + "]"
 
 
 def restore_secrets(args: Sequence[str], sweep_dir: Any) -> list[str]:
@@ -69,10 +97,12 @@ def run(args: argparse.Namespace) -> int:
     from mfcl_sweeps.commands.status import open_manifest
     from mfcl_sweeps.secrets import redact_argv
 
+    _late_options(args)
     manifest = open_manifest(args.sweep_dir)
     plans = manifest.plans()
     recorded = {"sweep_dir": manifest.sweep_dir, "command": plans[-1].op.get("command") if plans else None}
-    cmd = resume_command(recorded, args.overrides)
+    extra = [*args.overrides, *([chosen_runs(manifest, args.run)] if args.run else [])]
+    cmd = resume_command(recorded, extra)
     cwd = recorded["command"].get("cwd") or None
     print(f"(cd {shlex.quote(cwd or '.')} && {shlex.join(redact_argv(cmd))})", flush=True)
     if args.dry_run:

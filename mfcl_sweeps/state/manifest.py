@@ -212,6 +212,8 @@ class SweepManifest:
         if status == model.COMPLETED:
             return False, "completed"
         if resume == "rerun_failed_only":
+            if status is None:  # todo.survey names these: a changed override makes every config new
+                return False, "new"
             return (True, "failed before") if status == model.FAILED else (False, "not failed")
         if resume == "skip_finished" and status == model.FAILED:  # `mfcl-sweeps complete` without --retry-failed
             return False, "failed"
