@@ -63,6 +63,19 @@ def test_count_equals_the_length_of_the_expansion(case):
 
 
 @FAST
+@given(specs(), st.integers(1, 40))
+def test_max_runs_keeps_the_first_runs_of_the_whole_sweep(case, cap):
+    """max_runs cuts the spec's axes to what its runs use (spec.blocks.capped_blocks): the runs,
+    their slugs and positions are those the whole sweep starts with."""
+    options, cli = case
+    options = {**options, "exclude": None, "shuffle": False}
+    whole = load({**options, "max_runs": None}, cli)
+    capped = load({**options, "max_runs": cap}, cli)
+    key = [(r.overrides, r.combo, r.group, r.position, r.config_hash) for r in iter_runs(capped)]
+    assert key == [(r.overrides, r.combo, r.group, r.position, r.config_hash) for r in iter_runs(whole)][:cap]
+
+
+@FAST
 @given(specs())
 def test_run_ids_are_unique_safe_and_short(case):
     spec = load(*case)

@@ -170,3 +170,34 @@ def test_hostile_sweep_in_a_process_with_bounded_memory(tmp_path, name, text, ov
                           capture_output=True, text=True, timeout=60, preexec_fn=limit, cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert all(w in done.stderr for w in words), done.stderr
+
+
+BIG_CLI = ["+a=range(0,100000)", "+b=range(0,100000)"]  # 200,000 command-line values, 10^10 runs
+
+
+def test_max_runs_caps_the_spec_before_validation_and_the_plan():
+    """Under max_runs=50 the spec keeps the settings its 50 runs use (validation checks each
+    kept setting; the plan line holds the spec), and they are the sweep's first 50 runs."""
+    from mfcl_sweeps.expand import iter_runs
+    from mfcl_sweeps.spec import SpecOptions, load_spec
+
+    spec = load_spec(None, cli_overrides=BIG_CLI, options=SpecOptions(max_runs=50))
+    assert [len(axis.settings) for axis in spec.blocks[0].axes] == [1, 50]
+    assert len(json.dumps(spec.to_dict())) < 10_000
+    runs = list(iter_runs(spec))
+    assert [r.overrides for r in runs] == [("+a=0", f"+b={i}") for i in range(50)]
+    assert runs[-1].combo == "a-0_b-49"  # slugs judged on the whole axis: `a` varies there
+
+
+@pytest.mark.slow
+def test_a_sweep_under_max_runs_stores_a_small_plan(tmp_path):
+    from apprun import run_app
+
+    done = run_app("behave", tmp_path, "hydra/sweeper=mfcl", "hydra/launcher=mfcl_local",
+                   "hydra.sweeper.max_runs=3", *BIG_CLI)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ops = [json.loads(line) for line in (tmp_path / "sweep/.mfcl/journal.jsonl").read_text().splitlines()]
+    [plan] = [line for line in (tmp_path / "sweep/.mfcl/journal.jsonl").read_text().splitlines()
+              if '"op":"plan"' in line]
+    assert len(plan) < 20_000, len(plan)  # was 5.4 MB: every value, twice
+    assert sum(1 for op in ops if op.get("s") == "completed") == 3

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Sequence
 
 from mfcl_sweeps.errors import SweepSpecError
 from mfcl_sweeps.spec import overrides as ov
@@ -11,8 +11,6 @@ from mfcl_sweeps.spec.parts import _combine, _Part
 from mfcl_sweeps.spec.types import Axis, Block
 
 # ----------------------------------------------------------------------------- blocks
-
-
 
 
 def _block(part: _Part) -> Block:
@@ -65,19 +63,22 @@ def _strip(axis: Axis, keys: set[str]) -> Optional[Axis]:
     return Axis(source=axis.source, settings=tuple(settings))
 
 
-def _with_slugs(axis: Axis) -> Axis:
-    """Each setting's slug: its run name, else the values that vary along this axis."""
+def _with_slugs(axis: Axis, keep: Optional[int] = None) -> Axis:
+    """Each setting's slug: its run name, else the values that vary along this axis. With `keep`,
+    only the first `keep` settings are kept (and slugged); which values vary is still judged on
+    the whole axis, so a run's id does not depend on the cap."""
     if len(axis.settings) < 2:
         return axis
     seen: dict[str, set] = {}
+    present: dict[str, int] = {}
     for s in axis.settings:
         for k, v in s.values:
             seen.setdefault(k, set()).add(repr(v))
-    counts = {k: len(v) for k, v in seen.items()}
+            present[k] = present.get(k, 0) + 1
     n = len(axis.settings)
-    varying = {k for k, c in counts.items() if c > 1 or sum(1 for s in axis.settings if k in dict(s.values)) < n}
+    varying = {k for k, v in seen.items() if len(v) > 1 or present[k] < n}
     settings = []
-    for s in axis.settings:
+    for s in axis.settings[:keep]:
         if s.name is not None:
             text = ov.slug(s.name, 40)
         else:
@@ -85,8 +86,36 @@ def _with_slugs(axis: Axis) -> Axis:
         settings.append(dataclasses.replace(s, slug=text))
     return Axis(source=axis.source, settings=tuple(settings))
 
+
+def capped_sizes(sizes: Sequence[int], n: int) -> list[int]:
+    """How many leading settings of each axis the first `n` runs of their product use (last axis
+    fastest): axis j moves once per prod(sizes[j+1:]) runs. Only the outermost axis that moves is
+    cut short; those before it stay at their first setting, those after it are whole, so the
+    kept axes' first `n` runs are exactly the full product's."""
+    out, period = [0] * len(sizes), 1
+    for j in range(len(sizes) - 1, -1, -1):
+        out[j] = min(sizes[j], (max(n, 1) - 1) // period + 1)
+        period *= sizes[j]
+    return out
+
+
+def capped_blocks(blocks: Sequence[Block], max_runs: Optional[int]) -> list[Block]:
+    """Blocks cut to what the first `max_runs` runs use, slugged (None: whole). Work after this
+    (validation, the plan line, counting repeats) grows with max_runs, not with the values
+    given: `a=range(0,100000) b=range(0,100000)` under max_runs=50 keeps 51 settings. A block
+    past the cap keeps one run, so its group is still known (with 0 runs to do)."""
+    out, left = [], max_runs
+    for block in blocks:
+        keep = [None] * len(block.axes) if left is None else capped_sizes([len(a.settings) for a in block.axes], left)
+        out.append(dataclasses.replace(block, axes=tuple(_with_slugs(a, k) for a, k in zip(block.axes, keep))))
+        if left is not None:
+            left = max(0, left - block.size)
+    return out
+
+
 def _final_axes(block: Block, cli: list[Axis], seeds: Optional[tuple[Axis, _Source]]) -> tuple[Axis, ...]:
-    """The block's axes with the command line's keys winning, then the command line, then seeds."""
+    """The block's axes with the command line's keys winning, then the command line, then seeds
+    (not slugged yet: `capped_blocks` does it)."""
     cli_keys = {k for axis in cli for k in axis.keys()}
     axes = [a for a in (_strip(axis, cli_keys) for axis in block.axes) if a is not None] + cli
     if seeds is not None:
@@ -96,4 +125,4 @@ def _final_axes(block: Block, cli: list[Axis], seeds: Optional[tuple[Axis, _Sour
         if owner is not None:
             raise source.error("seeds", f"the seed key {canon!r} is also set by {owner}; remove one")
         axes.append(seed_axis)
-    return tuple(_with_slugs(a) for a in axes)
+    return tuple(axes)

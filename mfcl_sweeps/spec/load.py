@@ -13,7 +13,7 @@ import dataclasses
 from typing import Any, Mapping, Optional, Sequence
 
 from mfcl_sweeps.spec import sweepfile
-from mfcl_sweeps.spec.blocks import _block, _final_axes
+from mfcl_sweeps.spec.blocks import _block, _final_axes, capped_blocks
 from mfcl_sweeps.spec.cli import _cli_axes
 from mfcl_sweeps.spec.dialects import (
     GROUP_ENTRY_KEYS,
@@ -111,5 +111,9 @@ def load_spec(sweep_file: Optional[str], *, cli_overrides: Sequence[str] = (),
     if exclude:
         err = next(s for s in sources if s.get("exclude")).error("exclude", "")
         exclude_at = (err.key, err.file, err.line)
-    return SweepSpec(blocks=tuple(blocks), exclude=exclude, dialect=dialect, source=sweep_file,
-                     metadata=metadata, exclude_at=exclude_at, **_order_knobs(sources))
+    order = _order_knobs(sources)
+    # max_runs caps the work before validation and the plan line; not when excludes or a
+    # shuffle decide which runs come first (those are counted in closed form, or refused)
+    cap = order["max_runs"] if not exclude and not order["shuffle"] else None
+    return SweepSpec(blocks=tuple(capped_blocks(blocks, cap)), exclude=exclude, dialect=dialect,
+                     source=sweep_file, metadata=metadata, exclude_at=exclude_at, **order)
