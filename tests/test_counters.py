@@ -150,13 +150,15 @@ def test_sweeper_overrides_reach_count_with_plus_and_hydra_ones_stay_out(tmp_pat
     count.add_arguments(parser)
     spec = load_from_args(parser.parse_args([
         "hydra.sweeper.sweep_file=grid.yaml", "++hydra.sweeper.seeds=3", "+hydra.sweeper.max_runs=7",
-        "hydra/launcher=mfcl_local", "++hydra.launcher.max_concurrent=2", "hydra.sweeper.resume=none", "seconds=0"]))
+        "hydra/launcher=mfcl_local", "++hydra.launcher.max_concurrent=2", "hydra.sweeper.resume=none", "seconds=0",
+        "hydra.sweeper.grid={}"]))  # {}: not given, as the sweeper reads its options
     assert count_runs(spec) == 7
     assert {o.split("=")[0] for r in iter_runs(spec) for o in r.overrides} == {"value", "mode", "seconds", "seed"}
     assert {r.overrides[-1] for r in iter_runs(spec)} == {"seed=0", "seed=1", "seed=2"}
 
 
-# one key spelled twice in one mapping: each spelling would silently drop the other's values
+# one key spelled twice in one mapping (each spelling would silently drop the other's values), and
+# an entry's params that sweep nothing (as `grid: {}`, already refused)
 SAME_KEY_TWICE = [
     ("plus", "grid:\n  lr: [1, 2]\n  +lr: [3]\n", "'grid.+lr': sets 'lr' again (also set as 'lr' on line 2)", 3),
     ("plus-plus", "grid:\n  lr: [1, 2]\n  ++lr: [3]\n", "'grid.++lr': sets 'lr' again", 3),
@@ -166,13 +168,14 @@ SAME_KEY_TWICE = [
      "'grid[0].params.model.hidden': sets 'model.hidden' again", 5),
     ("paired", "paired:\n  - {lr: [1, 2], +lr: [3, 4]}\n", "'paired[0].+lr': sets 'lr' again", 2),
     ("run", "runs:\n  - {lr: 1, ++lr: 2}\n", "'runs[0].++lr': sets 'lr' again", 2),
+    ("empty-params", "grid:\n  - group: g\n    params: {}\n", "'grid[0].params': empty params: nothing to sweep", 3),
     ("alias-and-target", "aliases:\n  lr: {target: optimizer.lr}\ngrid:\n  lr: [1]\n  optimizer.lr: [2]\n",
      "'grid.optimizer.lr': sets 'optimizer.lr' again (also set as 'lr' on line 4)", 5),
 ]
 
 
 @pytest.mark.parametrize("name,text,words,line", SAME_KEY_TWICE, ids=[c[0] for c in SAME_KEY_TWICE])
-def test_a_key_set_twice_in_one_mapping_is_an_error_naming_it(tmp_path, name, text, words, line):
+def test_a_key_twice_or_an_empty_entry_is_an_error_naming_it(tmp_path, name, text, words, line):
     from mfcl_sweeps.errors import SweepSpecError
 
     path = tmp_path / "twice.yaml"

@@ -88,9 +88,11 @@ def load_from_args(args: argparse.Namespace) -> Any:
             args.sweep_file = value
         elif name in knobs:
             try:
-                options[name] = ov.parse_override(f"x={value}").value()
+                parsed = ov.parse_override(f"x={value}").value()
             except Exception as err:
                 raise SweepSpecError(f"cannot parse value {value!r}: {str(err).splitlines()[0]}", key=key) from None
+            # as the sweeper reads its options: null or an empty {} / [] means "not given"
+            options[name] = None if parsed in (None, {}, []) else parsed
         elif name.split(".", 1)[0] not in RUN_OPTIONS:
             raise SweepSpecError("not an option of the mfcl sweeper (known: sweep_file, params.<key>, "
                                  f"{', '.join(sorted(knobs | set(RUN_OPTIONS)))})", key=key)

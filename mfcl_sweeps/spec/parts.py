@@ -195,6 +195,9 @@ def _grid_part(raw: Any, ctx: Ctx, path: str, container: Any, key: Any) -> dict:
 def _params_part(raw: Any, ctx: Ctx, path: str, container: Any, key: Any) -> tuple[dict, dict]:
     """A group entry's `params`: lists and sweep strings vary (grid), scalars are fixed (defaults)."""
     params = need_mapping(raw, ctx, path, container, key, "key -> value or list of values")
+    if not params:  # as `grid: {}`: an entry that says it sweeps and sweeps nothing
+        raise ctx.error("empty params: nothing to sweep (drop the key to run the entry's config once)",
+                        path, container, key)
     grid: dict = {}
     defaults: dict = {}
     seen: dict = {}
