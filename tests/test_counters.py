@@ -249,3 +249,20 @@ def test_resume_run_reruns_a_completed_run(tmp_path):
     proc = mfcl_sweeps("resume", str(sweep), "--run", first[1])
     assert proc.returncode == 0, proc.stderr
     assert sorted(side_lines(tmp_path, "starts.txt")) == sorted([*first, first[1]])
+
+
+def test_resume_of_a_callback_only_sweep_reruns_its_command_under_its_own_sweeper(tmp_path, monkeypatch):
+    """A sweep dir the mfcl callback recorded under BasicSweeper: resume gives no mfcl sweeper
+    option (BasicSweeperConf has none: Hydra refused the command) and says every run runs again."""
+    from apprun import mfcl_sweeps
+
+    manifest = SweepManifest(tmp_path / "sweep")
+    spec = {"sweeper": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "launcher": "x", "arguments": []}
+    manifest.record_plan(spec, "cb", {"total": 0}, command={"python": sys.executable, "cwd": str(tmp_path),
+                                                             "argv": ["app.py", "-m", "hydra/callbacks=mfcl", "a=1,2"]})
+    proc = mfcl_sweeps("resume", str(tmp_path / "sweep"), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "hydra.sweep.dir=" in proc.stdout and "hydra.sweeper" not in proc.stdout
+    assert "ran under BasicSweeper, which skips nothing: every run runs again" in proc.stderr
+    chosen = mfcl_sweeps("resume", str(tmp_path / "sweep"), "--run", "00000_job", "--dry-run")
+    assert chosen.returncode == 2 and "cannot run chosen runs" in chosen.stderr

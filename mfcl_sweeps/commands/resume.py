@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 import shlex
 import subprocess
-from typing import Any, Sequence
+import sys
+from typing import Any, Optional, Sequence
 
 from mfcl_sweeps.errors import ManifestError
 
@@ -41,16 +42,24 @@ def _key(arg: str) -> str:
     return arg.split("=", 1)[0].lstrip("+~") if "=" in arg else ""
 
 
-def resume_command(snapshot: dict, extra: Sequence[str] = ()) -> list[str]:
+def foreign_sweeper(plan_op: dict) -> Optional[str]:
+    """The sweeper of a sweep that only the mfcl callback recorded (BasicSweeper, Optuna...), else None."""
+    sweeper = (plan_op.get("spec") or {}).get("sweeper")
+    return sweeper if sweeper and "mfcl" not in str(sweeper) else None
+
+
+def resume_command(snapshot: dict, extra: Sequence[str] = (), *, foreign: Optional[str] = None) -> list[str]:
     """The recorded command (interpreter, its options, script or module, arguments) pointed at
-    the snapshot's sweep dir, resuming; `extra` overrides win over recorded ones."""
+    the snapshot's sweep dir, resuming; `extra` overrides win over recorded ones. Under a
+    `foreign` sweeper, which has no resume option, just pointed at the sweep dir."""
     from mfcl_sweeps.spec.overrides import quote_override_value
 
     command = snapshot.get("command") or {}
     if not command.get("argv") or not command.get("python"):
         raise ManifestError(f"{snapshot.get('sweep_dir')}: no recorded command to resume "
                             "(only sweeps run with hydra/sweeper=mfcl record one)")
-    ours = [f"hydra.sweep.dir={quote_override_value(snapshot['sweep_dir'])}", "hydra.sweeper.resume=skip_completed"]
+    ours = [f"hydra.sweep.dir={quote_override_value(snapshot['sweep_dir'])}"]
+    ours += [] if foreign else ["hydra.sweeper.resume=skip_completed"]
     given = {k for k in map(_key, extra) if k}
     kept = [a for a in command["argv"] if _key(a) not in given | set(RESUME_KEYS)]
     ours = [a for a in ours if _key(a) not in given]
@@ -74,7 +83,6 @@ def restore_secrets(args: Sequence[str], sweep_dir: Any) -> list[str]:
     $MFCL_SECRET_<KEY> (`MFCL_SECRET_DB_PASSWORD`), else asked for on the terminal."""
     import getpass
     import os
-    import sys
 
     from mfcl_sweeps.secrets import REDACTED, env_name_for, redacted_keys
     from mfcl_sweeps.spec.overrides import quote_override_value
@@ -101,9 +109,16 @@ def run(args: argparse.Namespace) -> int:
     manifest = open_manifest(args.sweep_dir)
     plans = manifest.plans()
     recorded = {"sweep_dir": manifest.sweep_dir, "command": plans[-1].op.get("command") if plans else None}
+    foreign = foreign_sweeper(plans[-1].op) if plans else None
+    if foreign and args.run:
+        raise ManifestError(f"--run: this sweep ran under {foreign}, which cannot run chosen runs; "
+                            "run it with hydra/sweeper=mfcl to choose runs")
     extra = [*args.overrides, *([chosen_runs(manifest, args.run)] if args.run else [])]
-    cmd = resume_command(recorded, extra)
+    cmd = resume_command(recorded, extra, foreign=foreign)
     cwd = recorded["command"].get("cwd") or None
+    if foreign:
+        print(f"note: this sweep ran under {foreign.rsplit('.', 1)[-1]}, which skips nothing: every run runs "
+              "again in the same sweep dir (add hydra/sweeper=mfcl to skip completed runs)", file=sys.stderr)
     print(f"(cd {shlex.quote(cwd or '.')} && {shlex.join(redact_argv(cmd))})", flush=True)
     if args.dry_run:
         return 0
