@@ -256,3 +256,32 @@ def test_jobs_start_fresh_when_the_app_initializes_cuda_at_import(tmp_path: Path
     fresh = ["-m mfcl_sweeps.worker" in c for c in cmdlines]
     assert fresh == [cuda_at_import] * 2, cmdlines
     assert ("jobs start as fresh interpreters" in proc.stdout + proc.stderr) == cuda_at_import
+
+
+def test_forking_a_job_leaves_the_drivers_garbage_collectable(tmp_path: Path) -> None:
+    """The driver's heap is frozen in the job's process, not in the driver: a freeze in the driver
+    before each fork kept every run's uncollected garbage for good (memory grew with the runs)."""
+    import gc
+    import os
+    import weakref
+
+    from mfcl_sweeps.backends.local import LocalBackend, LocalOptions
+    from mfcl_sweeps.launch.driver import make_request
+    from mfcl_sweeps.model import PlannedRun
+
+    class Cycle:
+        pass
+
+    garbage = Cycle()
+    garbage.me = garbage
+    collected = weakref.ref(garbage)
+    del garbage  # unreachable, waiting for a collection as a finished run's configs do
+    frozen = gc.get_freeze_count()
+    run = PlannedRun(overrides=(), config_hash="0" * 16, run_id="00000_default")
+    request = make_request(run, [], sweep_dir=str(tmp_path), session_path="")
+    os.makedirs(os.path.dirname(request.log_path))
+    pid = LocalBackend(LocalOptions(), session=None)._start(request, {}, ["true"], None)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert gc.get_freeze_count() == frozen
+    gc.collect()
+    assert collected() is None
