@@ -147,6 +147,10 @@ class Task:
             os.close(read_end)
             child(self.session, job, write_end, prepared)
         os.close(write_end)
+        try:
+            os.setpgid(pid, pid)  # as the child does: no signal to its group can come too early
+        except OSError:
+            pass  # the child got there first, or is gone already
         self.current = pid
         cancelled_at = None
         while True:
