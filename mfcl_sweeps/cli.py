@@ -8,6 +8,7 @@ import sys
 from typing import Optional, Sequence
 
 from mfcl_sweeps.errors import MfclError
+from mfcl_sweeps.fsio import writable
 
 # name -> one-line help; module mfcl_sweeps.commands.<name> has add_arguments(parser) and run(args) -> int
 COMMANDS = {
@@ -37,7 +38,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     module = importlib.import_module(f"mfcl_sweeps.commands.{args.command}")
     try:
-        return int(module.run(args) or 0)
+        with writable():  # a full or read-only disk met outside fsio/journal: one line too
+            return int(module.run(args) or 0)
     except MfclError as err:
         print(f"mfcl-sweeps {args.command}: error: {err}", file=sys.stderr)
         return 2

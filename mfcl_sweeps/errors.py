@@ -47,3 +47,9 @@ class SweepFailed(MfclError):
 class OptionError(MfclError):
     """A `hydra.launcher.*` option is invalid; raised at the launcher's setup, before anything is
     journaled or started."""
+
+
+class DiskError(ManifestError, OSError):
+    """A sweep's files cannot be written: the disk or quota is full, or the place is read-only.
+    Raised instead of the OSError (mfcl_sweeps.fsio.writable), so the user gets one line; still
+    an OSError, so code that tolerates a failed optional write keeps doing so."""

@@ -19,10 +19,12 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from mfcl_sweeps import model
 from mfcl_sweeps.errors import MfclError, SweepFailed
+from mfcl_sweeps.fsio import writable
 from mfcl_sweeps.job.jobspec import declare_env_keys, identity_overrides
 from mfcl_sweeps.model import PlannedRun
 from mfcl_sweeps.secrets import ENV_SECRET_KEYS, redact
 from mfcl_sweeps.spec.overrides import quote_override_value
+from mfcl_sweeps.sweeper_checks import check_sweeper_options
 
 log = logging.getLogger("mfcl_sweeps")
 
@@ -102,8 +104,6 @@ class SweepCore:
         from hydra.core.plugins import Plugins
 
         self.hydra_context, self.config = hydra_context, config
-        from mfcl_sweeps.sweeper_checks import check_sweeper_options
-
         check_sweeper_options(self.opt)
         if self.opt("secret_keys"):  # for every process of the sweep, jobs included (mfcl_sweeps.secrets)
             os.environ[ENV_SECRET_KEYS] = ",".join(map(str, self.opt("secret_keys")))
@@ -165,7 +165,8 @@ class SweepCore:
         from mfcl_sweeps.launch.interrupt import SweepInterrupted, say
 
         try:
-            return self._sweep(arguments)
+            with writable():  # a full or read-only disk met outside fsio/journal: one line
+                return self._sweep(arguments)
         except KeyboardInterrupt:
             line = "interrupted: 0 runs stopped (none was running)"
             say(line)

@@ -20,6 +20,7 @@ from typing import Any, Iterator, Optional
 
 from mfcl_sweeps import model
 from mfcl_sweeps.errors import ManifestError
+from mfcl_sweeps.fsio import writable
 from mfcl_sweeps.liveness import HOST, pid_start_time, process_alive
 from mfcl_sweeps.secrets import redact
 
@@ -202,17 +203,31 @@ class Journal:
     def append(self, ops: list[dict]) -> None:
         """Append `ops` (secrets redacted) as one write + flush + fsync under the lock."""
         data = "".join(json.dumps(redact(op), separators=(",", ":"), default=str) + "\n" for op in ops).encode()
-        if not self.dir.exists():
-            self.dir.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            # open after taking the lock: NFS close-to-open consistency then shows the true size
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                self._drop_torn_tail(fd)
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        with writable(self.path):  # a full or read-only disk: one line (DiskError), journal intact
+            if not self.dir.exists():
+                self.dir.mkdir(parents=True, exist_ok=True)
+            with self._lock:
+                # open after taking the lock: NFS close-to-open consistency then shows the true size
+                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+                try:
+                    self._drop_torn_tail(fd)
+                    self._write_whole(fd, data)
+                finally:
+                    os.close(fd)
+
+    @staticmethod
+    def _write_whole(fd: int, data: bytes) -> None:
+        """All of `data` or none of it: a disk that fills up half-way (a short write, then
+        ENOSPC) has the part cut off again, so no torn line is left for the next writer."""
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, size)  # shrinking needs no space
+            raise
 
     @staticmethod
     def _drop_torn_tail(fd: int) -> None:
