@@ -50,6 +50,21 @@ def test_the_spill_file_has_no_name(tmp_path):
     assert target.endswith("(deleted)"), target  # nothing to find in any directory, gone with the process
 
 
+def test_the_spill_file_is_closed_with_the_last_return_without_a_resource_warning():
+    import gc
+    import warnings
+
+    spill = ConfigSpill()
+    kept = slim(full_return(1), spill)
+    fd = spill._file.fileno()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        del spill, kept
+        gc.collect()
+    assert not [w for w in seen if issubclass(w.category, ResourceWarning)]  # an error under -W error
+    assert not os.path.exists(f"/proc/self/fd/{fd}")
+
+
 def test_a_failure_made_up_by_the_driver_is_kept_as_it_is():
     ret = JobReturn(overrides=["a=1"], status=JobStatus.FAILED)
     ret._return_value = RuntimeError("job exited with code 9")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import weakref
 import zlib
 from typing import Any, Optional
 
@@ -31,6 +32,9 @@ class ConfigSpill:
 
         if self._file is None:
             self._file = tempfile.TemporaryFile(buffering=0)
+            # closed with the last return that reads it (unclosed, it is a ResourceWarning: an
+            # error under Hydra's own test settings, -W error)
+            weakref.finalize(self, self._file.close)
         data = zlib.compress(cloudpickle.dumps(configs), 1)
         at, self._end = self._end, self._end + len(data)
         os.pwrite(self._file.fileno(), data, at)
