@@ -47,6 +47,18 @@ def test_dry_run_packs_a_thousand_runs_into_one_array_of_ten_tasks(tmp_path: Pat
     assert "#SBATCH --time=1000" in out  # 100 runs of 10 minutes each, one after another
 
 
+def test_torchrun_and_multi_task_runs_are_not_packed() -> None:
+    from test_slurm_plan import backend, requests
+
+    from mfcl_sweeps.model import RunResources
+
+    subs = backend({"runs_per_task": 4}).plan(requests(6, {5: RunResources(nproc_per_node=2)}))
+    assert [(len(s.requests), s.extra["runs_per_task"]) for s in subs] == [(5, 4), (1, 1)]
+    assert "--runs-per-task 4" in subs[0].script and "--array=0-1%2" in subs[0].script
+    assert "--runs-per-task" not in subs[1].script and "--nproc-per-node 2" in subs[1].script
+    assert all(s.extra["runs_per_task"] == 1 for s in backend({"runs_per_task": 4, "tasks_per_node": 2}).plan(requests(4)))
+
+
 def test_bad_runs_per_task_fails_in_one_line_before_anything_is_written(tmp_path: Path) -> None:
     proc = run_app("behave", tmp_path, *PBS, "value=1,2", "hydra.launcher.runs_per_task=0")
     assert proc.returncode != 0

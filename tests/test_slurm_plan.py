@@ -74,6 +74,8 @@ CASES = {
     # MaxArraySize 2: 5 runs -> arrays of 2, 2, 1; with a parallelism limit each waits for the last
     "split_max_array_size.txt": ({"array_parallelism": 1}, 5, None, {"max_array_size": 2}),
     "detach_aggregate.txt": ({"partition": "debug", "account": "proj42"}, 3, None, {"detach": True}),
+    # 3 runs per task, MaxArraySize 2 (tasks): 7 runs -> an array of 2 tasks (6 runs), then one of 1
+    "packed_split.txt": ({"runs_per_task": 3, "array_parallelism": 1}, 7, None, {"max_array_size": 2}),
 }
 
 

@@ -40,6 +40,11 @@ def task_count(runs: int, runs_per_task: int) -> int:
     return -(-runs // runs_per_task)
 
 
+def task_minutes(timeout_min: float, runs: int, runs_per_task: int) -> float:
+    """A task's time limit: its runs take turns, each with the run's own `timeout_min`."""
+    return timeout_min * min(runs, runs_per_task)
+
+
 def journal_fields(runs: int, marker_dir: str) -> dict[str, Any]:
     return {PACK_RUNS: runs, PACK_DIR: marker_dir}
 

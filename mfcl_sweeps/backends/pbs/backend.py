@@ -202,7 +202,7 @@ class PbsBackend(ArraySchedulerBackend):
         stem = str(Path(self.state_dir) / f"{first.run.run_id}.{first.spec.attempt}")
         k = self.pack_size(res)
         tasks = packing.task_count(len(requests), k)
-        res = dataclasses.replace(res, timeout_min=res.timeout_min * k)  # the task runs k runs in turn
+        res = dataclasses.replace(res, timeout_min=packing.task_minutes(res.timeout_min, len(requests), k))
         rng = array_range(o, tasks)
         out = self.frontend.output_path(self.state_dir, o.job_name, rng is not None)
         err = None if o.join_output else out

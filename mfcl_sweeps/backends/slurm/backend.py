@@ -216,7 +216,7 @@ class SlurmBackend(ArraySchedulerBackend):
         stem = str(Path(self.state_dir) / f"{first.run.run_id}.{first.spec.attempt}")
         job_list = f"{stem}.jobs.json"
         k = self.pack_size(res)
-        task_res = dataclasses.replace(res, timeout_min=res.timeout_min * k)  # the task runs k runs in turn
+        task_res = dataclasses.replace(res, timeout_min=packing.task_minutes(res.timeout_min, len(requests), k))
         command = task_argv(self.python, first.spec.session_path, job_list, self.options, task_res)
         if k > 1:
             command += ["--runs-per-task", str(k)]
