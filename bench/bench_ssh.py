@@ -1,8 +1,11 @@
-"""Per-job SSH overhead of mfcl_ssh: one shared (multiplexed) connection vs a fresh one per call.
+"""Per-job SSH overhead of mfcl_ssh, side by side: the per-host agent (`hydra.launcher.agent=true`),
+three ssh calls per job over one shared (multiplexed) connection, and a fresh connection per call.
 
-Each "job" is what the backend does per run, on real sshd: start the supervisor (which writes
-the job file and runs a no-op job), fetch the result file, copy the job dir back as a tar
-stream. The job itself does nothing, so the time is the launcher's overhead.
+Each "job" is what the backend does per run, on real sshd: write the job file and run a no-op
+job that leaves a job dir and a result file, bring the result back, copy the job dir back as a
+tar stream. Calls: start the supervisor, cat the result, tar the job dir. Agent: a start request
+(the result comes with the exit event) and a tar request, on the agent's one channel, started
+once before the jobs. The job itself does nothing, so the time is the launcher's overhead.
 
     sudo scripts/ssh-test-hosts.sh start
     python bench/bench_ssh.py [--jobs 20] [--port 2201]
@@ -10,6 +13,8 @@ stream. The job itself does nothing, so the time is the launcher's overhead.
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import statistics
 import subprocess
 import sys
@@ -43,15 +48,38 @@ def one_job(conn: HostConn, work: str, i: int, multiplex: bool) -> float:
     return time.perf_counter() - t0
 
 
-def measure(port: int, jobs: int, multiplex: bool) -> list[float]:
+def agent_job(agent: subprocess.Popen, work: str, i: int) -> float:
+    t0 = time.perf_counter()
+    job_dir = f"{work}/{i}"
+    send = lambda **req: (agent.stdin.write((json.dumps(req) + "\n").encode()), agent.stdin.flush())  # noqa: E731
+    send(op="start", id=str(i), job_path=f"{work}/jobs/{i}.json", job_json='{"i": %d}' % i,
+         argv=["sh", "-c", f"mkdir -p {job_dir} && echo done > {job_dir}/result"], result_path=f"{job_dir}/result")
+    events = iter(lambda: json.loads(agent.stdout.readline()), None)
+    end = next(e for e in events if e["ev"] == "exit")
+    assert end["code"] == 0 and base64.b64decode(end["result"]) == b"done\n", end
+    send(op="tar", id=f"t{i}", root=work, dirs=[str(i)], limit=1 << 20)
+    reply = next(e for e in events if e["ev"] == "tar")
+    with tempfile.TemporaryDirectory() as local:
+        subprocess.run(["tar", "-xf", "-", "-C", local], input=base64.b64decode(reply["b64"]), check=True)
+    return time.perf_counter() - t0
+
+
+def measure(port: int, jobs: int, mode: str) -> list[float]:
     with tempfile.TemporaryDirectory(prefix="mfcl-ssh-bench-") as control, \
             tempfile.TemporaryDirectory(prefix="mfcl-ssh-bench-work-") as work:
         opts = parse_options({"hosts": [{"host": "127.0.0.1", "port": port, "user": "root"}],
                               "identity_file": str(STATE / "id_ed25519"),
-                              "known_hosts_file": str(STATE / "known_hosts"), "multiplex": multiplex})
+                              "known_hosts_file": str(STATE / "known_hosts"), "multiplex": mode != "fresh"})
         conn = HostConn(opts.hosts[0], opts, control)
         conn.run("true")  # the first connection (the master, when multiplexing) is not a job's cost
-        times = [one_job(conn, work, i, multiplex) for i in range(jobs)]
+        if mode == "agent":  # started once per host, like the connection
+            agent = conn.channel(cmd.agent_script(workdir=work, python=sys.executable, env={}, grace_s=1))
+            assert json.loads(agent.stdout.readline())["ev"] == "ready"
+            times = [agent_job(agent, work, i) for i in range(jobs)]
+            agent.stdin.close()
+            agent.wait()
+        else:
+            times = [one_job(conn, work, i, mode == "multiplexed") for i in range(jobs)]
         conn.close()
         return times
 
@@ -61,13 +89,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--port", type=int, default=2201)
     args = parser.parse_args()
-    shared = measure(args.port, args.jobs, multiplex=True)
-    fresh = measure(args.port, args.jobs, multiplex=False)
-    ms = lambda xs: statistics.median(xs) * 1000  # noqa: E731
-    print(f"per-job overhead over {args.jobs} jobs (median, 3 ssh calls each: start, result, job dir)")
-    print(f"  multiplexed (ControlMaster):  {ms(shared):8.1f} ms")
-    print(f"  fresh connection per call:    {ms(fresh):8.1f} ms")
-    print(f"  ratio fresh / multiplexed:    {ms(fresh) / ms(shared):8.2f}x")
+    ms = {mode: statistics.median(measure(args.port, args.jobs, mode)) * 1000
+          for mode in ("agent", "multiplexed", "fresh")}
+    print(f"per-job overhead over {args.jobs} jobs (median)")
+    print(f"  agent, one channel per host:            {ms['agent']:8.1f} ms")
+    print(f"  multiplexed, 3 ssh calls (ControlMaster): {ms['multiplexed']:6.1f} ms")
+    print(f"  fresh connection per call, 3 calls:     {ms['fresh']:8.1f} ms")
+    print(f"  ratio multiplexed / agent:              {ms['multiplexed'] / ms['agent']:8.1f}x")
+    print(f"  ratio fresh / agent:                    {ms['fresh'] / ms['agent']:8.1f}x")
+    print(f"  ratio fresh / multiplexed:              {ms['fresh'] / ms['multiplexed']:8.1f}x")
 
 
 if __name__ == "__main__":

@@ -236,6 +236,7 @@ class SshLauncherConf(SshClientConf, CommonLauncherConf):
     env: Dict[str, str] = opt(dict)
     project_dir: Optional[str] = None  # local project root; default: git top level of the cwd
     multiplex: bool = True
+    agent: bool = True  # one long-lived agent per host starts every job over one channel (docs/ssh.md)
     control_persist_s: int = opt(60, at_least(0, " seconds"))
     timeout: Optional[float] = opt(None, above(0, " seconds"))  # seconds per job
     kill_grace_s: float = opt(5.0, at_least(0, " seconds"))

@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Optional, Sequence
 
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
+from mfcl_sweeps.backends.ssh.agent_channel import AgentChannel
+from mfcl_sweeps.backends.ssh.agent_job import AgentJob
 from mfcl_sweeps.backends.ssh.health import HealthRules, SweepLogs
 from mfcl_sweeps.backends.ssh.job import Host, RemoteJob
 from mfcl_sweeps.backends.ssh.paths import RemoteLayout, remote_session, remote_spec
@@ -195,13 +197,24 @@ class SshBackend(Backend):
     def _layout(self, host: Host) -> RemoteLayout:
         return host.layout or RemoteLayout(self.sweep_dir, host.workdir, self.project_dir)
 
-    def _job_script(self, host: Host, req: JobRequest) -> str:
+    def _job_parts(self, host: Host, req: JobRequest) -> tuple[str, str, list[str]]:
+        """The job file's path on the host, its content, and the worker's argv there."""
         layout = self._layout(host)
-        spec = remote_spec(req.spec, req.run.run_id, layout)
         job_path = layout.job_path(req.run.run_id, req.spec.attempt)
-        return cmd.job_script(workdir=layout.workdir, python=host.python, env=host.env, job_path=job_path,
-                              job_json=spec.to_json(), grace_s=self.opts.kill_grace_s,
-                              worker_argv=worker_argv(host.python, layout.session_path, job_path))
+        return (job_path, remote_spec(req.spec, req.run.run_id, layout).to_json(),
+                worker_argv(host.python, layout.session_path, job_path))
+
+    def _job_script(self, host: Host, req: JobRequest) -> str:
+        job_path, job_json, argv = self._job_parts(host, req)
+        return cmd.job_script(workdir=self._layout(host).workdir, python=host.python, env=host.env,
+                              job_path=job_path, job_json=job_json, grace_s=self.opts.kill_grace_s, worker_argv=argv)
+
+    def _agent(self, host: Host) -> AgentChannel:
+        """The host's agent, started at its first job and again after its channel ended."""
+        with self.lock:
+            if host.agent is None or host.agent.lost is not None:
+                host.agent = AgentChannel(self, host)
+            return host.agent
 
     def _pick(self, planned: int) -> Optional[Host]:
         with self.lock:
@@ -234,7 +247,7 @@ class SshBackend(Backend):
         for req, planned in zip(submission.requests, submission.extra.get("hosts") or [0] * len(submission.requests)):
             req.spec.journal = False  # the host cannot reach the sweep's journal: the driver journals for it
             host = self._pick(planned)
-            job = RemoteJob(self, host, req)
+            job = (AgentJob if self.opts.agent else RemoteJob)(self, host, req)
             self.jobs[req.key] = job
             jobs.append(job)
             if host is None:
@@ -245,13 +258,15 @@ class SshBackend(Backend):
                 self.job_finished(job, host_ok=False if reachable else None)
             else:
                 self.logs.host(host.label, f"{req.run.run_id}: starting attempt {req.spec.attempt}")
-                job.start(self._job_script(host, req))
+                if self.opts.agent:
+                    job.start_on(self._agent(host), *self._job_parts(host, req))
+                else:
+                    job.start(self._job_script(host, req))
         deadline = time.monotonic() + self.opts.connect_timeout_s + 30
         handles = []
         for job in jobs:
             req, host = job.request, job.host
-            if job.proc is not None:
-                job.wait_started(deadline)
+            job.wait_started(deadline)
             label = host.label if host else "-"
             fields = {"host": label, "ssh": _ssh_record(host, self.opts)} if host else {}
             if job.pid is not None:
@@ -288,6 +303,8 @@ class SshBackend(Backend):
     def close(self) -> None:
         self._stop_monitor.set()
         for h in self.hosts:
+            if h.agent is not None:
+                h.agent.close()
             h.conn.close()
         shutil.rmtree(self.control_dir, ignore_errors=True)
 

@@ -9,7 +9,7 @@ import os
 import subprocess
 import threading
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from mfcl_sweeps.backends.base import JobRequest, JobState
 from mfcl_sweeps.backends.ssh.health import HostHealth
@@ -21,6 +21,7 @@ from mfcl_sweeps.backends.sshclient.transport import SSH_FAILED, HostConn
 from mfcl_sweeps.fsio import atomic_write
 
 if TYPE_CHECKING:
+    from mfcl_sweeps.backends.ssh.agent_channel import AgentChannel
     from mfcl_sweeps.backends.ssh.backend import SshBackend
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class Host:
         self.layout: Optional[RemoteLayout] = None
         self.session_sent = False
         self.last_check = 0.0
+        self.agent: Optional[AgentChannel] = None  # with hydra.launcher.agent: this host's agent, once started
 
     @property
     def label(self) -> str:
@@ -76,6 +78,8 @@ class RemoteJob:
 
     def wait_started(self, deadline: float) -> None:
         """Until the supervisor reports the job's pid (journaled at submit), then follow the job."""
+        if self.proc is None:  # never started (no free slot, or staging failed): its state is set
+            return
         while not self._pid_seen.wait(0.05):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 break
@@ -117,28 +121,36 @@ class RemoteJob:
     def _outcome(self, reader: threading.Thread) -> None:
         self.proc.wait()
         reader.join()
-        b, host, run_id = self.backend, self.host, self.request.run.run_id
         if self.exit_code is not None:
-            ok = self._collect()
-            if ok is None:  # finished there, but its result could not be fetched: run it again
-                b.disable(host, "unreachable while collecting results")
-                self._finish(JobState(done=True, preempted=True, error=f"results lost with host {host.label}",
-                                      fields={"host": host.label}), host_ok=None)
-                return
-            error = self.stop_reason
-            if error is None and self.exit_code < 0:
-                error = f"job process killed by signal {-self.exit_code} on {host.label}"
-            self._finish(JobState(done=True, exit_code=self.exit_code, error=error, fields={"host": host.label}),
-                         host_ok=self.exit_code == 0 if self.stop_reason is None else None)
+            self._collected(self._collect())
             return
+        detail = self._stderr_tail[-1] if self._stderr_tail else f"ssh exit code {self.proc.returncode}"
+        self._ended_unreported(detail, self.proc.returncode)
+
+    def _collected(self, ok: Optional[bool]) -> None:
+        """The job reported its exit code; `ok` says how collecting its result went (`_collect`)."""
+        host = self.host
+        if ok is None:  # finished there, but its result could not be fetched: run it again
+            self.backend.disable(host, "unreachable while collecting results")
+            self._finish(JobState(done=True, preempted=True, error=f"results lost with host {host.label}",
+                                  fields={"host": host.label}), host_ok=None)
+            return
+        error = self.stop_reason
+        if error is None and self.exit_code < 0:
+            error = f"job process killed by signal {-self.exit_code} on {host.label}"
+        self._finish(JobState(done=True, exit_code=self.exit_code, error=error, fields={"host": host.label}),
+                     host_ok=self.exit_code == 0 if self.stop_reason is None else None)
+
+    def _ended_unreported(self, detail: str, ssh_code: Optional[int]) -> None:
+        """The channel ended before the job's exit code came back: stopped, never started, or lost."""
+        b, host, run_id = self.backend, self.host, self.request.run.run_id
         if self.stop_reason is not None:  # stopped before it could report: it is gone with its channel
             self._finish(JobState(done=True, exit_code=None, error=self.stop_reason, fields={"host": host.label}),
                          host_ok=None)
             return
-        detail = self._stderr_tail[-1] if self._stderr_tail else f"ssh exit code {self.proc.returncode}"
-        if self.pid is None and self.proc.returncode != SSH_FAILED:
+        if self.pid is None and ssh_code != SSH_FAILED:
             # the host answered but the supervisor never started (python missing, bad workdir...)
-            self._finish(JobState(done=True, exit_code=self.proc.returncode,
+            self._finish(JobState(done=True, exit_code=ssh_code,
                                   error=f"could not start on {host.label}: {detail}", fields={"host": host.label}),
                          host_ok=False)
             return
@@ -172,8 +184,6 @@ class RemoteJob:
 
     def _collect(self) -> Optional[bool]:
         """Copy result and job dir back; False: no result there; None: the host did not answer."""
-        import cloudpickle
-
         host, req = self.host, self.request
         layout = host.layout
         rpath = layout.result_path(req.run.run_id, req.spec.attempt)
@@ -186,23 +196,37 @@ class RemoteJob:
             return None
         if not res.ok:
             return False
-        try:
-            ret = cloudpickle.loads(res.out)
-        except Exception as exc:  # not loadable here: hand the bytes on, the driver reports it
-            self.backend.logs.host(host.label, f"{req.run.run_id}: result not loadable locally: {exc!r}")
-            atomic_write(req.spec.result_path, res.out)
+        ret = self.load_result(res.out)
+        if ret is None:
             return True
         remote_dir = job_dir_of(ret, layout)
         if remote_dir:
-            local_dir = layout.paths.to_local(remote_dir)
-            got = host.conn.fetch_dir(remote_dir, local_dir)
+            got = host.conn.fetch_dir(remote_dir, layout.paths.to_local(remote_dir))
             if got.code == SSH_FAILED:
                 return None
             if not got.ok:
                 self.backend.logs.host(host.label,
                                        f"{req.run.run_id}: copying {remote_dir} back failed: {got.err.strip()}")
-        atomic_write(req.spec.result_path, cloudpickle.dumps(localize_return(ret, layout.paths)))
+        self.store_result(ret)
         return True
+
+    def load_result(self, raw: bytes) -> Any:
+        """The host's JobReturn; None when it does not load here (its bytes are handed on as they
+        are, and the driver reports it)."""
+        import cloudpickle
+
+        try:
+            return cloudpickle.loads(raw)
+        except Exception as exc:
+            self.backend.logs.host(self.host.label, f"{self.request.run.run_id}: result not loadable locally: {exc!r}")
+            atomic_write(self.request.spec.result_path, raw)
+            return None
+
+    def store_result(self, ret: Any) -> None:
+        """The JobReturn where the driver reads it, its paths pointing at the local copy."""
+        import cloudpickle
+
+        atomic_write(self.request.spec.result_path, cloudpickle.dumps(localize_return(ret, self.host.layout.paths)))
 
     def _finish(self, state: JobState, host_ok: Optional[bool]) -> None:
         self.backend.job_finished(self, host_ok)

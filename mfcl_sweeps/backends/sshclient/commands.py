@@ -81,13 +81,23 @@ def write_file_script(path: str) -> str:
     return f"mkdir -p {parent} && cat > {tmp} && mv -f {tmp} {shlex.quote(path)}"
 
 
+def _run_in(workdir: str, env: dict, words: list[str]) -> str:
+    """`words` run in `workdir` with the host's env (exec: the channel's process is the program)."""
+    prefix = ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
+    return f"cd {shlex.quote(workdir)} && exec {shlex.join([*prefix, *words])}"
+
+
 def job_script(*, workdir: str, python: str, env: dict, job_path: str, job_json: str, grace_s: float,
                worker_argv: Sequence[str]) -> str:
     """Start one job under the supervisor (`ssh_remote`) in `workdir`, with the host's env."""
-    words = ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
-    words += [*python_words(python), "-m", "mfcl_sweeps.backends.ssh_remote", "--grace", f"{grace_s:g}",
-              job_path, job_json, "--", *worker_argv]
-    return f"cd {shlex.quote(workdir)} && exec {shlex.join(words)}"
+    return _run_in(workdir, env, [*python_words(python), "-m", "mfcl_sweeps.backends.ssh_remote", "--grace",
+                                  f"{grace_s:g}", job_path, job_json, "--", *worker_argv])
+
+
+def agent_script(*, workdir: str, python: str, env: dict, grace_s: float) -> str:
+    """Start the host's agent (`ssh_agent`) in `workdir`, with the host's env (its jobs inherit both)."""
+    return _run_in(workdir, env, [*python_words(python), "-m", "mfcl_sweeps.backends.ssh_agent", "--grace",
+                                  f"{grace_s:g}"])
 
 
 def cat_script(path: str) -> str:

@@ -71,6 +71,11 @@ class HostConn:
         return subprocess.Popen(self.argv(script), stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE,
                                 start_new_session=True)
 
+    def channel(self, script: str) -> subprocess.Popen:
+        """A long-running command spoken to through pipes (stdin, stdout and stderr)."""
+        return subprocess.Popen(self.argv(script), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
+
     def fetch_dir(self, remote: str, local: str) -> Result:
         """Copy a remote directory's content into `local` (created) as a tar stream."""
         import os
