@@ -71,6 +71,10 @@ def wait_gone(pgid: int, within: float = 10) -> bool:
 
 def test_agent_runs_a_job_with_exact_values_and_returns_output_result_and_dirs(tmp_path: Path):
     agent = AgentProc()
+    agent.proc.stdin.write(b"not json\n")
+    agent.send(op="start", id="x")  # no job: reported, and the agent carries on
+    agent.send(op="reboot")
+    assert [agent.next()["ev"] for _ in range(3)] == ["error"] * 3
     job_json = json.dumps({"v": INJECTION})
     script = f"echo out; echo err >&2; mkdir -p {tmp_path}/jobs/0; echo art > {tmp_path}/jobs/0/a.txt; " \
              f"printf res > {tmp_path}/result.pkl; exit 3"

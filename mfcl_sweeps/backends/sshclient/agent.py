@@ -33,7 +33,7 @@ import tarfile
 import time
 from typing import Optional
 
-from mfcl_sweeps.backends.sshclient.remote import _write_atomic
+from mfcl_sweeps.backends.sshclient.remote import write_atomic
 
 
 def _b64(data: bytes) -> str:
@@ -74,25 +74,18 @@ class Agent:
 
     # -- requests ---------------------------------------------------------------------------
     def handle(self, line: bytes) -> None:
+        """One request; a malformed one is reported, never the end of the agent (and its jobs)."""
         try:
             req = json.loads(line)
-            op = req["op"]
+            op = {"start": self.start, "kill": self.kill, "tar": self.tar}[req["op"]]
+            op(req)
         except (ValueError, KeyError, TypeError) as err:
-            self.emit(ev="error", detail=f"bad request {line[:200]!r}: {err}")
-            return
-        if op == "start":
-            self.start(req)
-        elif op == "kill":
-            self.kill(str(req["id"]))
-        elif op == "tar":
-            self.tar(req)
-        else:
-            self.emit(ev="error", detail=f"unknown op {op!r}")
+            self.emit(ev="error", detail=f"bad request {line[:200]!r}: {err!r}")
 
     def start(self, req: dict) -> None:
         jid = str(req["id"])
         try:
-            _write_atomic(req["job_path"], req["job_json"])
+            write_atomic(req["job_path"], req["job_json"])
             proc = subprocess.Popen(req["argv"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         except (OSError, ValueError) as err:
@@ -103,7 +96,8 @@ class Agent:
         self.jobs[jid] = (proc, req["result_path"])
         self.emit(ev="started", id=jid, pid=proc.pid)
 
-    def kill(self, jid: str) -> None:
+    def kill(self, req: dict) -> None:
+        jid = str(req["id"])
         if jid in self.jobs and jid not in self.kill_at:
             _signal_group(self.jobs[jid][0].pid, signal.SIGTERM)
             self.kill_at[jid] = time.monotonic() + self.grace_s

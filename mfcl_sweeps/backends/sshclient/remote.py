@@ -22,7 +22,7 @@ PID_MARK = "mfcl-ssh-pid"
 EXIT_MARK = "mfcl-ssh-exit"
 
 
-def _write_atomic(path: str, text: str) -> None:
+def write_atomic(path: str, text: str) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
@@ -49,7 +49,7 @@ def _stop(proc: subprocess.Popen, grace_s: float) -> None:
 
 
 def supervise(job_path: str, job_json: str, argv: list[str], grace_s: float) -> int:
-    _write_atomic(job_path, job_json)
+    write_atomic(job_path, job_json)
     wake_r, wake_w = os.pipe()  # SIGCHLD wakes the select below at once when the job ends
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
