@@ -20,7 +20,6 @@ import threading
 from typing import TYPE_CHECKING, Any, Optional
 
 from mfcl_sweeps.backends.ssh.paths import job_dir_of
-from mfcl_sweeps.backends.sshclient import commands as cmd
 from mfcl_sweeps.backends.sshclient.transport import SSH_FAILED
 
 if TYPE_CHECKING:
@@ -34,7 +33,7 @@ TAR_LIMIT = 32 << 20  # bytes of job dirs per batch sent in-band; larger ones go
 
 
 class AgentChannel:
-    def __init__(self, backend: "SshBackend", host: "Host") -> None:
+    def __init__(self, backend: "SshBackend", host: "Host", script: str) -> None:
         self.backend, self.host = backend, host
         self.cond = threading.Condition()  # guards jobs, replies, to_collect, lost, closing
         self.write_lock = threading.Lock()  # stdin only: never held while waiting for the agent
@@ -45,8 +44,6 @@ class AgentChannel:
         self.closing = False
         self._ids = itertools.count()
         self._stderr_tail: list[str] = []
-        script = cmd.agent_script(workdir=host.layout.workdir, python=host.python, env=host.env,
-                                  grace_s=backend.opts.kill_grace_s)
         try:
             self.proc: Optional[subprocess.Popen] = host.conn.channel(script)
         except OSError as err:

@@ -15,6 +15,7 @@ disabled and re-enabled by the rules in `ssh_health`; when every host stays down
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import random
@@ -190,9 +191,18 @@ class SshBackend(Backend):
             loads[i] = dataclasses.replace(loads[i], running=loads[i].running + 1, started=loads[i].started + 1)
             turn = i + 1
             chosen.append(i)
+        if not requests:
+            return []
+        if self.opts.agent:  # each host's agent (started once), and each job as its request on that channel
+            commands = [self.hosts[i].conn.argv(self._agent_script(self.hosts[i])) for i in sorted(set(chosen))]
+            keys = ("job_path", "job_json", "argv")
+            lines = [json.dumps({"host": self.hosts[i].label, "op": "start", **dict(zip(keys, self._job_parts(
+                self.hosts[i], r)))}) for i, r in zip(chosen, requests)]
+            return [Submission(requests=list(requests), commands=commands, script="\n".join(lines),
+                               script_path="(requests to the agents)", extra={"hosts": chosen})]
         # one submission: its jobs start side by side, each on its own channel
         commands = [self.hosts[i].conn.argv(self._job_script(self.hosts[i], r)) for i, r in zip(chosen, requests)]
-        return [Submission(requests=list(requests), commands=commands, extra={"hosts": chosen})] if requests else []
+        return [Submission(requests=list(requests), commands=commands, extra={"hosts": chosen})]
 
     def _layout(self, host: Host) -> RemoteLayout:
         return host.layout or RemoteLayout(self.sweep_dir, host.workdir, self.project_dir)
@@ -209,11 +219,15 @@ class SshBackend(Backend):
         return cmd.job_script(workdir=self._layout(host).workdir, python=host.python, env=host.env,
                               job_path=job_path, job_json=job_json, grace_s=self.opts.kill_grace_s, worker_argv=argv)
 
+    def _agent_script(self, host: Host) -> str:
+        return cmd.agent_script(workdir=self._layout(host).workdir, python=host.python, env=host.env,
+                                grace_s=self.opts.kill_grace_s)
+
     def _agent(self, host: Host) -> AgentChannel:
         """The host's agent, started at its first job and again after its channel ended."""
         with self.lock:
             if host.agent is None or host.agent.lost is not None:
-                host.agent = AgentChannel(self, host)
+                host.agent = AgentChannel(self, host, self._agent_script(host))
             return host.agent
 
     def _pick(self, planned: int) -> Optional[Host]:
