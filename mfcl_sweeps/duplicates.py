@@ -60,10 +60,15 @@ def unique_runs(spec: SweepSpec, repeats: int) -> Iterator[PlannedRun]:
             seen.add(run.config_hash)
 
 
+MAX_LISTED = 100_000  # runs of a random sample listed to count them per group
+
+
 def runs_by_group(spec: SweepSpec, repeats: int) -> dict[str, int]:
     """How many of `unique_runs(spec, repeats)` each group has: closed-form for plain grids;
     listed only when repeats or a random sample make that the one way to know."""
     by_group = None if repeats else count_by_group(spec)
+    if by_group is None and not repeats and spec.max_runs > MAX_LISTED:
+        return {}  # a huge random sample is not listed twice before its first job: status counts it as a whole
     if by_group is None:
         by_group = dict(Counter(run.group for run in unique_runs(spec, repeats)))
     return by_group

@@ -46,6 +46,14 @@ def test_runs_by_group_is_what_the_runs_say(tmp_path, options):
     assert runs_by_group(spec, count_repeats(spec)) == dict(expected)
 
 
+def test_a_huge_random_sample_is_not_listed_to_count_its_groups():
+    from mfcl_sweeps.duplicates import MAX_LISTED
+
+    spec = load_spec(None, cli_overrides=["a=range(1000)", "b=range(1000)"],
+                     options=SpecOptions(max_runs=MAX_LISTED + 1, shuffle=True))
+    assert runs_by_group(spec, 0) == {}  # status shows such runs in the "(not started)" row
+
+
 def test_a_plan_without_group_counts_shows_no_phantom_group(tmp_path):
     """Journals written before plans counted per group say {"default": N} for any sweep: the
     unstarted runs are shown as not started, never as a `default` group the sweep does not have."""
