@@ -9,7 +9,8 @@ tests/test_examples/): `baseline` (Hydra as installed), `mfcl_local` (`hydra/lau
 added to every multirun) and `mfcl_sweeper` (`hydra/sweeper=mfcl`). The overrides are added by a
 `sitecustomize` on PYTHONPATH that wraps `Hydra.multirun`, so in-process and subprocess apps get
 them alike; it also records which tests start a multirun (PYTEST_CURRENT_TEST), and the counts
-are over those tests. Hydra's tests and examples are copied to a scratch dir without Hydra's own
+are over those tests. A test that picks the injected group itself (`hydra/sweeper=test`) keeps its
+choice, as a user's command would, and is listed as not injected. Hydra's tests and examples are copied to a scratch dir without Hydra's own
 package, so the installed hydra-core is the one under test; nothing of Hydra's is committed here.
 Prints, per run, passed/total of the multirun tests and the ones that fail where the baseline passes.
 The baseline runs every test of those files (about 15 min on 2 cores); the other two only the
@@ -41,13 +42,14 @@ def _wrap(module):
     def recorded_multirun(self, config_name, task_function, overrides, *args, **kwargs):
         # as a user adding hydra/sweeper=mfcl to a command would: a group the test itself picks
         # (a test of its own sweeper) keeps its choice, and the test is listed as not injected
-        groups = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
         extra = os.environ.get("MFCL_CLIENT_INJECT", "").split()
-        kept = [o for o in extra if o.split("=", 1)[0] in groups]
+        injected = {o.split("=", 1)[0] for o in extra}
+        own = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in injected]
+        picked = {o.split("=", 1)[0].lstrip("+~") for o in own}
         with open(os.environ["MFCL_CLIENT_RECORD"], "a") as f:
             test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" (", 1)[0]
-            f.write(test + ("\\tnot injected: the test picks " + " ".join(kept) if kept else "") + "\\n")
-        extra = [o for o in extra if o not in kept]
+            f.write(test + ("\\tnot injected: the test picks " + " ".join(own) if own else "") + "\\n")
+        extra = [o for o in extra if o.split("=", 1)[0] not in picked]
         return multirun(self, config_name, task_function, list(overrides) + extra, *args, **kwargs)
 
     recorded_multirun.mfcl_client = True
