@@ -10,8 +10,9 @@ added to every multirun) and `mfcl_sweeper` (`hydra/sweeper=mfcl`). The override
 `sitecustomize` on PYTHONPATH that wraps `Hydra.multirun`, so in-process and subprocess apps get
 them alike; it also records which tests start a multirun (PYTEST_CURRENT_TEST), and the counts
 are over those tests. A test that picks the injected group itself (`hydra/sweeper=test`) keeps its
-choice, as a user's command would, and is listed as not injected. Hydra's tests and examples are copied to a scratch dir without Hydra's own
-package, so the installed hydra-core is the one under test; nothing of Hydra's is committed here.
+choice, as a user's command would, and is listed as not injected. Hydra's tests and examples are
+copied to a scratch dir without Hydra's own package, so the installed hydra-core is the one under
+test; nothing of Hydra's is committed here.
 Prints, per run, passed/total of the multirun tests and the ones that fail where the baseline passes.
 The baseline runs every test of those files (about 15 min on 2 cores); the other two only the
 multirun tests (about 5 min each).
