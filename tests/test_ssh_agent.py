@@ -9,11 +9,13 @@ Ctrl-C through the agent, and the per-job path (`agent=false`) that stays availa
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import pytest
 from services import SSH_HOSTS
 from test_ssh_launcher import INJECTION, PORT_A, PORT_B, host, lines, project, run_sweep, sweep_argv, two_hosts  # noqa: F401 (fixtures)
 
+from mfcl_sweeps.backends.sshclient.transport import unpack_tar
 from mfcl_sweeps.spec.overrides import quote_override_value
 from mfcl_sweeps.state.manifest import SweepManifest
 
@@ -113,6 +116,27 @@ def test_agent_kill_and_stdin_eof_end_the_whole_process_group(tmp_path: Path):
     agent.proc.stdin.close()  # the driver or its connection is gone
     assert agent.proc.wait(timeout=10) == 0
     assert wait_gone(pids["orphaned"])
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_job_dirs_from_a_host_unpack_only_inside_the_sweep_dir(tmp_path: Path):
+    dest = tmp_path / "sweep"
+    dest.mkdir()
+    assert unpack_tar(_tar({"3/.hydra/config.yaml": b"x: 3\n"}), str(dest)) is None
+    assert (dest / "3" / ".hydra" / "config.yaml").read_bytes() == b"x: 3\n"
+    assert unpack_tar(_tar({"../escaped.txt": b"no"}), str(dest))  # an error, and nothing outside
+    assert unpack_tar(_tar({str(tmp_path / "abs.txt"): b"in"}), str(dest)) is None  # made relative to dest
+    assert (dest / str(tmp_path / "abs.txt").lstrip("/")).read_bytes() == b"in"
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "abs.txt").exists()
 
 
 @pytest.mark.ssh

@@ -20,7 +20,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Optional
 
 from mfcl_sweeps.backends.ssh.paths import job_dir_of
-from mfcl_sweeps.backends.sshclient.transport import SSH_FAILED
+from mfcl_sweeps.backends.sshclient.transport import SSH_FAILED, unpack_tar
 
 if TYPE_CHECKING:
     from mfcl_sweeps.backends.ssh.agent_job import AgentJob
@@ -205,9 +205,7 @@ class AgentChannel:
                 if not got.ok:
                     self.backend.logs.host(label, f"copying {d} back failed: {got.err.strip()}")
             return True
-        p = subprocess.run(["tar", "-xf", "-", "--no-same-owner", "-C", layout.local_sweep_dir],
-                           input=base64.b64decode(reply["b64"]), capture_output=True)
-        if p.returncode:
-            self.backend.logs.host(label, f"unpacking {len(dirs)} job dirs failed: "
-                                          f"{p.stderr.decode(errors='replace').strip()}")
+        error = unpack_tar(base64.b64decode(reply["b64"]), layout.local_sweep_dir)
+        if error:
+            self.backend.logs.host(label, f"unpacking {len(dirs)} job dirs failed: {error}")
         return True

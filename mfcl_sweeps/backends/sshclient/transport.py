@@ -2,7 +2,9 @@
 or `sh -c` for the local host. Every call goes through the builders in `ssh_commands`."""
 from __future__ import annotations
 
+import io
 import subprocess
+import tarfile
 from dataclasses import dataclass
 from typing import IO, Optional
 
@@ -38,6 +40,21 @@ def host_key_message(host: HostSpec, opts: SshOptions, err: str) -> Optional[str
     return (f"ssh host {host.describe()} ({host.label}): its host key {changed}, so ssh refused it; check the "
             f"key's fingerprint, then add it with `ssh-keyscan {port}{host.host} >> {where}` "
             "(or set hydra.launcher.known_hosts_file); host-key checking stays on")
+
+
+def unpack_tar(data: bytes, dest: str) -> Optional[str]:
+    """A host's tar stream unpacked into `dest` (no member lands outside it, none keeps its owner);
+    the error, or None. In-process where this Python has tarfile's "data" filter (3.10.12+,
+    3.11.4+), else the system tar, which refuses the same escapes."""
+    if hasattr(tarfile, "data_filter"):
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+                tf.extractall(dest, filter="data")
+        except (tarfile.TarError, OSError) as err:
+            return str(err)
+        return None
+    p = subprocess.run(["tar", "-xf", "-", "--no-same-owner", "-C", dest], input=data, capture_output=True)
+    return (p.stderr.decode(errors="replace").strip() or f"tar exit code {p.returncode}") if p.returncode else None
 
 
 class HostConn:
