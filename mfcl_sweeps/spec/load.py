@@ -28,7 +28,7 @@ from mfcl_sweeps.spec.fields import (
     need_mapping,
     parse_aliases,
 )
-from mfcl_sweeps.spec.knobs import _exclude, _order_knobs, _seed_axis, _Source
+from mfcl_sweeps.spec.knobs import _exclude, _knob, _order_knobs, _seed_axis, _Source
 from mfcl_sweeps.spec.parts import _Part, _part
 from mfcl_sweeps.spec.types import SpecOptions, SweepSpec
 
@@ -102,7 +102,11 @@ def load_spec(sweep_file: Optional[str], *, cli_overrides: Sequence[str] = (),
     base = base.under(_part({k: v for k, v in inline.items() if k in _INLINE_KEYS}, opt_ctx, "", _INLINE_KEYS))
     blocks = [_block(base.under(p)) for p in entry_parts] or [_block(base)]
 
-    cli = _cli_axes(_plain(params) or {}, cli_overrides, config_loader)
+    order = _order_knobs(sources)
+    # max_runs caps the work before validation and the plan line; not when excludes or a
+    # shuffle decide which runs come first (those are counted in closed form, or refused)
+    cap = order["max_runs"] if _knob("exclude", sources)[1] is None and not order["shuffle"] else None
+    cli = _cli_axes(_plain(params) or {}, cli_overrides, config_loader, cap)
     seeds = _seed_axis(sources)
     blocks = [dataclasses.replace(b, axes=_final_axes(b, cli, seeds)) for b in blocks]
     known_keys = {k for b in blocks for a in b.axes for s in a.settings for k, _ in s.values}
@@ -111,9 +115,6 @@ def load_spec(sweep_file: Optional[str], *, cli_overrides: Sequence[str] = (),
     if exclude:
         err = next(s for s in sources if s.get("exclude")).error("exclude", "")
         exclude_at = (err.key, err.file, err.line)
-    order = _order_knobs(sources)
-    # max_runs caps the work before validation and the plan line; not when excludes or a
-    # shuffle decide which runs come first (those are counted in closed form, or refused)
-    cap = order["max_runs"] if not exclude and not order["shuffle"] else None
+    cap = cap if not exclude else None
     return SweepSpec(blocks=tuple(capped_blocks(blocks, cap)), exclude=exclude, dialect=dialect,
                      source=sweep_file, metadata=metadata, exclude_at=exclude_at, **order)
