@@ -92,6 +92,7 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_a_sweep_that_fills_the_disk_stops_cleanly_and_resumes(tmp_path, small_disk):
     sweep = small_disk / "sweep"
     driver = subprocess.Popen(sweep_command(tmp_path, sweep), cwd=tmp_path, stdout=subprocess.PIPE,
