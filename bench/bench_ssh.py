@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -91,7 +92,8 @@ def main() -> None:
     args = parser.parse_args()
     ms = {mode: statistics.median(measure(args.port, args.jobs, mode)) * 1000
           for mode in ("agent", "multiplexed", "fresh")}
-    print(f"per-job overhead over {args.jobs} jobs (median)")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"per-job overhead over {args.jobs} jobs (median; load average {load} on {os.cpu_count()} cores)")
     print(f"  agent, one channel per host:            {ms['agent']:8.1f} ms")
     print(f"  multiplexed, 3 ssh calls (ControlMaster): {ms['multiplexed']:6.1f} ms")
     print(f"  fresh connection per call, 3 calls:     {ms['fresh']:8.1f} ms")
