@@ -110,7 +110,10 @@ class AgentChannel:
             except ValueError:
                 self.backend.logs.host(self.host.label, f"agent: {line.decode(errors='replace').rstrip()}")
                 continue
-            self._dispatch(event)
+            try:
+                self._dispatch(event)
+            except Exception:  # one bad event (or a full disk for a log) must not stop every job's events
+                log.exception("ssh agent on %s: handling %r failed", self.host.label, event.get("ev"))
         code = self.proc.wait()
         self._stderr.join(timeout=5)
         detail = self._stderr_tail[-1] if self._stderr_tail else f"ssh exit code {code}"
