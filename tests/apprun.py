@@ -62,3 +62,12 @@ def wait_for(predicate, timeout: float = 90, what: str = "") -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.3)
+
+
+def alive(pid: int) -> bool:
+    """Is process `pid` running (a zombie is not)? Read from /proc, apart from the product's own check."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False

@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 
 import cloudpickle
 import pytest
+from apprun import alive
 from services import SSH_HOSTS, require_service
 
 from mfcl_sweeps import backends, model
@@ -182,13 +183,6 @@ def started_pid(sweep: Sweep, req: JobRequest) -> int:
     return wait_for(lambda: path.exists() and json.loads(path.read_text() or "{}").get("pid"),
                     f"run {req.run.run_id} started")
 
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
 
 
 def outcome(req: JobRequest, state: JobState) -> tuple[str, dict]:

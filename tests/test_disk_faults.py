@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from apprun import APPS
+from apprun import APPS, alive
 
 from mfcl_sweeps.errors import DiskError
 from mfcl_sweeps.state.journal import Journal
@@ -83,13 +83,6 @@ def sweep_command(tmp_path: Path, sweep: Path) -> list[str]:
             "hydra.launcher.progress=log", "hydra.launcher.max_concurrent=2", "mode=sleep", "seconds=0.5",
             f"value=range(0,{RUNS})"]
 
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.mark.slow

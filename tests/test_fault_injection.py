@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from apprun import APPS
+from apprun import APPS, alive
 
 RUNS = 6
 TRIALS = int(os.environ.get("MFCL_FAULT_TRIALS", "20"))
@@ -35,13 +35,6 @@ def journal_ops(sweep: Path) -> list[dict]:
     path = sweep / ".mfcl" / "journal.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.mark.slow

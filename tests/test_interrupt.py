@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from apprun import APPS, mfcl_sweeps, wait_for
+from apprun import APPS, alive, mfcl_sweeps, wait_for
 
 from mfcl_sweeps.backends.base import JobHandle
 from mfcl_sweeps.launch.interrupt import StopSignals
@@ -34,13 +34,6 @@ def children_of_started_runs(tmp_path: Path, n: int) -> list[int]:
     pids += [json.loads(f.read_text())["pid"] for f in side.glob("*.json")]
     return pids
 
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def journal_states(sweep: Path) -> dict[str, str]:
