@@ -28,13 +28,16 @@ def records(sweep: Path) -> dict:
     return {r.run_id: r for r in SweepManifest(str(sweep)).records().values()}
 
 
-def three_groups(tmp_path: Path, first: str, second: str, third: str) -> Path:
-    """A sweep file whose three runs (same resources: one array) run in this order."""
+def detached_task_of_three(tmp_path: Path, *modes: str) -> Path:
+    """Submit (detached) one packed task of three runs in these modes, run in this order; its sweep dir."""
     path = tmp_path / "sweep.yaml"
     path.write_text("groups:\n" + "".join(
         f"  - {{group: g{i}, params: {{mode: [{mode}], value: [{i}], seconds: [300]}}}}\n"
-        for i, mode in enumerate((first, second, third))))
-    return path
+        for i, mode in enumerate(modes)))
+    proc = run_app("behave", tmp_path, *SLURM, f"hydra.sweeper.sweep_file={path}", "hydra.launcher.detach=true",
+                   "hydra.launcher.runs_per_task=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp_path / "sweep"
 
 
 def test_dry_run_packs_a_thousand_runs_into_one_array_of_ten_tasks(tmp_path: Path) -> None:
@@ -102,11 +105,7 @@ def test_a_failing_run_fails_alone_and_the_task_goes_on(tmp_path: Path) -> None:
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_a_requeued_task_reruns_only_what_had_not_ended(tmp_path: Path) -> None:
-    sweep_file = three_groups(tmp_path, "ok", "children", "ok")
-    proc = run_app("behave", tmp_path, *SLURM, f"hydra.sweeper.sweep_file={sweep_file}", "hydra.launcher.detach=true",
-                   "hydra.launcher.runs_per_task=3")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    sweep = tmp_path / "sweep"
+    sweep = detached_task_of_three(tmp_path, "ok", "children", "ok")
     first, second, third = sorted(records(sweep).values(), key=lambda r: r.index)
     wait_for(lambda: second.run_id in side_lines(tmp_path, "starts.txt"), what="the second run to start")
     # status reads each run: the first ended, the second runs, the third waits its turn
@@ -133,11 +132,7 @@ def test_cancel_of_one_packed_run_stops_it_alone(tmp_path: Path) -> None:
     from mfcl_sweeps.backends.slurm.backend import SlurmBackend
     from mfcl_sweeps.state.manifest import SweepManifest
 
-    sweep_file = three_groups(tmp_path, "sleep", "ok", "ok")
-    proc = run_app("behave", tmp_path, *SLURM, f"hydra.sweeper.sweep_file={sweep_file}", "hydra.launcher.detach=true",
-                   "hydra.launcher.runs_per_task=3")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    sweep = tmp_path / "sweep"
+    sweep = detached_task_of_three(tmp_path, "sleep", "ok", "ok")
     wait_for(lambda: status_json(sweep)["counts"].get("running") == 1, what="the first run to start")
     first = min(records(sweep).values(), key=lambda r: r.index)
     # what `mfcl-sweeps cancel` does, for this one run: stop it through its backend, journal it
