@@ -18,7 +18,8 @@ which no collection visits, so it was never freed (gc.get_objects() does not lis
 which hid it). The freeze now happens in the forked child. What remains per run (~2 KB) is the
 slim JobReturn Hydra's contract wants back and the journal's record of the run (sampled during the
 10,000-run sweep: 55 MB at 2,500 runs, 63 MB at 6,000, 66 MB at 7,400); the rest of the 10,000-run
-peak comes at the end of the sweep (not yet bisected: the final manifest and report are suspects).
+peak comes at the end of the sweep, ~30 MB at 10,000 runs and under 1 MB at 1,000-2,000 (not yet
+bisected: the final manifest and report are suspects); a 10,000-run plan adds ~7 MB from the start.
 10,000 runs took 49 min at load ~7-12.
 """
 from __future__ import annotations
