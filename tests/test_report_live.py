@@ -46,6 +46,19 @@ def test_one_refresher_at_a_time_and_it_stops_when_its_parent_is_gone_and_the_jo
     assert not (root / "reports" / "summary.md").exists()  # live writes the page only
 
 
+def test_a_refresher_stopped_before_it_started_up_leaves_no_lock_and_no_page(tmp_path):
+    """A short sweep on a busy machine ends before its refresher has imported anything: the final
+    report's stop() must still end it (the lock names it from the start), not leave it to write a
+    live page over the final one later."""
+    root = tmp_path / "sweep"
+    journal(root, model.COMPLETED, model.RUNNING)
+    assert live.kick(str(root), interval_s=0.1, parent=os.getpid())
+    live.stop(str(root))
+    time.sleep(3)  # long enough for a refresher that was missed to start up and write
+    assert not (root / "reports" / live.LOCK).exists(), (root / "reports" / live.LOG).read_text()
+    assert not (root / "reports" / "index.html").exists()
+
+
 def test_refresher_writes_once_per_change_and_ends_with_the_sweep(tmp_path):
     root = tmp_path / "sweep"
     journal(root, model.COMPLETED, model.FAILED)

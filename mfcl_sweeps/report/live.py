@@ -1,7 +1,8 @@
 """Live report: `reports/index.html` rewritten while a sweep runs, at most every `interval_s`.
 
 `kick(sweep_dir, parent=pid)` starts one detached refresher (none when one already runs:
-`reports/.live.lock` holds its pid). The callback calls it at `on_multirun_start`, in the
+`reports/.live.lock` holds its pid, written by `kick` itself, so `stop` finds a refresher even
+before it has started up on a busy machine). The callback calls it at `on_multirun_start`, in the
 process that runs the sweep: a refresher started inside a job would be ended with the job
 (mfcl_local's supervisor reaps every descendant), and this way any sweeper and launcher gets
 one. The refresher follows the journal: a new page when the journal changed since the last
@@ -22,6 +23,7 @@ import sys
 import time
 from typing import Optional
 
+from mfcl_sweeps.liveness import HOST, process_alive
 from mfcl_sweeps.report import REPORTS_DIR
 
 LOCK = ".live.lock"
@@ -33,24 +35,31 @@ def _lock_path(sweep_dir: str) -> str:
     return os.path.join(sweep_dir, REPORTS_DIR, LOCK)
 
 
-def _holder_alive(path: str) -> bool:
+def _holder(path: str) -> Optional[int]:
     try:
         with open(path) as fh:
-            pid = int(json.load(fh)["pid"])
-        os.kill(pid, 0)
-    except (OSError, ValueError, KeyError):
-        return False
-    return True
+            return int(json.load(fh)["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
-def _acquire(sweep_dir: str) -> bool:
-    """Take the refresher lock (O_EXCL), replacing one whose process is gone."""
+def _holder_alive(path: str) -> bool:
+    pid = _holder(path)  # a zombie is dead: a refresher killed before its driver reaped it
+    return pid is not None and bool(process_alive(HOST, pid, None))
+
+
+def _acquire(sweep_dir: str, pid: Optional[int] = None) -> bool:
+    """Take the refresher lock (O_EXCL) for `pid` (this process by default), replacing one whose
+    process is gone; True too when it already names `pid` (kick took it for this refresher)."""
+    pid = pid or os.getpid()
     path = _lock_path(sweep_dir)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
+            if _holder(path) == pid:
+                return True
             if _holder_alive(path):
                 return False
             try:
@@ -59,7 +68,7 @@ def _acquire(sweep_dir: str) -> bool:
                 pass
             continue
         with os.fdopen(fd, "w") as fh:
-            json.dump({"pid": os.getpid(), "t": time.time()}, fh)
+            json.dump({"pid": pid, "t": time.time()}, fh)
         return True
     return False
 
@@ -75,8 +84,11 @@ def kick(sweep_dir: str, *, interval_s: float = 30.0, parent: Optional[int] = No
     argv += ["--mode", mode] if mode else []
     os.makedirs(os.path.join(sweep_dir, REPORTS_DIR), exist_ok=True)
     with open(os.path.join(sweep_dir, REPORTS_DIR, LOG), "ab") as log:
-        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                         close_fds=True)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                                close_fds=True)
+    if not _acquire(sweep_dir, proc.pid):  # another refresher started meanwhile: it serves the sweep
+        proc.terminate()
+        return False
     return True
 
 
@@ -145,6 +157,11 @@ def stop(sweep_dir: str, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while os.path.exists(path) and _holder_alive(path) and time.monotonic() < deadline:
         time.sleep(0.05)
+    if _holder(path) == pid and not _holder_alive(path):  # ended before it could free its lock
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def main(argv: Optional[list] = None) -> int:
