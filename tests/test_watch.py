@@ -113,14 +113,17 @@ def test_watch_in_tmux_during_a_real_sweep(tmp_path):
         screen = tmux.wait_for("WATCH-EXIT=130")
         assert "Traceback" not in screen
 
-        tmux("send-keys", "-t", tmux.name, "clear; " + watch, "Enter")
-        screen = tmux.wait_for("WATCH-EXIT=", timeout=180)
+        # the marker is split in the typed command, so only watch's end can show it whole
+        # a new marker (the first run's is still on screen), split in the typed command so that only
+        # watch's end shows it whole
+        tmux("send-keys", "-t", tmux.name, "clear; " + watch.replace("WATCH-EXIT=", '"WATCH""-END="'), "Enter")
+        screen = tmux.wait_for("WATCH-END=", timeout=180)
         assert proc.wait(timeout=120) == 0
         assert f"(ended)  {sweep}" in screen and "4/4 done: 2 completed, 2 failed" in screen
         assert group_cells(screen)[1:6] == ["2", "2", "0", "0", "4"]
         assert "latest failures (2)" in screen and "RuntimeError: diverged at lr=0.1" in screen
         assert "ended: 2 completed, 2 failed, 0 cancelled" in screen
-        assert "WATCH-EXIT=1" in screen  # failures: exit status 1
+        assert "WATCH-END=1" in screen  # failures: exit status 1
     finally:
         subprocess.run(["tmux", "-S", tmux.socket, "kill-server"], capture_output=True)
         if proc.poll() is None:
