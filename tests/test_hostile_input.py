@@ -17,6 +17,9 @@ from mfcl_sweeps.cli import main
 from mfcl_sweeps.errors import MfclError
 from mfcl_sweeps.sweeper import check_sweep_name
 
+# A hang guard, far above the target: the speed of each refusal (target < 2 s) is measured by
+# bench/bench_hostile_input.py, not here, where a loaded CI machine would make it flaky.
+HANG_GUARD_S = 30.0
 TWELVE_KEYS = "".join(f"  k{i}: [{', '.join(map(str, range(10)))}]\n" for i in range(12))  # 10^12 runs
 
 
@@ -101,7 +104,7 @@ def refuse(tmp_path: Path, capsys: pytest.CaptureFixture, path: str, overrides: 
     assert err.count("\n") == 1 and err.startswith("mfcl-sweeps count: error: ") and "Traceback" not in err, err
     for word in words:
         assert word in err, err
-    assert spent < 2.0, f"{spent:.1f} s of CPU to refuse it"
+    assert spent < HANG_GUARD_S, f"{spent:.1f} s of CPU to refuse it: a hang, not a slow refusal"
     assert sorted(os.listdir(tmp_path)) == before  # nothing written
 
 
@@ -153,7 +156,7 @@ def test_huge_grids_are_counted_in_closed_form(tmp_path, capsys, text, expected)
     t0 = time.process_time()
     assert main(["count", str(path)]) == 0
     assert int(capsys.readouterr().out) == expected
-    assert time.process_time() - t0 < 2.0
+    assert time.process_time() - t0 < HANG_GUARD_S  # enumerating 10^12 runs would take days
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """The hostile-input corpus, options part: out-of-range `hydra.launcher.*` options of every mfcl
 launcher and `hydra.sweeper.*` options the spec does not read. Each is refused with one line
-naming the key, in bounded time, before anything is written (the file corpus is
+naming the key, in bounded time (a hang guard here; bench/bench_hostile_input.py measures it), before anything is written (the file corpus is
 tests/test_hostile_input.py)."""
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_a_launcher_option_out_of_range_is_one_line(launcher, key, value):
         parse_options(CONFS[launcher], {**NEEDS.get(launcher, {}), key: value}, launcher)
     line = str(err.value)
     assert line.startswith(f"hydra.launcher.{key}=") and "\n" not in line and "; " in line, line
-    assert time.process_time() - t0 < 2.0
+    assert time.process_time() - t0 < 30.0  # a hang guard; bench/bench_hostile_input.py measures the speed
 
 
 SWEEPER = [("claim_timeout", -5, "must be > 0"), ("claim_timeout", "soon", "a number"),
@@ -82,7 +82,7 @@ def refused_by_a_real_sweep(tmp_path: Path, launcher: str, option: str, *more: s
     lines = [line for line in done.stderr.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
     assert done.returncode == 1 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert lines[0].startswith(option.split("=")[0] + "="), lines[0]
-    assert (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime) < 2.0 * 3  # Hydra's start-up
+    assert (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime) < 30.0  # a hang guard
     assert not (tmp_path / "sweep").exists() and not (tmp_path / "side").exists()
 
 
