@@ -53,7 +53,7 @@ def main() -> None:
     for name, spent in slowest[:10]:
         print(f"{name:60} {spent:>7.3f}")
     over = [name for name, spent in times.items() if spent >= TARGET_S]
-    print(f"{len(times) - len(over)}/{len(times)} refused in < {TARGET_S} s of CPU" + (f"; over: {over}" if over else ""))
+    print(f"{len(times) - len(over)}/{len(times)} refused in < {TARGET_S} s of CPU", *(["over:", over] if over else []))
 
 
 if __name__ == "__main__":
