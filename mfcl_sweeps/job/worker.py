@@ -134,17 +134,26 @@ def save_configs_redacted() -> None:
     """Hydra writes each job's config, hydra config and overrides under `.hydra/`: with secrets
     hidden there too (mfcl_sweeps.secrets), as everywhere the sweep writes. The task itself
     still gets the real values."""
+    import yaml
     from hydra.core import utils
     from omegaconf import OmegaConf
+    from omegaconf._utils import get_omega_conf_dumper
 
     from mfcl_sweeps.secrets import redact
 
-    save = utils._save_config
-    if getattr(save, "redacts", False):
+    if getattr(utils._save_config, "redacts", False):
         return
 
     def save_redacted(cfg: Any, filename: str, output_dir: Path) -> None:
-        save(OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=False))), filename, output_dir)
+        # Hydra's _save_config writes OmegaConf.to_yaml(cfg), which is this dump of the container;
+        # dumped straight from the redacted container, not from a config rebuilt from it (that
+        # rebuild was a third of a no-op run's time)
+        container = redact(OmegaConf.to_container(cfg, resolve=False, enum_to_str=True))
+        output_dir.mkdir(parents=True, exist_ok=True)
+        text = yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False,
+                         Dumper=get_omega_conf_dumper())
+        with open(output_dir / filename, "w", encoding="utf-8") as file:
+            file.write(text)
 
     save_redacted.redacts = True  # type: ignore[attr-defined]
     utils._save_config = save_redacted
