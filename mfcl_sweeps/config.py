@@ -1,13 +1,15 @@
-"""Every mfcl launcher's options, declared once: name, type, default, meaning and checks.
+"""Every mfcl launcher's options and the mfcl sweeper's, declared once: name, type, default,
+meaning and checks.
 
-The plugins (hydra_plugins/mfcl_sweeps/*_launcher.py) only register these dataclasses with
-Hydra's ConfigStore; the backends read them through `mfcl_sweeps.options.parse_options`.
-Imported at Hydra's start-up, so nothing here imports more than the standard library.
+The plugins (hydra_plugins/mfcl_sweeps/*.py) only register these dataclasses with Hydra's
+ConfigStore; the backends and the sweeper check them through `mfcl_sweeps.options.parse_options`.
+Imported at Hydra's start-up, so nothing here imports more than the standard library (a check
+may import more when it runs).
 No `from __future__ import annotations`: OmegaConf reads these annotations as types.
 """
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
 from mfcl_sweeps.options import (
@@ -247,3 +249,87 @@ class SshLauncherConf(SshClientConf, CommonLauncherConf):
     dead_after_s: float = opt(60.0, above(0, " seconds"))
     all_down_timeout_s: float = opt(120.0, above(0, " seconds"))
     seed: Optional[int] = None
+
+
+# -- hydra/sweeper=mfcl (hydra_plugins/mfcl_sweeps/mfcl_sweeper.py registers it) ---------------
+# Checked by SweepCore.setup through parse_options(..., group="hydra.sweeper"). The knobs that
+# shape the runs (max_runs, seeds, shuffle, seed, seed_key, exclude, grid...) may come from the
+# sweep file too, so spec/ checks them, naming the file line when they come from there.
+RESUME_MODES = ("none", "skip_completed", "rerun_failed_only", "skip_finished")
+SWEEP_NAME = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}"
+
+
+def _sweep_name(v: Any, _: Mapping[str, Any]) -> Optional[str]:
+    # one dir under multirun/ (or $MFCL_STORAGE_ROOT): never a path out of it
+    if isinstance(v, str) and re.fullmatch(SWEEP_NAME, v) and ".." not in v:
+        return None
+    return ("a sweep name is a plain name of up to 128 letters, digits, '.', '_', '+', '-' (no '/', no '..'); "
+            "to put the sweep elsewhere set hydra.sweep.dir")
+
+
+def _store_url(v: Any, _: Mapping[str, Any]) -> Optional[str]:
+    from mfcl_sweeps.state.storeurl import parse_url
+
+    parse_url(str(v))  # raises with the URL's password hidden, so the value is not echoed here
+    return None
+
+
+@dataclass
+class NotifyEmailConf:
+    to: List[str] = field(default_factory=list)  # recipients; empty: no email
+    sender: Optional[str] = None  # From:
+    host: str = "localhost"
+    port: int = 587
+    starttls: bool = True
+    user_env: Optional[str] = None  # env var holding the SMTP login
+    password_env: Optional[str] = None  # env var holding the SMTP password
+    ca_file: Optional[str] = None  # a private CA for the server's certificate
+
+
+@dataclass
+class NotifyConf:
+    """`hydra.sweeper.notify.*` (and the callback's `notify`), checked by mfcl_sweeps.notify.
+    Secrets are never options: the options name the env vars holding them."""
+
+    webhook_env: Optional[str] = None  # env var holding a Slack-compatible webhook URL
+    email: NotifyEmailConf = field(default_factory=NotifyEmailConf)
+    on: List[str] = field(default_factory=lambda: ["end", "failure"])
+    metric: str = "accuracy"  # the end message names the best run by this metric
+    title: str = "mfcl sweep"
+
+
+@dataclass
+class MfclSweeperConf:
+    _target_: str = PLUGINS + "mfcl_sweeper.MfclSweeper"
+    # What to sweep (all optional; combined with command-line sweeps like a=1,2)
+    sweep_file: Optional[str] = None  # YAML/JSON sweep file, any supported dialect
+    # Empty containers rather than None, so `hydra.sweeper.grid={lr:[1,2]}` can be merged in
+    # from the command line; empty means "not given".
+    params: Dict[str, str] = opt(dict)  # like BasicSweeper: key -> sweep string
+    grid: Dict[str, Any] = opt(dict)
+    paired: List[Any] = opt(list)
+    runs: List[Any] = opt(list)
+    run_defaults: Dict[str, Any] = opt(dict)  # merged under each of `runs`
+    aliases: Dict[str, Any] = opt(dict)  # added to (or replacing) the default aliases
+    exclude: List[Any] = opt(list)
+    max_runs: Optional[int] = None
+    shuffle: Optional[bool] = None
+    seed: Optional[int] = None
+    seeds: Optional[Any] = None  # N or a list: every config repeated per seed
+    seed_key: Optional[str] = None  # where each seed is written (default: seed)
+    # How to run it
+    max_batch_size: Optional[int] = opt(None, at_least(1))  # jobs per launch() call; None: all (mfcl launchers stream)
+    dry_run: bool = False  # print the runs (and what would be submitted) and exit
+    validate: bool = True  # check every distinct value against one composed run per group first
+    name: Optional[str] = opt(None, _sweep_name)  # stable sweep dir multirun/NAME (or $MFCL_STORAGE_ROOT/NAME)
+    resume: Optional[str] = opt(None, one_of(*RESUME_MODES))  # default: see docs/sweeper.md
+    only_runs: List[str] = opt(list)  # run ids/config hashes to run whatever their state
+    claim: bool = False  # worker mode: several invocations split the runs
+    claim_timeout: float = opt(600.0, above(0, " seconds"))  # seconds without heartbeat before a claim is taken over
+    cluster: Optional[str] = opt(None, _plain_name)  # default: $MFCL_CLUSTER, else "local"
+    store: Optional[str] = opt(None, _store_url)  # the sweep dir's journal (default) or postgresql://...; $MFCL_STORE
+    fail_on_error: bool = True  # exit non-zero when runs failed (after running all of them)
+    allow_behind: bool = False  # launch even if the project's git branch is behind its upstream
+    notify: NotifyConf = field(default_factory=NotifyConf)  # webhook/email at the end and first failure
+    require_up_to_date: bool = False  # refuse when behind upstream (always so with claim or a cluster name)
+    secret_keys: List[str] = opt(list)  # more secret key names (docs/manifest.md#secrets)

@@ -1,10 +1,11 @@
-"""Launcher options: declared once (mfcl_sweeps.config), checked once, here.
+"""Launcher and sweeper options: declared once (mfcl_sweeps.config), checked once, here.
 
-A launcher's config dataclass is the one place where an option's name, type, default and checks
-are written: each check sits in its field's metadata (`opt(default, at_least(1))`).
-`parse_options` turns `hydra.launcher.*` into a backend's frozen options: unknown keys are
-refused (with the nearest known name), numbers given as strings are coerced, every check runs,
-and every complaint has one wording: `hydra.launcher.X=V: why; what to change`.
+A launcher's (or the sweeper's) config dataclass is the one place where an option's name, type,
+default and checks are written: each check sits in its field's metadata (`opt(default, at_least(1))`).
+`parse_options` turns `hydra.launcher.*` into a backend's frozen options (and `hydra.sweeper.*`
+into the sweeper's): unknown keys are refused (with the nearest known name), numbers given as
+strings are coerced, every check runs, and every complaint has one wording:
+`hydra.launcher.X=V: why; what to change` (`hydra.sweeper.X=V: ...` for the sweeper).
 
 Hydra-free and cheap to import: the plugin modules import the config dataclasses at start-up.
 """
@@ -32,9 +33,9 @@ def opt(default: Any, *checks: Check) -> Any:
     return dataclasses.field(default=default, metadata={"checks": checks})
 
 
-def problem(key: str, value: Any, why: str) -> OptionError:
-    """The one wording of a bad launcher option."""
-    return OptionError(f"hydra.launcher.{key}={value!r}: {why}")
+def problem(key: str, value: Any, why: str, group: str = "hydra.launcher") -> OptionError:
+    """The one wording of a bad option of `group`."""
+    return OptionError(f"{group}.{key}={value!r}: {why}")
 
 
 # -- the checks --------------------------------------------------------------------------------
@@ -136,14 +137,14 @@ def _number_kind(hint: Any) -> Optional[type]:
     return args[0] if len(args) == 1 and args[0] in (int, float) else None
 
 
-def _coerce(key: str, value: Any, kind: type) -> Any:
+def _coerce(key: str, value: Any, kind: type, group: str) -> Any:
     try:
         if isinstance(value, bool) or (kind is int and float(value) != int(float(value))):
             raise ValueError(value)
         return kind(float(value)) if kind is int else kind(value)
     except (TypeError, ValueError):
         what = "an integer" if kind is int else "a number"
-        raise problem(key, value, f"must be {what}; write it as digits") from None
+        raise problem(key, value, f"must be {what}; write it as digits", group) from None
 
 
 def _is_list(hint: Any) -> bool:
@@ -174,7 +175,7 @@ def options_type(conf: type) -> type:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             if isinstance(default, list):
                 fields.append((f.name, tuple, dataclasses.field(default=tuple(default))))
-            elif isinstance(default, dict):
+            elif isinstance(default, dict) or dataclasses.is_dataclass(default):  # a nested conf: its mapping
                 fields.append((f.name, Mapping[str, Any], dataclasses.field(default_factory=dict)))
             else:
                 fields.append((f.name, f.type, dataclasses.field(default=default)))
@@ -183,8 +184,10 @@ def options_type(conf: type) -> type:
     return _OPTION_TYPES[conf]
 
 
-def parse_options(conf: type, raw: Mapping[str, Any], launcher: str, **defaults: Any) -> Any:
-    """`hydra.launcher.*` (with or without the common options) -> the backend's frozen options.
+def parse_options(conf: type, raw: Mapping[str, Any], launcher: str, *, group: str = "hydra.launcher",
+                  **defaults: Any) -> Any:
+    """`hydra.launcher.*` (with or without the common options) -> the backend's frozen options;
+    with group="hydra.sweeper", the sweeper's options (`launcher` then names the sweeper).
     `defaults` replaces config defaults that are Hydra interpolations (`${hydra.job.name}`) for
     callers that bypass Hydra. Raises OptionError (one line) for the first bad option."""
     fields = {f.name: f for f in dataclasses.fields(conf) if f.name != "_target_"}
@@ -194,7 +197,8 @@ def parse_options(conf: type, raw: Mapping[str, Any], launcher: str, **defaults:
 
             near = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"did you mean {near[0]}?" if near else "remove it"
-            raise problem(key, raw[key], f"not an option of {launcher}; {hint} (options: {', '.join(sorted(fields))})")
+            raise problem(key, raw[key], f"not an option of {launcher}; {hint} (options: {', '.join(sorted(fields))})",
+                          group)
     hints = typing.get_type_hints(conf)
     values: dict[str, Any] = {}
     for name, f in fields.items():
@@ -206,7 +210,7 @@ def parse_options(conf: type, raw: Mapping[str, Any], launcher: str, **defaults:
             value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         kind = _number_kind(hints.get(name))
         if kind is not None and value is not None:
-            value = _coerce(name, value, kind)
+            value = _coerce(name, value, kind, group)
         values[name] = _frozen(value, hints.get(name))
     for name, f in fields.items():
         value = values[name]
@@ -215,6 +219,6 @@ def parse_options(conf: type, raw: Mapping[str, Any], launcher: str, **defaults:
         for check in f.metadata.get("checks", ()):
             why = check(value, values)
             if why:
-                raise problem(name, raw.get(name, value), why)  # as the user wrote it
+                raise problem(name, raw.get(name, value), why, group)  # as the user wrote it
     options = options_type(conf)
     return options(**{k: v for k, v in values.items() if k in {f.name for f in dataclasses.fields(options)}})

@@ -6,80 +6,36 @@ Hydra's `launch(overrides, initial_job_idx)`, called so that each run's job numb
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import re
 import signal
 import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from mfcl_sweeps import model
+from mfcl_sweeps.batches import batched, contiguous_chunks, growing_batches
+from mfcl_sweeps.config import MfclSweeperConf
 from mfcl_sweeps.errors import MfclError, SweepFailed
 from mfcl_sweeps.fsio import writable
 from mfcl_sweeps.job.jobspec import declare_env_keys, identity_overrides
 from mfcl_sweeps.model import PlannedRun
+from mfcl_sweeps.options import parse_options
 from mfcl_sweeps.secrets import ENV_SECRET_KEYS, redact
 from mfcl_sweeps.spec.overrides import quote_override_value
-from mfcl_sweeps.sweeper_checks import check_sweeper_options
 
 log = logging.getLogger("mfcl_sweeps")
 
-RESUME_MODES = ("none", "skip_completed", "rerun_failed_only", "skip_finished")
 HYDRA_DEFAULT_SWEEP_DIR = "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}"
 RESCAN_S = 1.0  # claim mode: seconds between looks at runs other workers hold
 DONE_ELSEWHERE = (model.COMPLETED, model.FAILED, model.CANCELLED)  # another worker's outcome stands
 
 
-SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-
-
-def check_sweep_name(name: Any) -> None:
-    """A sweep name names one dir under multirun/ (or $MFCL_STORAGE_ROOT): never a path out of it."""
-    if not isinstance(name, str) or not SWEEP_NAME.fullmatch(name) or ".." in name:
-        raise MfclError(f"hydra.sweeper.name={name!r}: a sweep name is a plain name of up to 128 letters, "
-                        "digits, '.', '_', '+', '-' (no '/', no '..'); to put the sweep elsewhere set hydra.sweep.dir")
-
-
 def storage_dir(name: str, cwd: str) -> str:
     root = os.environ.get("MFCL_STORAGE_ROOT")
     return str(Path(root, name) if root else Path(cwd, "multirun", name))
-
-
-def contiguous_chunks(runs: Sequence[PlannedRun]) -> Iterator[list[PlannedRun]]:
-    """Split runs into chunks of consecutive indices, so a launcher numbering jobs
-    `initial_job_idx + position` gives each run its own index."""
-    chunk: list[PlannedRun] = []
-    for run in runs:
-        if chunk and run.index != chunk[-1].index + 1:
-            yield chunk
-            chunk = []
-        chunk.append(run)
-    if chunk:
-        yield chunk
-
-
-def batched(it: Iterable[PlannedRun], n: int) -> Iterator[list[PlannedRun]]:
-    it = iter(it)
-    while batch := list(itertools.islice(it, n)):
-        yield batch
-
-
-FIRST_BATCH = 100  # runs in the first launch() call to a launcher of Hydra's; each next call doubles
-
-
-def growing_batches(it: Iterable[PlannedRun], first: int = FIRST_BATCH) -> Iterator[list[PlannedRun]]:
-    """Batches of `first`, 2*`first`, 4*`first`... runs, taken from `it` only when asked for.
-    The first job then waits for `first` runs' identities whatever the sweep's size, and a
-    sweep of N runs makes about log2(N / first) calls (a launcher that runs a batch in parallel
-    drains at each boundary; with doubling that is a few job lengths over a whole sweep)."""
-    it, size = iter(it), first
-    while batch := list(itertools.islice(it, size)):
-        yield batch
-        size *= 2
 
 
 class SweepCore:
@@ -104,7 +60,9 @@ class SweepCore:
         from hydra.core.plugins import Plugins
 
         self.hydra_context, self.config = hydra_context, config
-        check_sweeper_options(self.opt)
+        # every option checked (mfcl_sweeps.config) before the launcher is made or anything written
+        parse_options(MfclSweeperConf, {k: v for k in self.options if (v := self.opt(k)) is not None},
+                      "the mfcl sweeper", group="hydra.sweeper")
         if self.opt("secret_keys"):  # for every process of the sweep, jobs included (mfcl_sweeps.secrets)
             os.environ[ENV_SECRET_KEYS] = ",".join(map(str, self.opt("secret_keys")))
         self.launcher = Plugins.instance().instantiate_launcher(
@@ -131,21 +89,14 @@ class SweepCore:
         return spec
 
     def resume_mode(self) -> str:
-        mode = self.opt("resume")
-        if mode is None:
-            # Hydra users rerun the same command after editing code and expect it to run again;
-            # a named sweep or a claim worker means "continue this sweep".
-            mode = "skip_completed" if (self.opt("name") or self.opt("claim")) else "none"
-        if mode not in RESUME_MODES:
-            raise MfclError(f"hydra.sweeper.resume={mode}: unknown mode; use one of {', '.join(RESUME_MODES)}")
-        return mode
+        # Hydra users rerun the same command after editing code and expect it to run again;
+        # a named sweep or a claim worker means "continue this sweep".
+        return self.opt("resume") or ("skip_completed" if (self.opt("name") or self.opt("claim")) else "none")
 
     def sweep_dir(self) -> str:
         from omegaconf import OmegaConf, open_dict
 
         name = self.opt("name")
-        if name:
-            check_sweep_name(name)
         # Hydra's default dir is a timestamp; one the user set (command line or config) wins over
         # the named-sweep default, as hydra.sweep.dir always does in Hydra.
         explicit = OmegaConf.to_container(self.config.hydra.sweep, resolve=False)["dir"] != HYDRA_DEFAULT_SWEEP_DIR

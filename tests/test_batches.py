@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from apprun import manifest_runs, run_app, side_records
 
-from mfcl_sweeps.sweeper import FIRST_BATCH, growing_batches
+from mfcl_sweeps.batches import FIRST_BATCH, growing_batches
 
 
 def test_batches_double_and_take_runs_only_when_launched():

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from mfcl_sweeps.cli import main
+from mfcl_sweeps.config import MfclSweeperConf
 from mfcl_sweeps.errors import MfclError
-from mfcl_sweeps.sweeper import check_sweep_name
+from mfcl_sweeps.options import parse_options
 
 # A hang guard, far above the target: the speed of each refusal (target < 2 s) is measured by
 # bench/bench_hostile_input.py, not here, where a loaded CI machine would make it flaky.
@@ -134,6 +135,9 @@ def test_huge_and_binary_files(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["../../x", "/abs/path", "a/b", "..", ".hidden", "x" * 200, "a b", ""])
 def test_a_sweep_name_is_a_name(name):
+    def check_sweep_name(name):  # as SweepCore.setup checks every hydra.sweeper option
+        parse_options(MfclSweeperConf, {"name": name}, "the mfcl sweeper", group="hydra.sweeper")
+
     if not name:
         return check_sweep_name("ok-name_1.2+3")  # a plain name passes
     with pytest.raises(MfclError, match="hydra.sweeper.name=.*plain name"):

@@ -17,7 +17,6 @@ from apprun import APPS
 from mfcl_sweeps import config
 from mfcl_sweeps.errors import MfclError, OptionError
 from mfcl_sweeps.options import parse_options
-from mfcl_sweeps.sweeper_checks import check_sweeper_options
 
 CONFS = {"mfcl_local": config.LocalLauncherConf, "mfcl_torchrun": config.TorchrunLauncherConf,
          "mfcl_slurm": config.SlurmLauncherConf, "mfcl_pbs": config.PbsLauncherConf,
@@ -51,22 +50,29 @@ def test_a_launcher_option_out_of_range_is_one_line(launcher, key, value):
     assert time.process_time() - t0 < 30.0  # a hang guard; bench/bench_hostile_input.py measures the speed
 
 
+def check_sweeper_options(raw):
+    """The check SweepCore.setup runs on hydra.sweeper.* (the options declared in mfcl_sweeps.config)."""
+    parse_options(config.MfclSweeperConf, raw, "the mfcl sweeper", group="hydra.sweeper")
+
+
 SWEEPER = [("claim_timeout", -5, "must be > 0"), ("claim_timeout", "soon", "a number"),
            ("max_batch_size", 0, ">= 1"), ("max_batch_size", -2, ">= 1"), ("max_batch_size", 1.5, "an integer"),
            ("cluster", "a/b", "plain name"), ("cluster", "../x", "plain name"), ("store", "bogus://x", "unknown store"),
-           ("store", "postgresql://u@h:99999/db", "store")]
+           ("store", "postgresql://u@h:99999/db", "store"), ("resume", "sometimes", "must be one of"),
+           ("name", "a/b", "plain name"), ("clam", True, "did you mean claim?")]
 
 
 @pytest.mark.parametrize("key,value,words", SWEEPER, ids=[f"{k}={v}" for k, v, _ in SWEEPER])
 def test_a_sweeper_option_out_of_range_is_one_line(key, value, words):
     with pytest.raises(MfclError) as err:
-        check_sweeper_options({key: value}.get)
+        check_sweeper_options({key: value})
     line = str(err.value)
     assert line.startswith(f"hydra.sweeper.{key}=") and "\n" not in line and words in line, line
 
 
 def test_good_sweeper_options_pass():
-    check_sweeper_options({"claim_timeout": 0.5, "max_batch_size": 3, "cluster": "gpu-a.1", "store": "file"}.get)
+    check_sweeper_options({"claim_timeout": 0.5, "max_batch_size": 3, "cluster": "gpu-a.1", "store": "file",
+                           "name": "ok-name_1.2+3", "resume": "rerun_failed_only"})
 
 
 def refused_by_a_real_sweep(tmp_path: Path, launcher: str, option: str, *more: str) -> None:
@@ -93,6 +99,7 @@ def test_a_real_sweep_refuses_a_bad_launcher_option(tmp_path):
 REAL = [("mfcl_local", "hydra.launcher.timeout=-5"), ("mfcl_local", "hydra.launcher.start_method=bogus"),
         ("mfcl_local", "hydra.launcher.retries=-3"), ("mfcl_local", "hydra.sweeper.claim_timeout=-5"),
         ("mfcl_local", "hydra.sweeper.max_batch_size=-2"), ("mfcl_local", "hydra.sweeper.store=bogus://x"),
+        ("mfcl_local", "hydra.sweeper.resume=sometimes"),
         ("mfcl_torchrun", "hydra.launcher.nnodes=0"), ("mfcl_slurm", "hydra.launcher.timeout_min=-5"),
         ("mfcl_pbs", "hydra.launcher.ncpus=0"), ("mfcl_ssh", "hydra.launcher.strategy=bogus", "hydra.launcher.hosts=[localhost]")]
 

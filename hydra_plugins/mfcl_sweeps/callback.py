@@ -10,7 +10,7 @@ from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 
-from hydra_plugins.mfcl_sweeps._notify_conf import NotifyConf
+from mfcl_sweeps.config import NotifyConf
 
 
 @dataclass
