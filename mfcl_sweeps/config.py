@@ -130,11 +130,25 @@ class TorchrunLauncherConf(SshClientConf, CommonLauncherConf):
     workdir: Optional[str] = None  # where agents start on the hosts; default: the driver's cwd
 
 
+def _not_with(other: str) -> Any:
+    """Refused when `other` is set too (two ways of saying the same thing)."""
+    def check(v: Any, values: Mapping[str, Any]) -> Optional[str]:
+        if values.get(other) is None:
+            return None
+        return f"conflicts with {other}={values[other]!r}; set only one of them ({other}=null)"
+    return check
+
+
 @dataclass
 class PackingConf:
-    """Short runs packed into array tasks (mfcl_slurm, mfcl_pbs): docs/slurm.md, "Packing"."""
+    """Short runs packed into array tasks (mfcl_slurm, mfcl_pbs): docs/slurm.md, "Packing short runs"."""
 
-    runs_per_task: int = opt(1, at_least(1))  # runs one array task runs one after another
+    # runs one array task holds; null: 1, or what pack_minutes or runs_per_gpu make it
+    runs_per_task: Optional[int] = opt(None, at_least(1))
+    # a task's runs side by side, this many per GPU of the task (no GPU: this many at once); null: in turn
+    runs_per_gpu: Optional[int] = opt(None, at_least(1))
+    # as many runs per task as fit in this many minutes, from each run's iso_time budget or timeout_min
+    pack_minutes: Optional[float] = opt(None, above(0, " minutes"), _not_with("runs_per_task"))
 
 
 # -- mfcl_slurm (names and meanings as in hydra-submitit-launcher's submitit_slurm) ------------

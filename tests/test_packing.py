@@ -1,9 +1,12 @@
-"""Packed array tasks (`hydra.launcher.runs_per_task`) on the real one-node test cluster: a
-failing run fails alone, `scontrol requeue` reruns only what had not ended, one run is cancelled
-alone while its task goes on, status reads each run on its own; the same through the PBS front
-end (slurm-wlm-torque over the same cluster). Dry runs show the array sizes (no cluster)."""
+"""Packed array tasks (`hydra.launcher.runs_per_task`, `runs_per_gpu`, `pack_minutes`) on the
+real one-node test cluster: a failing run fails alone, `scontrol requeue` reruns only what had not
+ended, one run is cancelled alone while its task goes on, status reads each run on its own, runs
+side by side overlap in time (and each gets one of the task's GPUs); the same through the PBS
+front end (slurm-wlm-torque over the same cluster). Planning (array sizes, time limits, how
+pack_minutes and runs_per_gpu size tasks) is checked without a cluster."""
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -28,14 +31,14 @@ def records(sweep: Path) -> dict:
     return {r.run_id: r for r in SweepManifest(str(sweep)).records().values()}
 
 
-def detached_task_of_three(tmp_path: Path, *modes: str) -> Path:
-    """Submit (detached) one packed task of three runs in these modes, run in this order; its sweep dir."""
+def detached_task_of_three(tmp_path: Path, *modes: str, more: tuple[str, ...] = ()) -> Path:
+    """Submit (detached) one packed task of three runs in these modes, started in this order; its sweep dir."""
     path = tmp_path / "sweep.yaml"
     path.write_text("groups:\n" + "".join(
         f"  - {{group: g{i}, params: {{mode: [{mode}], value: [{i}], seconds: [300]}}}}\n"
         for i, mode in enumerate(modes)))
     proc = run_app("behave", tmp_path, *SLURM, f"hydra.sweeper.sweep_file={path}", "hydra.launcher.detach=true",
-                   "hydra.launcher.runs_per_task=3")
+                   "hydra.launcher.runs_per_task=3", *more)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp_path / "sweep"
 
@@ -60,6 +63,67 @@ def test_torchrun_and_multi_task_runs_are_not_packed() -> None:
     assert "--runs-per-task 4" in subs[0].script and "--array=0-1%2" in subs[0].script
     assert "--runs-per-task" not in subs[1].script and "--nproc-per-node 2" in subs[1].script
     assert all(s.extra["runs_per_task"] == 1 for s in backend({"runs_per_task": 4, "tasks_per_node": 2}).plan(requests(4)))
+
+
+def plan_of(options: dict, runs: int = 6, budget_min: float | None = None) -> list:
+    """Slurm's plan (pure) of `runs` runs, each with an iso_time budget of `budget_min` when given."""
+    import dataclasses
+
+    from test_slurm_plan import backend, requests
+
+    from mfcl_sweeps.model import Budget
+
+    reqs = requests(runs)
+    if budget_min is not None:
+        reqs = [dataclasses.replace(r, run=dataclasses.replace(r.run, budget=Budget("iso_time", budget_min)))
+                for r in reqs]
+    return backend(options).plan(reqs)
+
+
+def test_runs_per_gpu_sizes_tasks_by_the_gpus_they_ask_for() -> None:
+    # 2 GPUs x 3 runs each, side by side: one turn of 6 runs per task, the time limit of one run
+    (sub,) = plan_of({"gpus_per_node": 2, "runs_per_gpu": 3, "timeout_min": 10}, runs=12)
+    assert "--runs-per-task 6 --runs-per-gpu 3" in sub.script and "#SBATCH --array=0-1%2" in sub.script
+    assert "#SBATCH --time=10\n" in sub.script
+    # 12 runs per task, 6 at a time: two turns; gres names the GPUs as well as gpus_per_node does
+    (sub,) = plan_of({"gres": "gpu:a100:2", "runs_per_gpu": 3, "runs_per_task": 12, "timeout_min": 10}, runs=12)
+    assert "--runs-per-task 12 --runs-per-gpu 3" in sub.script and "#SBATCH --time=20\n" in sub.script
+    # no GPU: runs_per_gpu runs side by side in the task
+    (sub,) = plan_of({"runs_per_gpu": 3, "runs_per_task": 6, "timeout_min": 10})
+    assert "--runs-per-task 6 --runs-per-gpu 3" in sub.script and "#SBATCH --time=20\n" in sub.script
+
+
+def test_pack_minutes_fits_runs_by_their_budget_or_timeout() -> None:
+    # 10-minute runs in 45 minutes: 4 per task, one after another
+    (sub,) = plan_of({"pack_minutes": 45, "timeout_min": 10}, runs=8)
+    assert "--runs-per-task 4" in sub.script and "#SBATCH --array=0-1%2" in sub.script
+    assert "#SBATCH --time=40\n" in sub.script
+    # runs that stop themselves after 2 minutes (iso_time): 22 fit; each keeps its 10-minute timeout
+    (sub,) = plan_of({"pack_minutes": 45, "timeout_min": 10}, runs=30, budget_min=2)
+    assert "--runs-per-task 22" in sub.script and "#SBATCH --time=220\n" in sub.script
+    # side by side, 2 at a time: twice as many fit
+    (sub,) = plan_of({"pack_minutes": 45, "timeout_min": 10, "runs_per_gpu": 2}, runs=8)
+    assert "--runs-per-task 8 --runs-per-gpu 2" in sub.script and "#SBATCH --time=40\n" in sub.script
+    # a run longer than the target still gets a task of its own
+    (sub,) = plan_of({"pack_minutes": 5, "timeout_min": 10}, runs=2)
+    assert "--runs-per-task" not in sub.script and "#SBATCH --array=0-1%2" in sub.script
+
+
+def test_pbs_runs_per_gpu_counts_the_tasks_gpus() -> None:
+    from test_pbs_render import plan_text
+
+    text = plan_text({"ngpus": 2, "runs_per_gpu": 2, "timeout_min": 30}, 8)
+    assert "-J 0-1" in text and "--runs-per-task 4 --runs-per-gpu 2" in text
+    assert "walltime=00:30:00" in text and "2 per GPU at a time" in text
+
+
+def test_pack_minutes_with_runs_per_task_is_refused_in_one_line(tmp_path: Path) -> None:
+    proc = run_app("behave", tmp_path, *SLURM, "value=1,2", "hydra.launcher.runs_per_task=4",
+                   "hydra.launcher.pack_minutes=30")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert ("hydra.launcher.pack_minutes=30.0: conflicts with runs_per_task=4; set only one of them "
+            "(runs_per_task=null)") in proc.stderr
+    assert not (tmp_path / "sweep").exists()
 
 
 def test_bad_runs_per_task_fails_in_one_line_before_anything_is_written(tmp_path: Path) -> None:
@@ -161,3 +225,85 @@ def test_pbs_packs_runs_and_a_failing_one_fails_alone(tmp_path: Path) -> None:
     script = next((tmp_path / "sweep" / ".mfcl" / "pbs").glob("*.sh")).read_text()
     assert "#PBS -J 0-1" in script and "mfcl_sweeps.backends.pack_task" in script
     assert "#PBS -l walltime=02:00:00" in script  # two runs of 60 minutes, one after another
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_runs_per_gpu_without_gpus_runs_side_by_side_and_a_failing_run_fails_alone(tmp_path: Path) -> None:
+    # CPU-only task (the test cluster has no GPU): runs_per_gpu=2 runs two of its four runs at once
+    proc = run_app("behave", tmp_path, *SLURM, "mode=sleep,raise,exit,ok", "seconds=5",
+                   "hydra.launcher.runs_per_task=4", "hydra.launcher.runs_per_gpu=2")
+    assert proc.returncode != 0 and "2 run(s) failed" in proc.stderr, proc.stderr[-3000:]
+    runs = {mode_of(r): r for r in manifest_runs(tmp_path / "sweep").values()}
+    assert len({r["backend_job_id"] for r in runs.values()}) == 1  # one task
+    assert runs["sleep"]["status"] == "completed" and runs["ok"]["status"] == "completed"
+    assert runs["raise"]["status"] == "failed" and runs["raise"]["error"] == "ValueError: boom on value 0"
+    assert runs["exit"]["status"] == "failed" and runs["exit"]["exit_code"] == 3
+    sleep, ok = runs["sleep"], runs["ok"]
+    assert sleep["start_time"] < runs["raise"]["start_time"] < sleep["end_time"]  # side by side
+    assert sleep["start_time"] < ok["start_time"] < sleep["end_time"]
+    # never more than two at once: the third run started only once the second had ended
+    assert runs["exit"]["start_time"] >= runs["raise"]["end_time"]
+    script = next((tmp_path / "sweep" / ".mfcl" / "slurm").glob("*.sh")).read_text()
+    assert "--runs-per-task 4 --runs-per-gpu 2" in script and "#SBATCH --time=20" in script  # 2 turns
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_cancel_of_one_run_side_by_side_stops_it_alone(tmp_path: Path) -> None:
+    from apprun import alive
+
+    from mfcl_sweeps.backends.slurm.backend import SlurmBackend
+    from mfcl_sweeps.state.manifest import SweepManifest
+
+    sweep = detached_task_of_three(tmp_path, "stubborn", "children", "ok", more=("hydra.launcher.runs_per_gpu=3",))
+    first, second, _ = sorted(records(sweep).values(), key=lambda r: r.index)
+    wait_for(lambda: (tmp_path / "side" / f"{first.run_id}.json").exists() and
+             (tmp_path / "side" / f"{second.run_id}.children").exists(), what="the first two runs to start")
+    stubborn = json.loads((tmp_path / "side" / f"{first.run_id}.json").read_text())["pid"]
+    other = json.loads((tmp_path / "side" / f"{second.run_id}.json").read_text())["pid"]
+    assert SlurmBackend.cancel_records([records(sweep)[first.run_id]]) == [first.config_hash]
+    SweepManifest(str(sweep)).transition(first.config_hash, "cancelled", error="cancelled by mfcl-sweeps cancel")
+    # it ignores SIGTERM: the task's stop SIGKILLs it after the grace, while its neighbour runs on
+    wait_for(lambda: not alive(stubborn), timeout=60, what="the cancelled run to be killed")
+    assert alive(other)
+    (tmp_path / "side" / "release").touch()
+    wait_for(lambda: status_json(sweep)["counts"].get("completed") == 2, timeout=120, what="the other two runs")
+    assert status_json(sweep)["counts"] == {"total": 3, "completed": 2, "cancelled": 1}
+    assert first.run_id not in side_lines(tmp_path, "completions.txt")
+    assert wait_sacct_final(first.backend_job_id.split("_")[0], count=1)[first.backend_job_id][0] == "COMPLETED"
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_requeued_side_by_side_task_reruns_only_what_had_not_ended(tmp_path: Path) -> None:
+    sweep = detached_task_of_three(tmp_path, "ok", "children", "children", more=("hydra.launcher.runs_per_gpu=2",))
+    first, second, third = sorted(records(sweep).values(), key=lambda r: r.index)
+    wait_for(lambda: {second.run_id, third.run_id} <= set(side_lines(tmp_path, "starts.txt")),
+             what="the second and third runs to run side by side")
+    subprocess.run(["scontrol", "requeue", second.backend_job_id], check=True, timeout=30)
+    wait_for(lambda: all(side_lines(tmp_path, "starts.txt").count(r.run_id) == 2 for r in (second, third)),
+             timeout=180, what="the requeued task to start both interrupted runs again")
+    (tmp_path / "side" / "release").touch()
+    wait_for(lambda: status_json(sweep)["counts"].get("completed") == 3, timeout=120, what="all three runs")
+    starts = side_lines(tmp_path, "starts.txt")
+    assert [starts.count(r.run_id) for r in (first, second, third)] == [1, 2, 2], starts
+    recs = records(sweep)
+    assert recs[first.run_id].attempts == 1
+    assert all(recs[r.run_id].attempts == 2 and recs[r.run_id].preemptions == 1 for r in (second, third))
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_pbs_runs_per_gpu_gives_each_run_one_of_the_tasks_gpus(tmp_path: Path) -> None:
+    require_service("pbs")
+    # the task's CUDA_VISIBLE_DEVICES as a scheduler sets it for a two-GPU allocation (no GPU is used)
+    proc = run_app("behave", tmp_path, *PBS, "mode=sleep,sleep,ok,ok", "seconds=3",
+                   "hydra.launcher.runs_per_task=4", "hydra.launcher.runs_per_gpu=1",
+                   "hydra.launcher.setup=['export CUDA_VISIBLE_DEVICES=3,5']")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted(manifest_runs(tmp_path / "sweep").values(), key=lambda r: r["index"])
+    seen = [json.loads((tmp_path / "side" / f"{r['run_id']}.json").read_text())["env"]["CUDA_VISIBLE_DEVICES"]
+            for r in runs]
+    assert seen[:2] == ["3", "5"] and set(seen) == {"3", "5"}, seen  # one GPU each, the least shared
+    assert runs[0]["start_time"] < runs[1]["start_time"] < runs[0]["end_time"]  # side by side

@@ -6,8 +6,8 @@
   one handle per run with its task id and journal fields, the poller reset (`submit`);
 - polling: one batched query per interval for every handle, backing off while nothing changes
   (x1.5 up to a maximum; any change or new submission resets it);
-- packing (`runs_per_task`, backends/packing.py): several runs per array task, each run still
-  its own handle, done when its result lands;
+- packing (`runs_per_task`, `runs_per_gpu`, `pack_minutes`; backends/packing.py): several runs
+  per array task, each run still its own handle, done when its result lands;
 - a task's state as the scheduler tells it (`TaskState`), mapped once to journal fields for
   `mfcl-sweeps status` (`refresh_records`), and `cancel_records`.
 
@@ -134,9 +134,9 @@ class ArraySchedulerBackend(Backend):
         """The most tasks one array may hold."""
 
     @abc.abstractmethod
-    def plan_array(self, res: Any, requests: list[JobRequest], part: int) -> Submission:
-        """One array's script and submit command (`part`: its number within its group). Its
-        `extra` holds `job_list_path` (None: no job list) for `submit`."""
+    def plan_array(self, res: Any, requests: list[JobRequest], part: int, pack: packing.Plan) -> Submission:
+        """One array's script and submit command (`part`: its number within its group; `pack`:
+        how its runs share its tasks). Its `extra` holds `job_list_path` (None: no job list) for `submit`."""
 
     @abc.abstractmethod
     def parse_job_id(self, stdout: str) -> str:
@@ -158,9 +158,9 @@ class ArraySchedulerBackend(Backend):
     def run_command(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
         """Run one of the scheduler's commands."""
 
-    def pack_size(self, res: Any) -> int:
-        """How many runs one task of an array for `res` runs, one after another (`runs_per_task`)."""
-        return int(getattr(self.options, "runs_per_task", 1) or 1)
+    def pack(self, res: Any, requests: Sequence[JobRequest]) -> packing.Plan:
+        """How the runs of an array for `res` share its tasks (one per task unless the scheduler packs)."""
+        return packing.Plan()
 
     def submit_argv(self, submission: Submission) -> list[str]:
         return submission.commands[0]
@@ -178,10 +178,11 @@ class ArraySchedulerBackend(Backend):
             groups[self.resources(req)].append(req)
         out = []
         for res, reqs in groups.items():
-            runs = self.max_array_size() * self.pack_size(res)  # the limit counts tasks, not runs
+            pack = self.pack(res, reqs)  # one for the group: its arrays split at whole tasks
+            runs = self.max_array_size() * pack.runs_per_task  # the limit counts tasks, not runs
             for part, i in enumerate(range(0, len(reqs), runs)):
-                out.append(self.plan_array(res, reqs[i:i + runs], part))
-                out[-1].extra["runs_per_task"] = self.pack_size(res)
+                out.append(self.plan_array(res, reqs[i:i + runs], part, pack))
+                out[-1].extra["runs_per_task"] = pack.runs_per_task
         return out
 
     # -- running ------------------------------------------------------------------------------

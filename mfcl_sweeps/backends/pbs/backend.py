@@ -122,7 +122,8 @@ class ScriptContext:
     job_list_path: Optional[str]
     command: str  # the worker command line, shell-quoted
     python: str
-    runs_per_task: int = 1  # runs one task runs in turn (each into its own log)
+    runs_per_task: int = 1  # runs one task runs (each into its own log)
+    runs_per_gpu: Optional[int] = None  # set: side by side, this many per GPU of the task (else in turn)
 
 
 def directives(opts: PbsOptions, res: ArrayResources, *, array: Optional[str], output_path: str,
@@ -196,13 +197,17 @@ class PbsBackend(ArraySchedulerBackend):
     def max_array_size(self) -> int:
         return self.options.max_array_size
 
-    def plan_array(self, res: ArrayResources, requests: list[JobRequest], part: int = 0) -> Submission:
+    def pack(self, res: ArrayResources, requests: Sequence[JobRequest]) -> packing.Plan:
+        return packing.plan(self.options, res.timeout_min, [r.run for r in requests], res.ngpus)
+
+    def plan_array(self, res: ArrayResources, requests: list[JobRequest], part: int,
+                   pack: packing.Plan) -> Submission:
         o = self.options
         first = requests[0]
         stem = str(Path(self.state_dir) / f"{first.run.run_id}.{first.spec.attempt}")
-        k = self.pack_size(res)
+        k = pack.runs_per_task
         tasks = packing.task_count(len(requests), k)
-        res = dataclasses.replace(res, timeout_min=packing.task_minutes(res.timeout_min, len(requests), k))
+        res = dataclasses.replace(res, timeout_min=pack.task_minutes(res.timeout_min, len(requests)))
         rng = array_range(o, tasks)
         out = self.frontend.output_path(self.state_dir, o.job_name, rng is not None)
         err = None if o.join_output else out
@@ -211,7 +216,7 @@ class PbsBackend(ArraySchedulerBackend):
         session = first.spec.session_path
         if k > 1:
             argv = [self.python, "-m", "mfcl_sweeps.backends.pack_task", session, job_list,
-                    "--runs-per-task", str(k), "--index-env", ",".join(index_env)]
+                    *pack.task_argv(), "--index-env", ",".join(index_env)]
         elif rng:
             argv = array_worker_argv(self.python, session, job_list, index_env)
         else:
@@ -224,7 +229,7 @@ class PbsBackend(ArraySchedulerBackend):
             output_path=out, error_path=err, extra_directives=list(o.extra_directives), setup=list(o.setup),
             workdir=self.workdir, index_env=index_env, run_ids=[r.run.run_id for r in requests],
             log_paths=[r.log_path for r in requests[::k]], job_list_path=job_list, command=shlex.join(argv),
-            python=self.python, runs_per_task=k)
+            python=self.python, runs_per_task=k, runs_per_gpu=pack.runs_per_gpu if k > 1 else None)
         script_path = f"{stem}.sh"
         return Submission(requests=list(requests), commands=[qsub_argv(ctx, script_path)],
                           script=render_script(ctx, o.template), script_path=script_path,

@@ -77,6 +77,17 @@ def array_resources(opts: SlurmOptions, run: Any) -> ArrayResources:
     )
 
 
+def task_gpus(opts: SlurmOptions, res: ArrayResources) -> int:
+    """GPUs one single-node, single-task allocation asks for (what `runs_per_gpu` multiplies)."""
+    if res.gpus_per_node or opts.gpus_per_task:
+        return int(res.gpus_per_node or opts.gpus_per_task)
+    for item in (opts.gres or "").split(","):  # gpu, gpu:2, gpu:a100:2
+        parts = item.strip().split(":")
+        if parts[0] == "gpu":
+            return int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
+    return 0
+
+
 def time_limit(minutes: float) -> int:
     """sbatch --time in whole minutes (Slurm's resolution), at least 1."""
     return max(1, math.ceil(minutes))
@@ -206,20 +217,22 @@ class SlurmBackend(ArraySchedulerBackend):
                 ["scontrol", "release", AGGREGATE]], extra={"aggregate": True, "arrays": len(out)}))
         return out
 
-    def pack_size(self, res: ArrayResources) -> int:
+    def pack(self, res: ArrayResources, requests: Sequence[JobRequest]) -> packing.Plan:
         """Packing is for single-process runs: torchrun and multi-task allocations keep one run per task."""
-        single = not res.nproc_per_node and res.nodes == 1 and self.options.tasks_per_node == 1
-        return self.options.runs_per_task if single else 1
+        if res.nproc_per_node or res.nodes != 1 or self.options.tasks_per_node != 1:
+            return packing.Plan()
+        return packing.plan(self.options, res.timeout_min, [r.run for r in requests], task_gpus(self.options, res))
 
-    def plan_array(self, res: ArrayResources, requests: list[JobRequest], part: int) -> Submission:
+    def plan_array(self, res: ArrayResources, requests: list[JobRequest], part: int,
+                   pack: packing.Plan) -> Submission:
         first = requests[0]
         stem = str(Path(self.state_dir) / f"{first.run.run_id}.{first.spec.attempt}")
         job_list = f"{stem}.jobs.json"
-        k = self.pack_size(res)
-        task_res = dataclasses.replace(res, timeout_min=packing.task_minutes(res.timeout_min, len(requests), k))
+        k = pack.runs_per_task
+        task_res = dataclasses.replace(res, timeout_min=pack.task_minutes(res.timeout_min, len(requests)))
         command = task_argv(self.python, first.spec.session_path, job_list, self.options, task_res)
         if k > 1:
-            command += ["--runs-per-task", str(k)]
+            command += pack.task_argv()
         script_path = f"{stem}.sh"
         argv = ["sbatch", "--parsable"]
         # %P holds per array: a group split into several arrays runs them one after another

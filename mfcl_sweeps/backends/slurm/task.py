@@ -2,7 +2,8 @@
 
     python -m mfcl_sweeps.backends.slurm_task SESSION JOBS.json [--nproc-per-node N] ...
 
-With `--runs-per-task K` the task runs several runs one after another (backends/pack_task.py).
+With `--runs-per-task K` the task runs several runs, one after another or (`--runs-per-gpu`)
+side by side (backends/pack_task.py).
 Otherwise it picks its job file by SLURM_ARRAY_TASK_ID, sends its output to the run's log, and runs the
 shared worker: in this process for a one-task run, as one rank per srun task when the
 allocation has several tasks, or under torchrun (one agent per node) for torchrun runs.
@@ -45,7 +46,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-num-timeout", type=int, required=True)
     p.add_argument("--nproc-per-node", type=int, help="start the run with torchrun, this many processes per node")
     p.add_argument("--rdzv-port", type=int)
-    p.add_argument("--runs-per-task", type=int, default=1, help="runs of the job list this task runs in turn")
+    p.add_argument("--runs-per-task", type=int, default=1, help="runs of the job list this task runs")
+    p.add_argument("--runs-per-gpu", type=int, help="run them side by side, this many per GPU of the task")
     return p.parse_args(argv)
 
 
@@ -163,7 +165,7 @@ def run_torchrun(args: argparse.Namespace, job: JobSpec, job_path: str, environ:
 
 
 def run_packed(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    """A packed task: one process (never torchrun or several srun tasks) running its runs in turn."""
+    """A packed task: one process (never torchrun or several srun tasks) starting its runs."""
     from mfcl_sweeps.backends import pack_task
 
     restarts = restart_count(environ)
@@ -171,7 +173,7 @@ def run_packed(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
           f"packed runs, start {restarts + 1}", file=sys.stderr, flush=True)
     signal.signal(signal.SIGUSR2, Requeuer(args, restarts, environ))
     return pack_task.run_task(args.session, args.jobs, int(environ.get("SLURM_ARRAY_TASK_ID") or 0),
-                              args.runs_per_task, restarts)
+                              args.runs_per_task, restarts, args.runs_per_gpu)
 
 
 def main(argv: list[str]) -> int:
