@@ -188,7 +188,7 @@ def started_pid(sweep: Sweep, req: JobRequest) -> int:
 def outcome(req: JobRequest, state: JobState) -> tuple[str, dict]:
     from mfcl_sweeps.job.worker import outcome as job_outcome
 
-    ret, _ = _outcome(req, state)
+    ret = _outcome(req, state)[0]
     return job_outcome(ret)
 
 

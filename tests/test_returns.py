@@ -69,3 +69,13 @@ def test_a_failure_made_up_by_the_driver_is_kept_as_it_is():
     ret = JobReturn(overrides=["a=1"], status=JobStatus.FAILED)
     ret._return_value = RuntimeError("job exited with code 9")
     assert slim(ret, ConfigSpill()) is ret
+
+
+def test_a_return_read_from_a_result_file_keeps_the_workers_bytes():
+    import cloudpickle
+
+    spill = ConfigSpill()
+    full, other = full_return(1), full_return(2)
+    kept = slim(full, spill, cloudpickle.dumps(other))  # the bytes are what is kept, not pickled anew
+    assert kept.cfg == other.cfg and kept.hydra_cfg == other.hydra_cfg and kept.cfg != full.cfg
+    assert kept.return_value == full.return_value  # the small fields come from the return itself

@@ -165,12 +165,18 @@ def log_tail(path: str, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def read_result_bytes(path: str) -> Optional[bytes]:
+    """The pickled JobReturn a worker wrote, or None if it wrote none."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
 def read_result(path: str) -> Optional[Any]:
     """The JobReturn a worker wrote, or None if it wrote none."""
     import cloudpickle
 
-    try:
-        with open(path, "rb") as f:
-            return cloudpickle.load(f)
-    except FileNotFoundError:
-        return None
+    data = read_result_bytes(path)
+    return None if data is None else cloudpickle.loads(data)

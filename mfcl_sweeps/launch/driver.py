@@ -25,6 +25,7 @@ from mfcl_sweeps.job.jobspec import (
     log_path_for,
     log_tail,
     read_result,
+    read_result_bytes,
     result_path_for,
     run_to_dict,
 )
@@ -88,19 +89,22 @@ def _discard(path: str) -> None:
         pass
 
 
-def _outcome(req: JobRequest, state: JobState) -> tuple[Any, bool]:
-    """(JobReturn, worker_journaled) for a finished handle."""
+def _outcome(req: JobRequest, state: JobState) -> tuple[Any, bool, Optional[bytes]]:
+    """(JobReturn, worker_journaled, the bytes it was read from: None for a made-up failure) for a
+    finished handle."""
+    import cloudpickle
     from hydra.core.utils import JobStatus
 
-    ret = restore_traceback(read_result(req.spec.result_path))
+    pickled = read_result_bytes(req.spec.result_path)
+    ret = None if pickled is None else restore_traceback(cloudpickle.loads(pickled))
     _discard(req.spec.result_path)  # it may hold secrets (the task's config): nothing keeps it on disk
     if ret is not None and (state.error is None or (ret.status == JobStatus.COMPLETED and not state.run_failed)):
-        return ret, req.spec.journal
+        return ret, req.spec.journal, pickled
     error = state.error or f"job exited with code {state.exit_code} and wrote no result"
     tail = log_tail(req.log_path, 5)
     if tail and state.error is None:
         error = f"{error}: {tail.splitlines()[-1][:300]}"
-    return failed_return(req.run.overrides, error), False
+    return failed_return(req.run.overrides, error), False, None
 
 
 CANCEL_JOURNAL_WAIT_S = 2.0  # `mfcl-sweeps cancel` journals a run once its process is gone
@@ -211,7 +215,7 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                         log.warning("run %s preempted (%s), requeued", req.run.run_id, state.error)
                         retrying.append((time.monotonic(), idx, next_attempt(req)))
                         continue
-                    ret, journaled = _outcome(req, state)
+                    ret, journaled, pickled = _outcome(req, state)
                     ok = ret.status == JobStatus.COMPLETED
                     output.finished(key, ok)
                     cancelled = not journaled and cancelled_by_user(journal, req.run, state)
@@ -225,7 +229,7 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                                     req.run.run_id, req.spec.attempt, delay)
                         retrying.append((time.monotonic() + delay, idx, next_attempt(req)))
                         continue
-                    results[idx] = slim(ret, spill)  # memory flat in the number of runs
+                    results[idx] = slim(ret, spill, pickled)  # memory flat in the number of runs
                     if not ok and not cancelled:
                         failed.append(req.run)
                     progress.finished(ok, req.run.run_id, "cancelled" if cancelled else None)
