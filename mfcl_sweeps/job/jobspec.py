@@ -12,7 +12,6 @@ from mfcl_sweeps import model
 from mfcl_sweeps.fsio import atomic_write
 from mfcl_sweeps.layout import SweepLayout
 from mfcl_sweeps.model import Budget, PlannedRun, RunResources
-from mfcl_sweeps.spec.overrides import quote_override_value
 
 
 @dataclass
@@ -75,6 +74,8 @@ def identity_overrides(run: PlannedRun, sweep_id: str, sweep_dir: str) -> list[s
     `#i : ...` lines. Such an override needs the key to exist: `declare_env_keys` does that.
     (mfcl launchers set `JobSpec.env_set` directly: no override parsing per job.)
     """
+    from mfcl_sweeps.spec.overrides import quote_override_value  # imports all of spec: not in every job
+
     return [f"hydra.job.env_set.{k}={quote_override_value(v)}"
             for k, v in identity_env(run, sweep_id, sweep_dir).items()]
 
