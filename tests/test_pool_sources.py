@@ -6,6 +6,7 @@ loop drives it, with the contract suite's session and requests (tests/test_backe
 """
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import time
@@ -17,7 +18,7 @@ from test_backend_contract import Sweep, outcome, submit_all, sweep, wait_done, 
 
 from mfcl_sweeps import model
 from mfcl_sweeps.backends.pool.backend import PoolBackend
-from mfcl_sweeps.backends.pool.runtime import AllSourcesDown
+from mfcl_sweeps.backends.pool.runtime import HELD, AllSourcesDown
 
 SCHEDULER_POLL = {"timeout_min": 5, "poll_min_s": 0.2, "poll_max_s": 1, "python": sys.executable}
 
@@ -86,6 +87,64 @@ def test_runs_of_a_scheduler_that_stops_answering_are_declared_lost_after_lost_a
     finally:
         monkeypatch.undo()
         pool.cancel([handle])  # the job itself is still on the cluster
+        pool.close()
+
+
+# Test double of a stopped slurmctld, on this test's PATH only (the shared cluster's slurmctld
+# stays up for the other tests): the controller's commands fail with Slurm 22.05's own words;
+# sacct still answers (slurmdbd is up), as it does when only slurmctld is down.
+CONTROLLER_DOWN = {
+    "sbatch": "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)",
+    "squeue": "slurm_load_jobs error: Unable to contact slurm controller (connect failure)",
+    "scancel": "scancel: error: Kill job error on job id $2: Unable to contact slurm controller (connect failure)",
+}
+
+
+def stopped_slurmctld_double(tmp_path: Path) -> Path:
+    bin_dir = tmp_path / "slurmctld-stopped-double"
+    bin_dir.mkdir()
+    for name, said in CONTROLLER_DOWN.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\necho \"{said}\" >&2\nexit 1\n")
+        (bin_dir / name).chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.slurm
+def test_a_slurm_source_whose_controller_fails_is_unreachable_its_runs_go_elsewhere_and_it_comes_back(
+        sweep: Sweep, tmp_path: Path, monkeypatch):  # noqa: F811
+    require_service("slurm")
+    pool = pool_for(sweep, [{"kind": "slurm", "name": "cluster", "slots": 2, "partition": SLURM_PARTITION,
+                             **SCHEDULER_POLL, "additional_parameters": {"begin": "now+1hour"}},  # stays queued
+                            {"kind": "local", "name": "laptop", "slots": 1}],
+                    strategy="round_robin", max_controller_errors=2, lost_after_s=1.5, health_check_interval_s=1)
+    queued, later, third = sweep.requests("pool", ("ok", {}), ("ok", {}), ("ok", {}))
+    (handle,) = submit_all(pool, [queued])
+    try:
+        assert handle.data["journal_fields"]["source"] == "cluster"
+        monkeypatch.setenv("PATH", f"{stopped_slurmctld_double(tmp_path)}:{os.environ['PATH']}")
+        # round robin: `later` to laptop, `third` to cluster, whose sbatch fails and whose
+        # controller does not answer either: `third` is not failed, the pool holds it
+        h_later, h_third = submit_all(pool, [later, third])
+        assert h_later.data["journal_fields"]["source"] == "laptop" and h_third.backend_job_id == HELD
+        assert not pool.poll([h_third])[h_third.key].done
+        assert ("source=cluster event=controller-error count=1 reason='squeue exit 1: slurm_load_jobs error: "
+                "Unable to contact slurm controller") in health_log(sweep)
+        states = wait_done(pool, [handle, h_later, h_third], timeout=60)
+        # the second error in a row (polling the queued run) makes it unreachable; its queued run,
+        # whose withdrawal got no answer, is declared lost after lost_after_s and requeued by the driver
+        assert ("source=cluster event=disabled reason='unreachable: 2 controller errors in a row, last: squeue exit 1"
+                in health_log(sweep))
+        assert states[handle.key].preempted and "declared lost" in states[handle.key].error, states[handle.key]
+        for req, h in ((later, h_later), (third, h_third)):  # both ran on the laptop
+            assert outcome(req, states[h.key])[0] == model.COMPLETED and h.data["flight"].source == "laptop"
+        assert pool.capacity() == 1  # the laptop's slot; nothing is placed on the cluster
+        monkeypatch.setenv("PATH", os.environ["PATH"].split(":", 1)[1])  # slurmctld answers again
+        wait_for(lambda: pool.capacity() and pool.by_name["cluster"].health.enabled, "cluster re-enabled", 10)
+        assert "source=cluster event=enabled reason='answers again'" in health_log(sweep)
+        assert pool.capacity() == 3
+    finally:
+        monkeypatch.undo()
+        pool.cancel([handle])  # its job is still queued on the cluster
         pool.close()
 
 

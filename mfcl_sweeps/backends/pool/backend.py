@@ -27,7 +27,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from mfcl_sweeps import backends
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
-from mfcl_sweeps.backends.pool import attach, journaled, placement, runtime
+from mfcl_sweeps.backends.pool import attach, health, journaled, placement, runtime
 from mfcl_sweeps.backends.pool.config import PoolLauncherConf
 from mfcl_sweeps.backends.pool.logs import PoolLogs
 from mfcl_sweeps.backends.pool.runtime import HELD, AllSourcesDown, Flight, PoolSubmission, Source, one_line
@@ -119,26 +119,10 @@ class PoolBackend(Backend):
             log.warning("mfcl_pool: source %s disabled: %s", src.name, reason)
             self.logs.health(src.name, "disabled", f"reason={reason!r}")
 
-    def _recheck(self, now: float) -> None:
-        """Re-enable a disabled source once its backend answers with a free slot again."""
-        for src in self.sources:
-            if src.health.enabled or now - max(src.health.since, src.last_check) < self.opts.health_check_interval_s:
-                continue
-            src.last_check = now
-            try:
-                free = src.backend.capacity()
-            except Exception as err:
-                self.logs.health(src.name, "still-disabled", f"reason={one_line(err)!r}")
-                continue
-            if free is None or free > 0:
-                src.health.enable()
-                log.warning("mfcl_pool: source %s answers again: re-enabled", src.name)
-                self.logs.health(src.name, "enabled", "reason='answers again'")
-
     def capacity(self) -> Optional[int]:
         self.live = True
         now = time.monotonic()
-        self._recheck(now)
+        health.recheck(self, now)
         self._steal(now)  # before fresh runs take the free slots a long-queued run may have
         free = sum(self._free(s) for s in self.sources)
         if any(s.health.enabled for s in self.sources):
@@ -223,7 +207,12 @@ class PoolBackend(Backend):
 
     def _refuse(self, src: Source, handles: list[JobHandle], error: str) -> None:
         """Runs a source's backend would not take (its submit command failed): each fails with
-        that error (a retry goes elsewhere if another source fits) and counts against the source."""
+        that error (a retry goes elsewhere if another source fits) and counts against the source;
+        unless its controller does not answer either: then they wait in the pool for another source."""
+        if health.refused_while_down(self, src):
+            for h in handles:
+                self.avoid[h.request.run.run_id].add(src.name)
+            return
         self.logs.health(src.name, "submit-failed", f"runs={len(handles)} reason={error!r}")
         for h in handles:
             self.held.pop(h.key, None)
@@ -284,7 +273,7 @@ class PoolBackend(Backend):
                              f"{one_line(err)}")
 
     def _tick(self, now: float) -> None:
-        self._recheck(now)  # only disabled sources are asked: none before the launch starts
+        health.recheck(self, now)  # only disabled sources are asked: none before the launch starts
         self._dispatch_held()
         self._steal(now)
         if now - self.last_utilization >= self.opts.utilization_interval_s:
@@ -339,6 +328,8 @@ class PoolBackend(Backend):
     def _poll_source(self, src: Source, hs: list[JobHandle], now: float) -> dict[str, JobState]:
         lost = False  # unanswered for lost_after_s: whether a withdrawal took is unknown too
         try:
+            if reason := health.down(self, src, now):
+                raise health.NoAnswer(reason)
             child_states, src.unanswered_since = src.backend.poll([h.data["flight"].child for h in hs]), None
         except Exception as err:
             self.disable(src, f"unreachable: {one_line(err)}")

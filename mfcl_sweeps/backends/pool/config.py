@@ -32,6 +32,8 @@ class PoolLauncherConf(CommonLauncherConf):
     max_failure_rate: float = opt(0.4, above(0), between(0, 1))
     min_jobs_for_rate: int = opt(5, at_least(1))
     health_check_interval_s: float = opt(30.0, above(0, " seconds"))  # how often a disabled source is retried
+    # errors in a row of a slurm/pbs source's controller (submit or status command) that make it unreachable
+    max_controller_errors: int = opt(3, at_least(1))
     lost_after_s: float = opt(60.0, above(0, " seconds"))  # in-flight runs of an unreachable source: declared lost
     all_down_timeout_s: float = opt(120.0, above(0, " seconds"))  # every source disabled this long: stop
     utilization_interval_s: float = opt(10.0, above(0, " seconds"))  # logs/source_utilization.log period

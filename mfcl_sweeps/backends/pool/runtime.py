@@ -45,6 +45,9 @@ class Source:
         self.health = HostHealth()
         self.last_check = 0.0
         self.unanswered_since: Optional[float] = None  # poll raising since
+        self.controller_errors = 0  # a scheduler's controller: errors in a row (backends/pool/controller.py)
+        self.controller_down: Optional[str] = None  # its last error
+        self.last_asked = 0.0
 
     @property
     def name(self) -> str:
