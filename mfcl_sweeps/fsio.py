@@ -19,14 +19,19 @@ READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 def disk_error(err: BaseException, path: Union[str, os.PathLike, None] = None) -> Optional[DiskError]:
     """The one-line error for an OSError a full or read-only disk causes; None for any other."""
+    if isinstance(err, DiskError):  # mapped already, by a `writable` further in
+        return err
     if not isinstance(err, OSError) or err.errno not in (*FULL, *READ_ONLY):
         return None
     where = os.fspath(path or err.filename or "the sweep dir")
     if err.errno in FULL:
-        return DiskError(f"{where}: {err.strerror}: the sweep stopped with its journal intact; free some "
-                         "space, then continue it with `mfcl-sweeps resume SWEEP_DIR`")
-    return DiskError(f"{where}: {err.strerror}: mfcl needs to write there; make it writable "
-                     "(or copy the sweep dir to a writable place and use the copy)")
+        mapped = DiskError(f"{where}: {err.strerror}: the sweep stopped with its journal intact; free some "
+                           "space, then continue it with `mfcl-sweeps resume SWEEP_DIR`")
+    else:
+        mapped = DiskError(f"{where}: {err.strerror}: mfcl needs to write there; make it writable "
+                           "(or copy the sweep dir to a writable place and use the copy)")
+    mapped.errno = err.errno  # full or read-only, for code that acts on which (the journal's reserve)
+    return mapped
 
 
 @contextlib.contextmanager

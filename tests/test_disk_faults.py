@@ -16,7 +16,7 @@ import pytest
 from apprun import APPS, alive
 
 from mfcl_sweeps.errors import DiskError
-from mfcl_sweeps.state.journal import Journal
+from mfcl_sweeps.state.journal import RESERVE_BYTES, RESERVE_NAME, Journal
 
 RUNS = 8
 
@@ -69,6 +69,22 @@ def test_a_full_disk_refuses_the_whole_append_and_leaves_no_torn_line(small_disk
     assert len(lines(journal.path)) == 51
 
 
+def test_only_a_full_disk_stops_last_words_use_the_journals_reserve_and_it_comes_back(small_disk):
+    journal = Journal(small_disk / "sweep")
+    journal.append([{"op": "t", "h": "a", "t": 1.0, "s": "running"}])
+    reserve = journal.dir / RESERVE_NAME
+    assert reserve.stat().st_blocks * 512 >= RESERVE_BYTES  # written, not a hole
+    filler = fill(small_disk)
+    with pytest.raises(DiskError):  # an ordinary line does not touch the reserve
+        journal.append([{"op": "t", "h": "a", "t": 2.0, "s": "completed"}])
+    assert reserve.exists()
+    journal.append([{"op": "t", "h": "a", "t": 3.0, "s": "interrupted"}], last_words=True)
+    assert not reserve.exists() and lines(journal.path)[-1]["s"] == "interrupted"
+    filler.unlink()
+    Journal(small_disk / "sweep").append([{"op": "t", "h": "a", "t": 4.0, "s": "running"}])  # e.g. a resume
+    assert reserve.stat().st_size == RESERVE_BYTES
+
+
 def test_a_read_only_dir_is_one_line(small_disk):
     journal = Journal(small_disk / "sweep")
     journal.append([{"op": "t", "h": "a", "t": 1.0, "s": "pending"}])
@@ -108,6 +124,17 @@ def test_a_sweep_that_fills_the_disk_stops_cleanly_and_resumes(tmp_path, small_d
         time.sleep(0.1)
     assert not [p for p in pids if alive(p)], "a job outlived the stopped sweep"
     assert Counter(op["s"] for op in ops if op.get("op") == "t")["completed"] < RUNS
+    # every run the full disk stopped ends journaled `interrupted` with the reason (the journal's
+    # reserve holds these last lines), not `running` (which `status` would show as lost); a run
+    # whose own result or journal write the disk refused failed with that reason
+    last = {op["h"]: op for op in ops if op.get("op") == "t"}
+    stopped = [op for op in last.values() if op["s"] == "interrupted"]
+    assert stopped and all(op["f"]["error"].startswith("stopped by a full disk: ") for op in stopped), stopped
+    for op in last.values():
+        assert op["s"] in ("completed", "pending", "interrupted") or (
+            op["s"] == "failed" and "No space left on device" in op["f"]["error"]), op
+    shown = json.loads(cli("status", str(sweep), "--json", cwd=tmp_path).stdout)["counts"]
+    assert shown.get("interrupted") == len(stopped) and "lost" not in shown and "running" not in shown, shown
 
     filler.unlink()
     done = subprocess.run([sys.executable, "-m", "mfcl_sweeps.cli", "resume", str(sweep)], cwd=tmp_path,

@@ -16,7 +16,8 @@ from typing import Any, Iterable, NoReturn, Optional
 
 from mfcl_sweeps import model
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState
-from mfcl_sweeps.errors import MfclError
+from mfcl_sweeps.errors import DiskError, MfclError
+from mfcl_sweeps.fsio import FULL
 from mfcl_sweeps.job.failures import failed_return, failure_summary, restore_traceback
 from mfcl_sweeps.job.jobspec import (
     STDERR_TAIL_LINES,
@@ -69,10 +70,27 @@ class DriverJournal:
 
     def __init__(self, manifest: Any, backend_name: str) -> None:
         self.manifest, self.backend_name = manifest, backend_name
+        self.unjournaled: list[tuple[PlannedRun, Any]] = []  # (run, attempt) whose line a full disk refused
 
     def __call__(self, run: PlannedRun, status: str, **fields: Any) -> None:
         if self.manifest is not None:
-            self.manifest.transition(run, status, backend=self.backend_name, **fields)
+            try:
+                self.manifest.transition(run, status, backend=self.backend_name, **fields)
+            except DiskError:
+                self.unjournaled.append((run, fields.get("attempt")))
+                raise
+
+    def full_disk_stopped(self, handles: list[JobHandle], err: DiskError) -> None:
+        """The runs a full disk stopped, journaled `interrupted` in space the journal keeps for
+        it; without that space they are shown `lost` (docs/manifest.md#full-disks-and-read-only-sweep-dirs)."""
+        if self.manifest is None:
+            return
+        runs = [*self.unjournaled, *((h.request.run, h.request.spec.attempt) for h in handles)]
+        stopped = [(run, attempt) for run, attempt in runs if self.status_of(run) != model.COMPLETED]
+        try:
+            self.manifest.interrupt_on_full_disk(stopped, f"stopped by a full disk: {err}")
+        except (OSError, MfclError) as again:
+            log.error("mfcl: %d stopped run(s) not journaled interrupted: %s", len(stopped), again)
 
     def status_of(self, run: PlannedRun) -> Optional[str]:
         if self.manifest is None:
@@ -246,9 +264,11 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
             handles = [h for _, h in active.values()]
             active.clear()
             stop_launch(backend, handles, journal, stop)
-    except BaseException:
+    except BaseException as err:
         if active:
             backend.cancel([h for _, h in active.values()])
+        if isinstance(err, DiskError) and err.errno in FULL:
+            journal.full_disk_stopped([h for _, h in active.values()], err)
         raise
     finally:
         stop.restore()

@@ -20,11 +20,14 @@ from typing import Any, Iterator, Optional
 
 from mfcl_sweeps import model
 from mfcl_sweeps.errors import ManifestError
-from mfcl_sweeps.fsio import writable
+from mfcl_sweeps.fsio import FULL, writable
 from mfcl_sweeps.liveness import HOST, pid_start_time, process_alive
 from mfcl_sweeps.secrets import redact
 
 JOURNAL_NAME = "journal.jsonl"
+# space kept beside the journal for a sweep's last lines on a full disk (its interrupted runs):
+# ~150 bytes a line, so hundreds of runs
+RESERVE_NAME, RESERVE_BYTES = "journal.reserve", 64 * 1024
 ENV_LOCK_GRACE = "MFCL_LOCK_GRACE_S"
 DEFAULT_LOCK_GRACE_S = 30.0
 
@@ -199,10 +202,49 @@ class Journal:
         self._offset = 0  # byte offset just past the last complete line read
         self._lines = 0  # complete lines read so far
         self._ino: Optional[int] = None
+        self._reserved = False  # this process made sure the reserve is there (at its first append)
 
-    def append(self, ops: list[dict]) -> None:
-        """Append `ops` (secrets redacted) as one write + flush + fsync under the lock."""
+    def append(self, ops: list[dict], *, last_words: bool = False) -> None:
+        """Append `ops` (secrets redacted) as one write + flush + fsync under the lock.
+        `last_words`: on a full disk, give up the reserve for them and try once more."""
         data = "".join(json.dumps(redact(op), separators=(",", ":"), default=str) + "\n" for op in ops).encode()
+        try:
+            self._append(data)
+        except OSError as err:
+            if not (last_words and err.errno in FULL and self._release_reserve()):
+                raise
+            self._append(data)
+        if not self._reserved:
+            self._reserved = True
+            self._make_reserve()
+
+    def _make_reserve(self) -> None:
+        """The reserve, written (not sparse: a hole would free nothing) unless it is there; a
+        disk too full for it leaves the sweep without one (its last lines may then not fit)."""
+        path = self.dir / RESERVE_NAME
+        if path.exists():
+            return
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return
+        try:
+            os.write(fd, b"\0" * RESERVE_BYTES)
+            os.fsync(fd)
+        except OSError:
+            path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+    def _release_reserve(self) -> bool:
+        """Free the reserve's space; False if there was none to free."""
+        try:
+            (self.dir / RESERVE_NAME).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _append(self, data: bytes) -> None:
         with writable(self.path):  # a full or read-only disk: one line (DiskError), journal intact
             if not self.dir.exists():
                 self.dir.mkdir(parents=True, exist_ok=True)

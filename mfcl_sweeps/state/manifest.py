@@ -241,6 +241,16 @@ class SweepManifest:
         self.store.append([transition_op(h, status, fields, identity)])
         self._identified.add(h)
 
+    def interrupt_on_full_disk(self, runs: list[tuple[PlannedRun, int]], error: str) -> None:
+        """Journal (run, attempt) pairs `interrupted` with `error`, in one append that may use the
+        journal's reserve: the last lines of a sweep a full disk stopped (docs/manifest.md)."""
+        now, records = time.time(), self._state.records
+        ops = [transition_op(run.config_hash, model.INTERRUPTED, {"end_time": now, "attempt": attempt, "error": error},
+                             None if getattr(records.get(run.config_hash), "run_id", None) else identity_of(run))
+               for run, attempt in runs]
+        if ops:
+            self.store.append(ops, last_words=True)
+
     # -- claims -------------------------------------------------------------------------------
     def claim(self, run: PlannedRun, owner: str, node_rank: Optional[int] = None) -> bool:
         """True when `owner` now holds `run` (the first claim wins; see claims.py). A run whose

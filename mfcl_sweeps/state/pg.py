@@ -199,7 +199,7 @@ class PgStore:
         return self._id is not None
 
     # -- ops ----------------------------------------------------------------------------------
-    def append(self, ops: list[dict]) -> None:
+    def append(self, ops: list[dict], *, last_words: bool = False) -> None:  # the database's disk is not the sweep's
         rows = [(str(uuid.uuid4()), json.dumps(redact(op), separators=(",", ":"), default=str)) for op in ops]
         sweep, retried = self.sweep, False
 

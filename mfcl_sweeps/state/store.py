@@ -41,7 +41,8 @@ class Store(Protocol):
     kind: str
     claims: ClaimRules
 
-    def append(self, ops: list[dict]) -> None: ...
+    def append(self, ops: list[dict], *, last_words: bool = False) -> None:
+        """`last_words`: a full-disk stop's last lines, which may use space kept for them."""
 
     def read_new(self) -> list[dict]: ...
 
@@ -77,8 +78,8 @@ class FileStore:
         self.journal = Journal(sweep_dir, lock_grace)
         self.claims = ClaimBook(self.layout, claim_timeout)
 
-    def append(self, ops: list[dict]) -> None:
-        self.journal.append(ops)
+    def append(self, ops: list[dict], *, last_words: bool = False) -> None:
+        self.journal.append(ops, last_words=last_words)
 
     def read_new(self) -> list[dict]:
         return self.journal.read_new()
