@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
+from mfcl_sweeps import model
 from mfcl_sweeps.options import (
     above,
     at_least,
@@ -269,7 +270,6 @@ class SshLauncherConf(SshClientConf, CommonLauncherConf):
 # Checked by SweepCore.setup through parse_options(..., group="hydra.sweeper"). The knobs that
 # shape the runs (max_runs, seeds, shuffle, seed, seed_key, exclude, grid...) may come from the
 # sweep file too, so spec/ checks them, naming the file line when they come from there.
-RESUME_MODES = ("none", "skip_completed", "rerun_failed_only", "skip_finished")
 SWEEP_NAME = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}"
 
 
@@ -336,7 +336,7 @@ class MfclSweeperConf:
     dry_run: bool = False  # print the runs (and what would be submitted) and exit
     validate: bool = True  # check every distinct value against one composed run per group first
     name: Optional[str] = opt(None, _sweep_name)  # stable sweep dir multirun/NAME (or $MFCL_STORAGE_ROOT/NAME)
-    resume: Optional[str] = opt(None, one_of(*RESUME_MODES))  # default: see docs/sweeper.md
+    resume: Optional[str] = opt(None, one_of(*model.RESUME_MODES))  # default: see docs/sweeper.md
     only_runs: List[str] = opt(list)  # run ids/config hashes to run whatever their state
     claim: bool = False  # worker mode: several invocations split the runs
     claim_timeout: float = opt(600.0, above(0, " seconds"))  # seconds without heartbeat before a claim is taken over

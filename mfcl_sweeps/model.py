@@ -24,6 +24,8 @@ ACTIVE_STATES = (PENDING, CLAIMED, RUNNING)  # a run some process or scheduler j
 # (its driver or job was killed); resume and claim workers run it again.
 LOST = "lost"
 SHOWN_STATES = RUN_STATES + (LOST,)
+# hydra.sweeper.resume: which recorded runs a sweep started again skips (docs/sweeper.md)
+RESUME_MODES = ("none", "skip_completed", "rerun_failed_only", "skip_finished")
 
 # Environment a job sees, whatever launched it.
 ENV_SWEEP_ID = "MFCL_SWEEP_ID"

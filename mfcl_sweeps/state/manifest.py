@@ -37,7 +37,6 @@ from mfcl_sweeps.state.store import FILE, Store, open_store
 
 __all__ = ["SweepManifest", "RunRecord", "PlanInfo", "transition_op", "identity_of"]
 
-RESUME_MODES = ("none", "skip_completed", "rerun_failed_only", "skip_finished")
 ENV_CLUSTER = "MFCL_CLUSTER"
 CHECKPOINT_AFTER_OPS = 20_000
 
@@ -202,8 +201,8 @@ class SweepManifest:
     # -- resume -------------------------------------------------------------------------------
     def should_run(self, run: PlannedRun, resume: str) -> tuple[bool, str]:
         """(run it?, why) for `run` under `resume` (none | skip_completed | rerun_failed_only | skip_finished)."""
-        if resume not in RESUME_MODES:
-            raise ManifestError(f"hydra.sweeper.resume={resume!r}: expected one of {', '.join(RESUME_MODES)}")
+        if resume not in model.RESUME_MODES:
+            raise ManifestError(f"hydra.sweeper.resume={resume!r}: expected one of {', '.join(model.RESUME_MODES)}")
         self.refresh()
         rec = self._state.records.get(run.config_hash)
         status = rec.status if rec is not None else None
