@@ -165,11 +165,12 @@ def test_example_app_trains_with_ddp(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
     proc = subprocess.run(
         [sys.executable, str(train), "--multirun", *MFCL, f"hydra.sweep.dir={tmp_path / 'sweep'}",
-         "hydra.launcher.nproc_per_node=2", "hydra.launcher.max_concurrent=2", "train.epochs=1", "optimizer.lr=0.05,0.1"],
+         "hydra.launcher.nproc_per_node=2", "train.epochs=1", "optimizer.lr=0.1"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "WANDB_MODE": "disabled"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = manifest_runs(tmp_path / "sweep")
-    assert len(runs) == 2 and all(r["status"] == "completed" for r in runs.values())
+    # one run: concurrent DDP runs are test_concurrent_ddp_runs_all_reduce_on_their_own_ports's
+    assert len(runs) == 1 and all(r["status"] == "completed" for r in runs.values())
     for r in runs.values():
         assert 0.5 < float(r["return_value"]) <= 1.0  # validation accuracy after one epoch on digits
         comms = (Path(r["job_dir"]) / "comms.csv")
