@@ -307,7 +307,7 @@ class NotifyConf:
 
     webhook_env: Optional[str] = None  # env var holding a Slack-compatible webhook URL
     email: NotifyEmailConf = field(default_factory=NotifyEmailConf)
-    on: List[str] = field(default_factory=lambda: ["end", "failure"])
+    on: List[str] = field(default_factory=lambda: ["end", "failure", "all_down"])
     metric: str = "accuracy"  # the end message names the best run by this metric
     title: str = "mfcl sweep"
 
@@ -344,6 +344,6 @@ class MfclSweeperConf:
     store: Optional[str] = opt(None, _store_url)  # the sweep dir's journal (default) or postgresql://...; $MFCL_STORE
     fail_on_error: bool = True  # exit non-zero when runs failed (after running all of them)
     allow_behind: bool = False  # launch even if the project's git branch is behind its upstream
-    notify: NotifyConf = field(default_factory=NotifyConf)  # webhook/email at the end and first failure
+    notify: NotifyConf = field(default_factory=NotifyConf)  # webhook/email at the end, first failure, all sources down
     require_up_to_date: bool = False  # refuse when behind upstream (always so with claim or a cluster name)
     secret_keys: List[str] = opt(list)  # more secret key names (docs/manifest.md#secrets)

@@ -1,5 +1,6 @@
 """Sweep notifications: a Slack-compatible webhook and/or email (SMTP with STARTTLS), sent when
-the sweep ends and at its first failed run (`hydra.sweeper.notify`, docs/first-ten-minutes.md).
+the sweep ends, at its first failed run, and the moment every source (pool) or host (SSH launcher)
+is down while the launch still waits for one (`hydra.sweeper.notify`, docs/first-ten-minutes.md).
 
 Secrets never sit in the config: the webhook URL and the SMTP login are read from environment
 variables named by the config, at send time, so neither `multirun.yaml` nor the manifest (which
@@ -15,12 +16,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from mfcl_sweeps import model
+from mfcl_sweeps import events, model
 from mfcl_sweeps.errors import MfclError
 
 log = logging.getLogger("mfcl_sweeps")
 
-EVENTS = ("end", "failure")
+EVENTS = ("end", "failure", events.ALL_DOWN)
 SEND_TIMEOUT_S = 10.0
 WATCH_INTERVAL_S = 2.0
 MAX_FAILURES_LISTED = 10
@@ -60,6 +61,8 @@ class Summary:
     best: Optional[dict] = None  # {run_id, metric, value}
     report: Optional[str] = None
     error: Optional[str] = None  # why a stopped sweep stopped
+    sources: list[dict] = field(default_factory=list)  # all_down: {name, reason} of each source or host
+    wait_s: Optional[float] = None  # all_down: how long the launch waits for one to come back
 
 
 def parse_options(raw: Any, where: str = "hydra.sweeper.notify") -> Optional[NotifyOptions]:
@@ -150,9 +153,12 @@ def best_run(records: dict, metric: str) -> Optional[dict]:
 
 
 def text_of(s: Summary, title: str) -> str:
-    head = {"end": "finished", "failure": "has its first failed run", "stopped": f"stopped: {s.error}"}[s.event]
+    head = {"end": "finished", "failure": "has its first failed run", "stopped": f"stopped: {s.error}",
+            events.ALL_DOWN: f"has every source down; it stops in {s.wait_s or 0:g}s unless one comes back",
+            }[s.event]
     counts = ", ".join(f"{v} {k}" for k, v in s.counts.items() if k != "total")
     lines = [f"{title} {s.sweep_id} {head}: {s.counts.get('total', 0)} run(s): {counts or 'none'}"]
+    lines += [f"  down {src['name']}: {src['reason']}" for src in s.sources]
     for f in s.failures[:MAX_FAILURES_LISTED]:
         lines.append(f"  failed {f['run_id']}: {f['error'] or '(no error line)'}")
     if len(s.failures) > MAX_FAILURES_LISTED:
@@ -167,7 +173,7 @@ def webhook_payload(s: Summary, title: str) -> dict:
     """Slack's incoming-webhook body (`text`) plus the same facts as fields for other receivers."""
     return {"text": text_of(s, title), "event": s.event, "sweep_id": s.sweep_id, "sweep_dir": s.sweep_dir,
             "counts": s.counts, "failures": s.failures[:MAX_FAILURES_LISTED], "best": s.best, "report": s.report,
-            "error": s.error}
+            "error": s.error, "sources": s.sources, "wait_s": s.wait_s}
 
 
 # -- sending ----------------------------------------------------------------------------------
@@ -238,6 +244,9 @@ class SweepNotifier:
         self._thread: Optional[threading.Thread] = None
         self.failure_sent = False
         self._manifest: Any = None
+        self._lock = threading.Lock()  # one manifest reader, shared by the watcher and the all-down sender
+        self._senders: list[threading.Thread] = []
+        self._unlisten: Any = None
 
     @classmethod
     def start(cls, options: Optional[NotifyOptions], manifest: Any, config: Any) -> "SweepNotifier":
@@ -259,14 +268,34 @@ class SweepNotifier:
         if options is not None and "failure" in options.on:
             notifier._thread = threading.Thread(target=notifier._watch, name="mfcl-notify", daemon=True)
             notifier._thread.start()
+        if options is not None and events.ALL_DOWN in options.on:
+            notifier._unlisten = events.listen(notifier._on_event)
         return notifier
+
+    def _on_event(self, event: str, fields: dict) -> None:
+        """In the launch's thread: send from a thread of its own, so the launch never waits on it."""
+        if event != events.ALL_DOWN or os.path.realpath(fields["sweep_dir"]) != os.path.realpath(self.sweep_dir):
+            return
+        sender = threading.Thread(target=self._send_all_down, args=(fields,), name="mfcl-notify-down", daemon=True)
+        self._senders.append(sender)
+        sender.start()
+
+    def _send_all_down(self, fields: dict) -> None:
+        try:
+            s = self._summary_so_far(events.ALL_DOWN)
+        except Exception as err:
+            log.warning("mfcl notify: every source down, not sent: %s", err)
+            return
+        s.sources, s.wait_s = fields["sources"], fields["wait_s"]
+        send(self.options, s)
 
     def _records(self) -> dict:
         from mfcl_sweeps.state.manifest import SweepManifest
 
-        if self._manifest is None:  # a reader of its own; a sweep on a database is found by its pointer
-            self._manifest = SweepManifest(self.sweep_dir)
-        return self._manifest.records()
+        with self._lock:
+            if self._manifest is None:  # a reader of its own; a sweep on a database is found by its pointer
+                self._manifest = SweepManifest(self.sweep_dir)
+            return self._manifest.records()
 
     def check_failure(self) -> bool:
         """Send the first-failure message if a run has failed and none was sent yet."""
@@ -278,6 +307,14 @@ class SweepNotifier:
             send(self.options, summarize(records, self.sweep_id, self.sweep_dir, "failure"))
         return self.failure_sent
 
+    def _summary_so_far(self, event: str) -> Summary:
+        """A summary of a sweep still under way, counting the runs not launched yet (they have
+        no record) as pending."""
+        s = summarize(self._records(), self.sweep_id, self.sweep_dir, event)
+        with self._lock:
+            s.counts = self._manifest.counts()
+        return s
+
     def _watch(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
@@ -288,8 +325,11 @@ class SweepNotifier:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self._unlisten is not None:
+            self._unlisten()
+        for thread in [self._thread, *self._senders]:  # an all-down message goes before the stop or end
+            if thread is not None:
+                thread.join()
         try:
             self.check_failure()  # a failure in the last interval still gets its message
         except Exception as err:
@@ -301,10 +341,11 @@ class SweepNotifier:
             return
         try:
             records = self._records()
+            s = summarize(records, self.sweep_id, self.sweep_dir, event) if event == "end" \
+                else self._summary_so_far(event)
         except Exception as err:
             log.warning("mfcl notify: end of sweep not sent: %s", err)
             return
-        s = summarize(records, self.sweep_id, self.sweep_dir, event)
         s.best, s.error = best_run(records, self.options.metric), error
         s.report = self.report if event == "end" else None  # a stopped sweep writes no report
         send(self.options, s)

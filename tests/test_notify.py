@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from services import IN_CI, PG_URL, require_service
+from test_backend_contract import sweep as sweep_backend  # noqa: F401 (fixture: a session of a real sweep)
 
 from mfcl_sweeps import notify
 from mfcl_sweeps.errors import MfclError
@@ -165,6 +166,72 @@ def test_every_ssh_host_down_sends_why_the_sweep_stopped(app, webhook):
     assert stopped["event"] == "stopped" and "no ssh host is reachable" in stopped["error"]
     assert "Connection refused" in stopped["error"] and stopped["report"] is None
     assert stopped["text"].startswith("mfcl sweep s stopped: no ssh host is reachable")
+
+
+@pytest.mark.slow
+def test_every_pool_source_down_is_told_while_the_sweep_waits_then_why_it_stopped(app, webhook):
+    """Two SSH sources on ports where nothing listens: one message the moment both are down
+    (while the launch still waits `all_down_timeout_s`), then the give-up one; not one per check."""
+    require_service("ssh")  # the ssh client; no sshd is asked: the ports refuse
+    ports = [closed_port(), closed_port()]
+    sources = ",".join(f"{{kind:ssh,name:gpu{i},sync:none,connect_timeout_s:2,"
+                       f"hosts:[{{host:127.0.0.1,port:{port},workdir:/tmp}}]}}" for i, port in enumerate(ports))
+    proc = sweep(app, {"MFCL_TEST_HOOK_TOKEN": f"http://127.0.0.1:{webhook.server_port}/hook"}, "x=1,2,3",
+                 "hydra/launcher=mfcl_pool", f"hydra.launcher.sources=[{sources}]",
+                 "hydra.launcher.all_down_timeout_s=3", "hydra.launcher.health_check_interval_s=1")
+    assert proc.returncode != 0 and "every source has been disabled for 3s" in proc.stderr, proc.stderr[-2000:]
+    events = [payload["event"] for _, _, payload in webhook.received]
+    assert events == ["all_down", "stopped"], events  # health checks every 1 s while waiting: still one
+    down, stopped = (payload for _, _, payload in webhook.received)
+    assert [s["name"] for s in down["sources"]] == ["gpu0", "gpu1"] and down["wait_s"] == 3
+    for source, port in zip(down["sources"], ports):
+        assert source["reason"].startswith("unreachable") and f"port {port}: Connection refused" in source["reason"]
+    assert down["sweep_id"] == "s" and down["counts"] == {"total": 3, "pending": 3}
+    assert down["text"].startswith("mfcl sweep s has every source down; it stops in 3s unless one comes back: "
+                                   "3 run(s): 3 pending\n")
+    assert "  down gpu0: unreachable" in down["text"] and "  down gpu1: unreachable" in down["text"]
+    assert "every source has been disabled for 3s" in stopped["error"] and stopped["sources"] == []
+    assert stopped["counts"] == {"total": 3, "pending": 3}  # the runs it never launched
+
+
+def test_all_down_is_announced_once_per_outage(sweep_backend):
+    """A pool's sources all disabled: one event, none while it lasts, another after one came back
+    and all went down again."""
+    from mfcl_sweeps import events
+    from mfcl_sweeps.backends.pool.backend import PoolBackend
+
+    pool = PoolBackend.from_options({"sources": ["local:1", "local:b:1"], "health_check_interval_s": 600},
+                                    session=sweep_backend.session)
+    heard = []
+    stop = events.listen(lambda event, fields: heard.append((event, fields)))
+    try:
+        for src in pool.sources:
+            pool.disable(src, f"{src.name} is gone")
+        assert pool.capacity() == 0 and pool.capacity() == 0
+        [(event, fields)] = heard
+        assert event == "all_down" and fields["sweep_dir"] == str(sweep_backend.dir) and fields["wait_s"] == 120
+        assert fields["sources"] == [{"name": "local", "reason": "local is gone"}, {"name": "b", "reason": "b is gone"}]
+        pool.sources[1].health.enable()  # as a health check does once it answers again
+        assert pool.capacity() == 1 and len(heard) == 1
+        pool.disable(pool.sources[1], "gone again")
+        assert pool.capacity() == 0 and len(heard) == 2 and heard[1][1]["sources"][1]["reason"] == "gone again"
+    finally:
+        stop()
+        pool.close()
+
+
+def test_a_listener_that_raises_only_warns(caplog):
+    from mfcl_sweeps import events
+
+    def broken(event: str, fields: dict) -> None:
+        raise RuntimeError("receiver broke")
+
+    stop = events.listen(broken)
+    try:
+        events.emit(events.ALL_DOWN, sweep_dir="/nowhere")
+    finally:
+        stop()
+    assert "a listener of all_down failed (RuntimeError: receiver broke)" in caplog.text
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, 
 from mfcl_sweeps.backends.pool import attach, health, journaled, placement, runtime
 from mfcl_sweeps.backends.pool.config import PoolLauncherConf
 from mfcl_sweeps.backends.pool.logs import PoolLogs
-from mfcl_sweeps.backends.pool.runtime import HELD, AllSourcesDown, Flight, PoolSubmission, Source, one_line
+from mfcl_sweeps.backends.pool.runtime import HELD, Flight, PoolSubmission, Source, one_line
 from mfcl_sweeps.backends.pool.sources import PoolSetup, parse_setup
 from mfcl_sweeps.backends.ssh.health import HealthRules
 from mfcl_sweeps.backends.ssh.strategy import HostLoad
@@ -70,6 +70,9 @@ class PoolBackend(Backend):
     def __init__(self, setup: PoolSetup, children: Sequence[Backend], *, sweep_dir: str) -> None:
         self.opts = setup.options
         self.sources = [Source(spec, child) for spec, child in zip(setup.sources, children)]
+        for child in children:  # an SSH source with every host down is one source down: the pool tells all down
+            if hasattr(child, "announce_all_down"):
+                child.announce_all_down = False
         self.by_name = {s.name: s for s in self.sources}
         self.rules = HealthRules(self.opts.max_consecutive_failures, self.opts.max_failure_rate,
                                  self.opts.min_jobs_for_rate)
@@ -125,16 +128,7 @@ class PoolBackend(Backend):
         health.recheck(self, now)
         self._steal(now)  # before fresh runs take the free slots a long-queued run may have
         free = sum(self._free(s) for s in self.sources)
-        if any(s.health.enabled for s in self.sources):
-            self.all_down_since = None
-        else:
-            self.all_down_since = self.all_down_since or now
-            if not self.flying and now - self.all_down_since > self.opts.all_down_timeout_s:
-                raise AllSourcesDown(
-                    f"every source has been disabled for {self.opts.all_down_timeout_s:g}s ("
-                    + "; ".join(f"{s.name}: {s.health.reason}" for s in self.sources)
-                    + f"); the manifest in {self.logs.dir.parent} keeps the runs still to do: "
-                    "finish them with `mfcl-sweeps complete DIR --sources ...`")
+        health.check_all_down(self, now)
         withdrawn = sum(1 for h in self.flying.values() if h.data["flight"].withdrawing)  # their slots wait
         return max(0, free - len(self.held) - withdrawn)
 

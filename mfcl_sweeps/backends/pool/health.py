@@ -10,7 +10,8 @@ import getpass
 import logging
 from typing import Any, Optional
 
-from mfcl_sweeps.backends.pool.runtime import Source, one_line
+from mfcl_sweeps import events
+from mfcl_sweeps.backends.pool.runtime import AllSourcesDown, Source, one_line
 from mfcl_sweeps.backends.pool.sources import SCHEDULERS
 
 log = logging.getLogger("mfcl_sweeps.backends.pool.backend")  # one logger for the pool's health lines
@@ -91,3 +92,22 @@ def refused_while_down(pool: Any, src: Source) -> bool:
     error = ask(src)
     note(pool, src, error)
     return error is not None
+
+
+def check_all_down(pool: Any, now: float) -> None:
+    """Every source disabled: announce it the moment it happens (once per outage, for the
+    notifier), then stop the launch once it lasted `all_down_timeout_s` with no run in flight."""
+    if any(s.health.enabled for s in pool.sources):
+        pool.all_down_since = None
+        return
+    wait = pool.opts.all_down_timeout_s
+    if pool.all_down_since is None:
+        pool.all_down_since = now
+        events.emit(events.ALL_DOWN, sweep_dir=pool.sweep_dir, launcher="mfcl_pool", wait_s=wait,
+                    sources=[{"name": s.name, "reason": s.health.reason} for s in pool.sources])
+    if not pool.flying and now - pool.all_down_since > wait:
+        raise AllSourcesDown(
+            f"every source has been disabled for {wait:g}s ("
+            + "; ".join(f"{s.name}: {s.health.reason}" for s in pool.sources)
+            + f"); the manifest in {pool.logs.dir.parent} keeps the runs still to do: "
+            "finish them with `mfcl-sweeps complete DIR --sources ...`")

@@ -26,6 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Optional, Sequence
 
+from mfcl_sweeps import events
 from mfcl_sweeps.backends.base import Backend, JobHandle, JobRequest, JobState, Submission
 from mfcl_sweeps.backends.ssh.agent_channel import AgentChannel
 from mfcl_sweeps.backends.ssh.agent_job import AgentJob
@@ -82,6 +83,7 @@ class SshBackend(Backend):
         self.jobs: dict[str, RemoteJob] = {}
         self.prepared = False
         self.all_down_since: Optional[float] = None
+        self.announce_all_down = True  # False as a pool's source: the pool says when all its sources are down
         self._stop_monitor = threading.Event()
         self._monitor: Optional[threading.Thread] = None
 
@@ -171,7 +173,12 @@ class SshBackend(Backend):
                 self.all_down_since = None
                 return free
             now = time.monotonic()
-            self.all_down_since = self.all_down_since or now
+            if self.all_down_since is None:
+                self.all_down_since = now
+                if self.announce_all_down:
+                    events.emit(events.ALL_DOWN, sweep_dir=self.sweep_dir, launcher="mfcl_ssh",
+                                wait_s=self.opts.all_down_timeout_s,
+                                sources=[{"name": h.label, "reason": h.health.reason} for h in self.hosts])
             confirming = any(j.state is None for j in self.jobs.values())
             if not confirming and now - self.all_down_since > self.opts.all_down_timeout_s:
                 raise AllHostsDown(
