@@ -17,6 +17,10 @@ from pathlib import Path
 import pytest
 from services import IN_CI, PG_URL, require_service
 from test_backend_contract import sweep as sweep_backend  # noqa: F401 (fixture: a session of a real sweep)
+from test_ssh_launcher import PORT_A as SSH_PORT
+from test_ssh_launcher import host as ssh_host
+from test_ssh_launcher import project  # noqa: F401 (fixture: a git project cloned into the hosts' workdirs)
+from test_ssh_launcher import sweep_argv as ssh_sweep_argv
 
 from mfcl_sweeps import notify
 from mfcl_sweeps.errors import MfclError
@@ -192,6 +196,28 @@ def test_every_pool_source_down_is_told_while_the_sweep_waits_then_why_it_stoppe
     assert "  down gpu0: unreachable" in down["text"] and "  down gpu1: unreachable" in down["text"]
     assert "every source has been disabled for 3s" in stopped["error"] and stopped["sources"] == []
     assert stopped["counts"] == {"total": 3, "pending": 3}  # the runs it never launched
+
+
+@pytest.mark.slow
+@pytest.mark.ssh
+def test_every_ssh_host_down_mid_sweep_is_told_once_then_why_it_stopped(project, webhook):
+    """mfcl_ssh with one real host, disabled by its first failed run (max_consecutive_failures=1)
+    and not checked again: every host down while the launch waits; then it gives up."""
+    tmp = project.parent
+    argv = ssh_sweep_argv(project, [ssh_host(SSH_PORT, tmp / "host_a", "a", slots=1)], "x=range(3)", "fail=true",
+                          "hydra/sweeper=mfcl", "hydra.sweeper.notify.webhook_env=MFCL_TEST_HOOK_TOKEN",
+                          "hydra.launcher.max_consecutive_failures=1", "hydra.launcher.health_check_interval_s=600",
+                          "hydra.launcher.all_down_timeout_s=2")
+    env = {**os.environ, "MFCL_TEST_HOOK_TOKEN": f"http://127.0.0.1:{webhook.server_port}/hook"}
+    proc = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode != 0 and "every ssh host has been down for 2s" in proc.stderr, proc.stderr[-2000:]
+    received = {payload["event"]: payload for _, _, payload in webhook.received}
+    events = [payload["event"] for _, _, payload in webhook.received]
+    assert sorted(events) == ["all_down", "failure", "stopped"] and events[-1] == "stopped", events
+    down = received["all_down"]
+    assert down["sources"] == [{"name": f"127.0.0.1_{SSH_PORT}", "reason": down["sources"][0]["reason"]}]
+    assert "failed" in down["sources"][0]["reason"] and down["wait_s"] == 2
+    assert down["counts"]["total"] == 3 and down["counts"]["pending"] == 2, down["counts"]  # the first: journaled yet or not
 
 
 def test_all_down_is_announced_once_per_outage(sweep_backend):
