@@ -246,6 +246,23 @@ def test_all_down_is_announced_once_per_outage(sweep_backend):
         pool.close()
 
 
+def test_an_all_down_message_that_cannot_be_sent_only_warns(tmp_path, monkeypatch, caplog):
+    """Through the event path, as a backend raises it: the launch's thread never sees the error."""
+    from omegaconf import OmegaConf
+
+    from mfcl_sweeps import events
+    from mfcl_sweeps.state.manifest import SweepManifest
+
+    monkeypatch.setenv("MFCL_TEST_HOOK_TOKEN", f"http://127.0.0.1:{closed_port()}/hook")
+    options = notify.parse_options({"webhook_env": "MFCL_TEST_HOOK_TOKEN", "on": ["all_down"]})
+    manifest = SweepManifest(tmp_path)
+    notifier = notify.SweepNotifier.start(options, manifest, OmegaConf.create({"hydra": {}}))
+    events.emit(events.ALL_DOWN, sweep_dir=str(tmp_path / "other"), sources=[], wait_s=1)  # another sweep's
+    events.emit(events.ALL_DOWN, sweep_dir=str(tmp_path), sources=[{"name": "a", "reason": "gone"}], wait_s=1)
+    notifier.stop()  # waits for the sender
+    assert caplog.text.count("mfcl notify: webhook not sent (URLError") == 1
+
+
 def test_a_listener_that_raises_only_warns(caplog):
     from mfcl_sweeps import events
 
