@@ -39,12 +39,12 @@ def test_concurrent_ddp_runs_all_reduce_on_their_own_ports(tmp_path: Path) -> No
     marker = tmp_path / "pwned"
     value = INJECTION.format(x=marker)
     sweep_file = tmp_path / "sweep.yaml"
-    sweep_file.write_text(json.dumps({"grid": {"value": [value, "plain", "third"]}}))
+    sweep_file.write_text(json.dumps({"grid": {"value": [value, "plain"]}}))
     proc = run_app("ddp_app", tmp_path, *MFCL, f"hydra.sweeper.sweep_file={sweep_file}", "seconds=5",
-                   "hydra.launcher.nproc_per_node=2", "hydra.launcher.max_concurrent=3", timeout=240)
+                   "hydra.launcher.nproc_per_node=2", "hydra.launcher.max_concurrent=2", timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = manifest_runs(tmp_path / "sweep")
-    assert sorted(r["status"] for r in runs.values()) == ["completed"] * 3
+    assert sorted(r["status"] for r in runs.values()) == ["completed"] * 2
     assert all(r["return_value"] == "3" for r in runs.values())  # rank 0's result: 1 + 2
     seen = rank_records(tmp_path)
     assert sorted(seen) == sorted(runs)
@@ -64,11 +64,11 @@ def test_concurrent_ddp_runs_all_reduce_on_their_own_ports(tmp_path: Path) -> No
     # the value reached both ranks byte for byte, and nothing ran it
     assert [r["value"] for r in seen[next(i for i in seen if seen[i][0]["value"] == value)].values()] == [value] * 2
     assert not marker.exists()
-    # the three runs overlapped (each sleeps 5 s after recording), each with its own rendezvous port
+    # the two runs overlapped (each sleeps 5 s after recording), each with its own rendezvous port
     starts = [ranks[0]["t"] for ranks in seen.values()]
     assert max(starts) - min(starts) < 5
     ports = {ranks[0]["env"]["MASTER_PORT"] for ranks in seen.values()}
-    assert len(ports) == 3
+    assert len(ports) == 2
     # only rank 0 wrote to the journal
     journal = [json.loads(line) for line in (tmp_path / "sweep" / ".mfcl" / "journal.jsonl").read_text().splitlines()]
     rank0_pids = {ranks[0]["pid"] for ranks in seen.values()}
@@ -207,15 +207,15 @@ def test_two_nodes_on_two_ssh_hosts(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"  # the remote command is a shell line: values must not reach it
     value = INJECTION.format(x=marker)
     sweep_file = tmp_path / "sweep.yaml"
-    sweep_file.write_text(json.dumps({"grid": {"value": [value, "plain"]}}))
+    sweep_file.write_text(json.dumps({"grid": {"value": [value]}}))
     proc = run_app("ddp_app", tmp_path, *MFCL, f"hydra.sweeper.sweep_file={sweep_file}", "hydra.launcher.nnodes=2",
                    "hydra.launcher.nproc_per_node=1", *ssh_hosts_overrides(tmp_path, *hosts), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = manifest_runs(tmp_path / "sweep")
-    assert {r["status"] for r in runs.values()} == {"completed"} and len(runs) == 2
+    assert {r["status"] for r in runs.values()} == {"completed"} and len(runs) == 1
     assert not marker.exists()
     seen = rank_records(tmp_path)
-    assert sorted(r["value"] for ranks in seen.values() for r in ranks.values()) == sorted([value, value, "plain", "plain"])
+    assert [r["value"] for ranks in seen.values() for r in ranks.values()] == [value, value]
     for run_id, ranks in seen.items():
         assert sorted(ranks) == [0, 1] and {r["all_reduce"] for r in ranks.values()} == {3}
         assert {r["env"]["NODE_RANK"] for r in ranks.values()} == {"0", "1"}
