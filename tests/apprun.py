@@ -71,3 +71,11 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except (OSError, IndexError):
         return False
+
+
+def loaded_after(setup: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of `modules` a fresh interpreter has imported after running `setup` (import costs
+    are paid by every job or every Hydra start-up, so tests keep heavy modules out)."""
+    code = f"import sys; {setup}; print(','.join(m for m in {modules!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    return [m for m in out.split(",") if m]
