@@ -24,7 +24,7 @@ from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, Launche
 from services import require_service, wait_sacct_final
 
 REPO = Path(__file__).resolve().parents[1]
-POLL = ["hydra.launcher.progress=log", "hydra.launcher.poll_min_s=0.3", "hydra.launcher.poll_max_s=2",
+POLL = ["hydra.launcher.progress=log", "hydra.launcher.poll_min_s=0.3", "hydra.launcher.poll_max_s=0.5",
         "hydra.launcher.timeout_min=10"]
 SLURM = ["hydra/sweeper=mfcl", "hydra/launcher=mfcl_slurm", *POLL]
 
