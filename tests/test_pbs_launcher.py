@@ -19,7 +19,7 @@ from hydra.test_utils.launcher_common_tests import LauncherTestSuite
 from services import require_service, wait_sacct_final
 
 PBS = ["hydra/sweeper=mfcl", "hydra/launcher=mfcl_pbs", "hydra.launcher.progress=log",
-       "hydra.launcher.poll_min_s=0.3", "hydra.launcher.poll_max_s=2"]
+       "hydra.launcher.poll_min_s=0.3", "hydra.launcher.poll_max_s=0.5"]
 
 
 @pytest.fixture(autouse=True)
