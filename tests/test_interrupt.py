@@ -97,9 +97,11 @@ def test_no_process_of_a_job_outlives_a_killed_driver(tmp_path: Path) -> None:
     wait_for(lambda: not [p for p in pids if alive(p)], 15, f"processes {pids} to end with their driver")
 
 
-@pytest.mark.parametrize("start_method", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])
-def test_a_timeout_kills_the_jobs_subprocesses_too(tmp_path: Path, start_method: str) -> None:
-    driver = start_driver(tmp_path, "mode=children", "seconds=120", "hydra.launcher.timeout=10",
+# the timeout must strike after the job started its children: a forked job does at once, a
+# spawned one first starts an interpreter and imports Hydra
+@pytest.mark.parametrize("start_method, timeout", [("fork", 4), pytest.param("spawn", 10, marks=pytest.mark.slow)])
+def test_a_timeout_kills_the_jobs_subprocesses_too(tmp_path: Path, start_method: str, timeout: int) -> None:
+    driver = start_driver(tmp_path, "mode=children", "seconds=120", f"hydra.launcher.timeout={timeout}",
                           f"hydra.launcher.start_method={start_method}", "hydra.sweeper.fail_on_error=false")
     pids = children_of_started_runs(tmp_path, 1)
     _, err = driver.communicate(timeout=60)
