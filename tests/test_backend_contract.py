@@ -301,3 +301,24 @@ def test_capacity_is_honoured(case: Case, sweep: Sweep) -> None:
         assert backend.capacity() == 1
     finally:
         backend.close()
+
+
+def test_the_driver_journals_each_submissions_runs_in_one_append(case: Case, sweep: Sweep) -> None:
+    from hydra.core.utils import JobStatus
+
+    from mfcl_sweeps.launch.driver import run_jobs
+    from mfcl_sweeps.state.manifest import SweepManifest
+
+    backend = make_backend(case, sweep, jobs=3)
+    requests = sweep.requests(case.name, ("ok", {}), ("ok", {}), ("ok", {}))
+    for req in requests:
+        Path(req.job_path).parent.mkdir(parents=True, exist_ok=True)
+    sizes = [len(s.requests) for s in backend.plan(requests)]  # an array: one submission of 3
+    manifest = SweepManifest(sweep.dir)
+    appended: list[list[str]] = []
+    real = manifest.store.append
+    manifest.store.append = lambda ops, **kw: (appended.append([op["s"] for op in ops]), real(ops, **kw))[1]
+    returns = run_jobs(backend, requests, manifest=manifest)
+    assert [r.status for r in returns] == [JobStatus.COMPLETED] * 3
+    first = model.PENDING if backend.queues_jobs else model.RUNNING
+    assert appended[:len(sizes)] == [[first] * n for n in sizes], appended

@@ -73,11 +73,16 @@ class DriverJournal:
         self.unjournaled: list[tuple[PlannedRun, Any]] = []  # (run, attempt) whose line a full disk refused
 
     def __call__(self, run: PlannedRun, status: str, **fields: Any) -> None:
-        if self.manifest is not None:
+        self.many([(run, status, fields)])
+
+    def many(self, changes: list[tuple[PlannedRun, str, dict]]) -> None:
+        """(run, status, fields) lines in one append (one fsync, however many runs)."""
+        if self.manifest is not None and changes:
             try:
-                self.manifest.transition(run, status, backend=self.backend_name, **fields)
+                self.manifest.transitions([(run, status, {"backend": self.backend_name, **fields})
+                                           for run, status, fields in changes])
             except DiskError:
-                self.unjournaled.append((run, fields.get("attempt")))
+                self.unjournaled.extend((run, fields.get("attempt")) for run, _, fields in changes)
                 raise
 
     def full_disk_stopped(self, handles: list[JobHandle], err: DiskError) -> None:
@@ -209,14 +214,19 @@ def run_jobs(backend: Backend, requests: Iterable[JobRequest], *, manifest: Any 
                 for submission in backend.plan([r for _, r in ready]):
                     if stop.pending:
                         break
+                    submitted = []
                     for handle in backend.submit(submission):
                         active[handle.key] = (order[handle.key], handle)
                         queued = handle.data.get("queued", backend.queues_jobs)  # per handle: mfcl_pool mixes kinds
                         if queued or not handle.request.spec.journal:
                             # the worker journals once it runs (if it can); record the backend id now
-                            journal(handle.request.run, model.PENDING if queued else model.RUNNING,
-                                    backend_job_id=handle.backend_job_id, attempt=handle.request.spec.attempt,
-                                    start_time=time.time(), **handle.data.get("journal_fields", {}))
+                            submitted.append((handle.request.run, model.PENDING if queued else model.RUNNING,
+                                              {"backend_job_id": handle.backend_job_id, "start_time": time.time(),
+                                               "attempt": handle.request.spec.attempt,
+                                               **handle.data.get("journal_fields", {})}))
+                    # one append per submission (an array of 1,000 runs: one fsync, not 1,000), written
+                    # before the next one is submitted, so its runs' own lines rarely come first
+                    journal.many(submitted)
             changed = False
             if active:
                 for key, state in backend.poll([h for _, h in active.values()]).items():

@@ -226,6 +226,18 @@ class SweepManifest:
         """Journal `run`'s new state (one line). Fields: host, pid, pgid, backend, backend_job_id,
         job_dir, exit_code, error, attempt, return_value, start_time, end_time, owner, cluster;
         others are kept in the record's `extra`."""
+        self.transitions([(run, status, fields)])
+
+    def transitions(self, changes: list[tuple[Union[PlannedRun, str], str, dict]], *, last_words: bool = False) -> None:
+        """Journal several runs' new states, (run, status, fields) as `transition` takes them, in
+        one append (one write + fsync, or one database transaction): a driver's pending lines for
+        a whole submission cost what one line does. `last_words`: see Store.append."""
+        ops = [self._transition_op(run, status, fields) for run, status, fields in changes]
+        if ops:
+            self.store.append(ops, last_words=last_words)
+        self._identified.update(op["h"] for op in ops)
+
+    def _transition_op(self, run: Union[PlannedRun, str], status: str, fields: dict) -> dict:
         check_state(status)
         h = run.config_hash if isinstance(run, PlannedRun) else str(run)
         identity = None
@@ -237,18 +249,14 @@ class SweepManifest:
             self.refresh()
             if h not in self._state.records:
                 raise ManifestError(f"{self.sweep_dir}: no run with config hash {h!r} in the journal")
-        self.store.append([transition_op(h, status, fields, identity)])
-        self._identified.add(h)
+        return transition_op(h, status, fields, identity)
 
     def interrupt_on_full_disk(self, runs: list[tuple[PlannedRun, int]], error: str) -> None:
         """Journal (run, attempt) pairs `interrupted` with `error`, in one append that may use the
         journal's reserve: the last lines of a sweep a full disk stopped (docs/manifest.md)."""
-        now, records = time.time(), self._state.records
-        ops = [transition_op(run.config_hash, model.INTERRUPTED, {"end_time": now, "attempt": attempt, "error": error},
-                             None if getattr(records.get(run.config_hash), "run_id", None) else identity_of(run))
-               for run, attempt in runs]
-        if ops:
-            self.store.append(ops, last_words=True)
+        now = time.time()
+        self.transitions([(run, model.INTERRUPTED, {"end_time": now, "attempt": attempt, "error": error})
+                          for run, attempt in runs], last_words=True)
 
     # -- claims -------------------------------------------------------------------------------
     def claim(self, run: PlannedRun, owner: str, node_rank: Optional[int] = None) -> bool:
