@@ -13,10 +13,25 @@ from pathlib import Path
 import pytest
 from apprun import manifest_runs, mode_of, run_app, side_lines, status_json, wait_for
 from services import require_service, wait_sacct_final
+from test_templates import session  # noqa: F401 - the fixture: a real Hydra loader over the test app
 
 POLL = ["hydra.launcher.progress=log", "hydra.launcher.poll_min_s=0.3", "hydra.launcher.poll_max_s=2"]
 SLURM = ["hydra/sweeper=mfcl", "hydra/launcher=mfcl_slurm", "hydra.launcher.timeout_min=10", *POLL]
 PBS = ["hydra/sweeper=mfcl", "hydra/launcher=mfcl_pbs", *POLL]
+
+
+def test_a_packed_task_composes_its_runs_config_once_before_its_first_run_forks(tmp_path: Path, session) -> None:
+    from mfcl_sweeps.backends.pack_task import Task
+    from mfcl_sweeps.job.jobspec import JobSpec
+
+    jobs = [JobSpec(overrides=["model=cnn", f"seed={i}"], index=i, run={}, result_path="", sweep_dir=str(tmp_path),
+                    session_path="") for i in range(3)]
+    task = Task(session, jobs, submitted_at=0.0, restarts=0)
+    first = task.templates.prepare(jobs[0].overrides)  # what start() hands the first run's child
+    assert first is not None  # not composed again in full in the child
+    later = [task.templates.prepare(j.overrides) for j in jobs[1:]]
+    assert all(p.base is first.base for p in later)  # composed once for the task
+    assert [[o.input_line for o in p.value_overrides] for p in (first, *later)] == [[f"seed={i}"] for i in range(3)]
 
 
 @pytest.fixture(autouse=True)

@@ -139,6 +139,11 @@ class Task:
 
         # runs that pick the same config groups finish one config composed here (as mfcl_local's)
         self.templates = ConfigTemplates(session)
+        if len(jobs) > 1:
+            # the cache composes a choice of groups at its second sight; the task knows its runs up
+            # front, so the second run's is seen now and the first run's start composes the template
+            # here, once, instead of the first run composing in full and run 2 composing again
+            self.templates.prepare(jobs[1].overrides)
         # and what every run imports is imported once, here, not in each child
         import cloudpickle  # noqa: F401
         import hydra.core.utils  # noqa: F401
