@@ -176,10 +176,10 @@ class LaunchCore:
             Path(req.job_path).parent.mkdir(parents=True, exist_ok=True)
             req.spec.write(req.job_path)
         for submission in backend.plan(requests):
-            for handle in backend.submit(submission):
-                manifest.transition(handle.request.run, model.PENDING, backend=backend.name,
-                                    backend_job_id=handle.backend_job_id, attempt=handle.request.spec.attempt,
-                                    **handle.data.get("journal_fields", {}))
+            manifest.transitions([(handle.request.run, model.PENDING,
+                                   {"backend": backend.name, "backend_job_id": handle.backend_job_id,
+                                    "attempt": handle.request.spec.attempt, **handle.data.get("journal_fields", {})})
+                                  for handle in backend.submit(submission)])  # one append per submission
         backend.close()
         log.info("Detached: %d job(s) submitted; follow with `mfcl-sweeps status %s`", len(requests), self.sweep_dir)
         return []
