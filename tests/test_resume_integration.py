@@ -102,13 +102,25 @@ def check_exactly_once(tmp_path: Path, n_runs: int) -> int:
     return window_hits
 
 
-@pytest.mark.parametrize("trial", range(10))
-def test_kill_9_driver_at_random_points_then_rerun(tmp_path, trial):
-    rng = random.Random(trial)
-    tree = trial % 2 == 1  # odd trials kill the whole process tree, even ones the driver alone
+# Where the kill lands, keyed on what the sweep has done rather than on a time (a random time
+# from start-up often fell after the sweep's end, killing nothing): planned (journal written,
+# first jobs starting), a third of the runs completed, all but a few completed; plus a random
+# moment up to 0.3 s. Each phase with the driver killed alone and with its whole process tree.
+PHASES = {"planned": lambda d: (d / "sweep" / ".mfcl" / "journal.jsonl").exists(),
+          "third": lambda d: len(lines(d / "side" / "completions.txt")) >= 10,
+          "near_end": lambda d: len(lines(d / "side" / "completions.txt")) >= 26}
+
+
+@pytest.mark.parametrize("tree", [False, True], ids=["driver", "tree"])
+@pytest.mark.parametrize("phase", list(PHASES))
+def test_kill_9_driver_at_random_points_then_rerun(tmp_path, phase, tree):
+    rng = random.Random(f"{phase}-{tree}")
     overrides = ("value=range(0,30)", "hydra.sweeper.resume=skip_completed")
     driver = start(tmp_path, *overrides)
-    time.sleep(rng.uniform(0.5, 8.0))
+    deadline = time.monotonic() + 120
+    while not PHASES[phase](tmp_path) and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0.0, 0.3))
     kill(driver, tree)
     rerun = subprocess.run(driver_cmd(tmp_path, *overrides), cwd=tmp_path, capture_output=True, text=True,
                            timeout=300)
