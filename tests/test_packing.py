@@ -321,4 +321,6 @@ def test_pbs_runs_per_gpu_gives_each_run_one_of_the_tasks_gpus(tmp_path: Path) -
     seen = [json.loads((tmp_path / "side" / f"{r['run_id']}.json").read_text())["env"]["CUDA_VISIBLE_DEVICES"]
             for r in runs]
     assert seen[:2] == ["3", "5"] and set(seen) == {"3", "5"}, seen  # one GPU each, the least shared
-    assert runs[0]["start_time"] < runs[1]["start_time"] < runs[0]["end_time"]  # side by side
+    # side by side: their times overlap (which of two forked at once journals its start first is
+    # up to the machine's scheduler)
+    assert max(runs[0]["start_time"], runs[1]["start_time"]) < min(runs[0]["end_time"], runs[1]["end_time"])
