@@ -184,12 +184,15 @@ def sacct_states(job_id: str) -> dict[str, tuple[str, str]]:
 def wait_sacct_final(job_id: str, count: int = 1, timeout: float = 90) -> dict[str, tuple[str, str]]:
     """Poll sacct until `count` allocations of `job_id` are in a terminal state.
 
-    sacct can lag squeue by a few seconds, so a missing row means "not yet", not "gone".
+    sacct can lag squeue by a few seconds, so a missing row means "not yet", not "gone". For an
+    array task (`job_id` "N_i") only its own row counts: sacct shows a task under its bare job id
+    "N" for a moment after it ends (the launcher's query ignores that row too).
     """
     deadline = time.monotonic() + timeout
     while True:
         states = sacct_states(job_id)
-        done = {k: v for k, v in states.items() if v[0] in TERMINAL_SLURM_STATES}
+        done = {k: v for k, v in states.items()
+                if v[0] in TERMINAL_SLURM_STATES and ("_" not in job_id or k == job_id)}
         if len(done) >= count:
             return done
         if time.monotonic() > deadline:

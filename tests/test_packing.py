@@ -178,7 +178,7 @@ def test_a_failing_run_fails_alone_and_the_task_goes_on(tmp_path: Path) -> None:
     (task,) = {r["backend_job_id"] for r in runs.values()}  # one sbatch, one task, four runs
     assert sorted(side_lines(tmp_path, "completions.txt")) == [runs["ok"]["run_id"]]
     # the scheduler is told the truth about the task: a run failed in it
-    assert wait_sacct_final(task.split("_")[0], count=1)[task] == ("FAILED", "1:0")
+    assert wait_sacct_final(task)[task] == ("FAILED", "1:0")
 
 
 @pytest.mark.slurm
@@ -222,7 +222,7 @@ def test_cancel_of_one_packed_run_stops_it_alone(tmp_path: Path) -> None:
     assert side_lines(tmp_path, "completions.txt") == [r.run_id for r in sorted(records(sweep).values(),
                                                                                     key=lambda r: r.index)][1:]
     # the task was not scancelled: it ran its other runs and ended on its own
-    assert wait_sacct_final(first.backend_job_id.split("_")[0], count=1)[first.backend_job_id][0] == "COMPLETED"
+    assert wait_sacct_final(first.backend_job_id)[first.backend_job_id][0] == "COMPLETED"
 
 
 @pytest.mark.slurm
@@ -286,7 +286,7 @@ def test_cancel_of_one_run_side_by_side_stops_it_alone(tmp_path: Path) -> None:
     wait_for(lambda: status_json(sweep)["counts"].get("completed") == 2, timeout=120, what="the other two runs")
     assert status_json(sweep)["counts"] == {"total": 3, "completed": 2, "cancelled": 1}
     assert first.run_id not in side_lines(tmp_path, "completions.txt")
-    assert wait_sacct_final(first.backend_job_id.split("_")[0], count=1)[first.backend_job_id][0] == "COMPLETED"
+    assert wait_sacct_final(first.backend_job_id)[first.backend_job_id][0] == "COMPLETED"
 
 
 @pytest.mark.slurm
