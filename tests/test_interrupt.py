@@ -128,7 +128,11 @@ def test_a_signal_during_fork_is_kept_for_the_driver() -> None:
     stop.install()
     try:
         pid = backend._start(_request_double(), {}, ["true"], None)
-        assert stop.pending and stop.signum == signal.SIGTERM
+        # With only this thread, the signal unblocked after fork is handled at once; with other
+        # threads alive (left by earlier tests in CI's run) the kernel may hand it to one of them,
+        # and Python's handler then runs in this thread a moment later.
+        wait_for(lambda: stop.pending, 10, "the signal sent during fork to reach the driver's handler")
+        assert stop.signum == signal.SIGTERM
     finally:
         stop.restore()
     _, status = os.waitpid(pid, 0)
